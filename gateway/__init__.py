@@ -1,0 +1,1 @@
+"""novnc-gateway: a VNC console gateway."""

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh clone: Python venv from pinned constraints, noVNC (and test tools) from
+# the npm lock file, and, with --test, the Debian packages the test suite drives for real.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+stamp_dir=.venv/.stamps
+py=${PYTHON:-python3}
+
+# 1. Debian packages (tests only): Chromium for browser tests, a real VNC server, Redis, nginx.
+if [ "$want_test" = 1 ]; then
+  pkgs=(chromium tigervnc-standalone-server redis-server nginx-light xauth)
+  missing=()
+  for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    sudo_cmd=()
+    [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+# 2. Python virtual environment, pinned by constraints.txt.
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+mkdir -p "$stamp_dir"
+extra=""
+[ "$want_test" = 1 ] && extra="[test]"
+key=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)$extra
+if [ ! -f "$stamp_dir/pip-$key" ]; then
+  echo "setup: installing Python packages (novnc-gateway$extra)"
+  .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".$extra"
+  rm -f "$stamp_dir"/pip-*
+  touch "$stamp_dir/pip-$key"
+  [ -n "$extra" ] && touch "$stamp_dir/pip-${key%\[test\]}"
+fi
+
+# 3. Browser assets (noVNC) and the test OpenID provider, pinned by package-lock.json.
+lock_key=$(sha256sum package-lock.json | cut -c1-16)
+if [ ! -f "node_modules/.stamp-$lock_key" ]; then
+  echo "setup: installing npm packages from package-lock.json"
+  npm ci --no-audit --no-fund --loglevel=error
+  touch "node_modules/.stamp-$lock_key"
+fi
