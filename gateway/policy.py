@@ -1,0 +1,384 @@
+"""Access policy: who may open which server's console, and how (view or control).
+
+Rules are data (``[[policy.rules]]`` in the config); a decision always carries the rule that made it and a
+reason in words, so that the audit trail and ``novnc-gateway explain`` can say *why*, not only *what*.
+The combination (deny by default, an explicit deny wins, otherwise the most specific rule, then the
+higher permission) is documented with examples in docs/policy.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from gateway.clouds.base import Server
+
+__all__ = [
+    "AdminConfig",
+    "Decision",
+    "Permission",
+    "Policy",
+    "PolicyConfig",
+    "RuleConfig",
+    "explain",
+]
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+class Permission(enum.StrEnum):
+    """Ordered: NONE < VIEW < CONTROL (string comparison would order them alphabetically)."""
+
+    NONE = "none"
+    VIEW = "view"
+    CONTROL = "control"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    def __lt__(self, other: object) -> bool:
+        return self.rank < _coerce(other).rank
+
+    def __le__(self, other: object) -> bool:
+        return self.rank <= _coerce(other).rank
+
+    def __gt__(self, other: object) -> bool:
+        return self.rank > _coerce(other).rank
+
+    def __ge__(self, other: object) -> bool:
+        return self.rank >= _coerce(other).rank
+
+
+_RANK = {Permission.NONE: 0, Permission.VIEW: 1, Permission.CONTROL: 2}
+
+
+def _coerce(other: object) -> Permission:
+    # Plain strings compare by rank too, so `decision.permission >= "view"` cannot go alphabetical.
+    if isinstance(other, str):
+        return Permission(other)
+    raise TypeError(f"cannot compare Permission with {type(other).__name__}")
+
+
+def _check_entries(values: list[str], what: str) -> list[str]:
+    for value in values:
+        if not value.strip():
+            raise ValueError(f"{what}: empty entry")
+        if value != value.strip():
+            raise ValueError(f"{what}: {value!r} has leading or trailing spaces")
+    return values
+
+
+class RuleConfig(BaseModel):
+    """One ``[[policy.rules]]`` table.
+
+    Within one selector the entries are alternatives (any may match); ``tags`` and ``metadata`` are
+    conditions (all must hold), like label selectors; across selectors every given one must match.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    clouds: list[str] = Field(default_factory=list)
+    projects: list[str] = Field(default_factory=list)
+    regions: list[str] = Field(default_factory=list)
+    server_ids: list[str] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    permission: Literal["control", "view", "deny"]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip() or value != value.strip():
+            raise ValueError(f"rule name {value!r} must be non-empty without surrounding spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> RuleConfig:
+        where = f'policy rule "{self.name}"'
+        if not self.users and not self.groups:
+            raise ValueError(f'{where}: give users or groups (use users = ["*"] for everyone signed in)')
+        for field in ("users", "groups", "clouds", "projects", "regions", "server_ids", "names"):
+            _check_entries(getattr(self, field), f"{where}: {field}")
+        for tag in self.tags:
+            key = tag.split("=", 1)[0]
+            if not key.strip() or key != key.strip():
+                raise ValueError(f'{where}: tags: {tag!r} needs a key ("key" or "key=value")')
+        for key in self.metadata:
+            if not key.strip():
+                raise ValueError(f"{where}: metadata: empty key")
+        return self
+
+
+class AdminConfig(BaseModel):
+    """Who gets the gateway's own ``admin`` permission (the admin page and API).
+
+    Exact names only: admin power should never be handed out by a pattern that might match more than meant.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _exact(self) -> AdminConfig:
+        for field in ("users", "groups"):
+            values = _check_entries(getattr(self, field), f"policy.admins.{field}")
+            for value in values:
+                if _GLOB_CHARS.search(value):
+                    raise ValueError(
+                        f"policy.admins.{field}: {value!r} looks like a glob; admins are exact names"
+                    )
+        return self
+
+
+class PolicyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: list[RuleConfig] = Field(default_factory=list)
+    admins: AdminConfig = Field(default_factory=AdminConfig)
+
+    @model_validator(mode="after")
+    def _unique(self) -> PolicyConfig:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.name in seen:
+                raise ValueError(f'policy rule "{rule.name}": the name is used by more than one rule')
+            seen.add(rule.name)
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    permission: Permission
+    rule: str | None  # None: nothing matched (default deny) / not an admin
+    reason: str
+
+    @property
+    def allowed(self) -> bool:
+        return self.permission >= Permission.VIEW
+
+
+# --- matching ----------------------------------------------------------------------------------------
+
+# Server specificity levels, most specific first. A rule's level is that of its most specific selector.
+_LEVEL_NAMES = {4: "server id", 3: "name", 2: "tags/metadata", 1: "cloud/project/region", 0: "all servers"}
+# Who specificity: an exact user name is more specific than a user glob or a group.
+_WHO_USER = 2
+_WHO_OTHER = 1
+
+
+def _split_tag(tag: str) -> tuple[str, str | None]:
+    key, sep, value = tag.partition("=")
+    return key, (value if sep else None)
+
+
+def _server_tags(server: Server) -> dict[str, str]:
+    # A server tag without "=" has the empty value: "key" on the server equals "key=" there.
+    tags: dict[str, str] = {}
+    for tag in server.tags:
+        key, value = _split_tag(tag)
+        tags[key] = value or ""
+    return tags
+
+
+@dataclass(frozen=True, slots=True)
+class _Match:
+    matched: bool
+    who_level: int = 0
+    because: tuple[str, ...] = ()  # what matched, e.g. ("group ops", "name web-*")
+    failure: str = ""  # first selector that failed, in words
+
+
+class _Rule:
+    """A RuleConfig prepared for matching."""
+
+    __slots__ = ("config", "level", "tags")
+
+    def __init__(self, config: RuleConfig) -> None:
+        self.config = config
+        self.tags = [_split_tag(t) for t in config.tags]
+        if config.server_ids:
+            self.level = 4
+        elif config.names:
+            self.level = 3
+        elif config.tags or config.metadata:
+            self.level = 2
+        elif config.clouds or config.projects or config.regions:
+            self.level = 1
+        else:
+            self.level = 0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def permission(self) -> str:
+        return self.config.permission
+
+    def match_who(self, user: str, groups: Sequence[str]) -> tuple[int, str] | None:
+        if not user:
+            return None  # anonymous never matches, not even "*"
+        cfg = self.config
+        if user in cfg.users:
+            return _WHO_USER, f"user {user}"
+        for group in cfg.groups:
+            for member in groups:
+                if fnmatchcase(member, group):
+                    return _WHO_OTHER, f"group {member}" if member == group else f"group {member} via {group}"
+        for pattern in cfg.users:
+            if _GLOB_CHARS.search(pattern) and fnmatchcase(user, pattern):
+                return _WHO_OTHER, f"user {user} via {pattern}"
+        return None
+
+    def match(self, user: str, groups: Sequence[str], server: Server) -> _Match:
+        cfg = self.config
+        who = self.match_who(user, groups)
+        if who is None:
+            listed = ", ".join([*cfg.users, *(f"group {g}" for g in cfg.groups)])
+            in_groups = f" (groups: {', '.join(groups)})" if groups else " (no groups)"
+            return _Match(False, failure=f"user {user or '<anonymous>'}{in_groups} is not in [{listed}]")
+        because = [who[1]]
+
+        def exact(label: str, values: list[str], actual: str) -> str | None:
+            if not values:
+                return None
+            if actual in values:
+                because.append(f"{label} {actual}")
+                return None
+            return f"{label} {actual!r} is not one of {values}"
+
+        for failure in (
+            exact("cloud", cfg.clouds, server.cloud),
+            exact("project", cfg.projects, server.project_id),
+            exact("region", cfg.regions, server.region),
+            exact("server id", cfg.server_ids, server.id),
+        ):
+            if failure:
+                return _Match(False, failure=failure)
+        if cfg.names:
+            pattern = next((p for p in cfg.names if fnmatchcase(server.name, p)), None)
+            if pattern is None:
+                return _Match(False, failure=f"name {server.name!r} matches none of {cfg.names}")
+            because.append(f"name {pattern}")
+        if self.tags:
+            have = _server_tags(server)
+            for (key, value), text in zip(self.tags, cfg.tags, strict=True):
+                if key not in have:
+                    return _Match(False, failure=f"tag {key!r} is not on the server")
+                if value is not None and not fnmatchcase(have[key], value):
+                    return _Match(False, failure=f"tag {key}={have[key]!r} does not match {text!r}")
+                because.append(f"tag {text}")
+        for key, pattern in cfg.metadata.items():
+            if key not in server.metadata:
+                return _Match(False, failure=f"metadata key {key!r} is not on the server")
+            actual = server.metadata[key]
+            if not fnmatchcase(actual, pattern):
+                return _Match(False, failure=f"metadata {key}={actual!r} does not match {pattern!r}")
+            because.append(f"metadata {key}={pattern}")
+        if self.level == 0:
+            because.append("all servers")
+        return _Match(True, who_level=who[0], because=tuple(because))
+
+
+def _reason(rule: _Rule, match: _Match) -> str:
+    verb = "denies" if rule.permission == "deny" else f"grants {rule.permission}"
+    return f'rule "{rule.name}" {verb} ({", ".join(match.because)})'
+
+
+class Policy:
+    """Immutable once built: a config reload builds a new Policy and swaps it in."""
+
+    def __init__(self, config: PolicyConfig) -> None:
+        self.config = config
+        self._rules = [_Rule(r) for r in config.rules]
+        self._admin_users = frozenset(config.admins.users)
+        self._admin_groups = frozenset(config.admins.groups)
+
+    @property
+    def rule_names(self) -> list[str]:
+        return [r.name for r in self._rules]
+
+    def _evaluate(
+        self, user: str, groups: Sequence[str], server: Server
+    ) -> tuple[Decision, list[tuple[_Rule, _Match]]]:
+        results = [(rule, rule.match(user, groups, server)) for rule in self._rules]
+        matching = [(rule, m) for rule, m in results if m.matched]
+        if not matching:
+            reason = f"no rule grants {user or '<anonymous>'} access to {server.name} (default deny)"
+            return Decision(Permission.NONE, None, reason), results
+        for rule, m in matching:  # an explicit deny wins; the first one in file order is reported
+            if rule.permission == "deny":
+                return Decision(Permission.NONE, rule.name, _reason(rule, m)), results
+
+        def key(item: tuple[_Rule, _Match]) -> tuple[int, int, int]:
+            rule, m = item
+            return rule.level, m.who_level, Permission(rule.permission).rank
+
+        # max() keeps the first of equal keys, so a remaining tie goes to file order.
+        rule, m = max(matching, key=key)
+        return Decision(Permission(rule.permission), rule.name, _reason(rule, m)), results
+
+    def decide(self, user: str, groups: Sequence[str], server: Server) -> Decision:
+        return self._evaluate(user, groups, server)[0]
+
+    def is_admin(self, user: str, groups: Sequence[str]) -> Decision:
+        if user and user in self._admin_users:
+            return Decision(Permission.CONTROL, "admins", f"admin (user {user})")
+        for group in groups:
+            if group in self._admin_groups:
+                return Decision(Permission.CONTROL, "admins", f"admin (group {group})")
+        return Decision(Permission.NONE, None, f"{user or '<anonymous>'} is not an admin")
+
+    def filter_servers(
+        self, user: str, groups: Sequence[str], servers: Iterable[Server]
+    ) -> list[tuple[Server, Decision]]:
+        """The servers this user may at least view, each with its decision (for the server list page)."""
+        out = []
+        for server in servers:
+            decision = self.decide(user, groups, server)
+            if decision.allowed:
+                out.append((server, decision))
+        return out
+
+
+def explain(policy: Policy, user: str, groups: Sequence[str], server: Server) -> str:
+    """Everything an operator needs to see why a user got what they got on one server."""
+    decision, results = policy._evaluate(user, groups, server)
+    lines = [
+        f"user:     {user or '<anonymous>'} (groups: {', '.join(groups) if groups else 'none'})",
+        f"server:   {server.name} (id {server.id}, cloud {server.cloud}, project {server.project_id}, "
+        f"region {server.region})",
+        f"decision: {decision.permission.value}",
+        f"rule:     {decision.rule if decision.rule is not None else '(none: default deny)'}",
+        f"reason:   {decision.reason}",
+        "rules, in file order:",
+    ]
+    if not results:
+        lines.append("  (no rules configured)")
+    for index, (rule, m) in enumerate(results, 1):
+        head = f"  {index}. {rule.name} [{rule.permission}; specificity {_LEVEL_NAMES[rule.level]}]"
+        if not m.matched:
+            lines.append(f"{head}: no match: {m.failure}")
+            continue
+        matched = f"{head}: matches ({', '.join(m.because)})"
+        if rule.name == decision.rule:
+            lines.append(f"{matched} -> DECIDES")
+        elif decision.permission is Permission.NONE:
+            lines.append(f'{matched}, overridden by deny rule "{decision.rule}"')
+        else:
+            lines.append(f'{matched}, outranked by "{decision.rule}"')
+    return "\n".join(lines)
