@@ -1,0 +1,117 @@
+"""Sign-in throttling per user name and per client address, on a fixed-window counter store.
+
+The store interface is deliberately tiny (increment, reset) so a Redis store can implement it with INCR +
+EXPIRE. Because it cannot be read without counting, `check()` itself counts the attempt; windows are aligned
+to multiples of `window` on the wall clock, so the wait is known without asking the store for a TTL.
+
+- per user: attempts since the last successful sign-in (a success resets it), against password guessing;
+- per address: every attempt from the address in the window, against spraying many user names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+log = logging.getLogger("gateway.auth")
+
+
+class CounterStore(Protocol):
+    async def incr(self, key: str, window: float) -> int:
+        """Increment `key` and return its count in the current window; the key expires after `window`."""
+        ...
+
+    async def reset(self, key: str) -> None: ...
+
+
+class MemoryCounterStore:
+    """In-process store for a single replica; bounded so a flood of distinct names cannot exhaust memory."""
+
+    def __init__(self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_keys = max_keys
+        self._clock = clock
+        self._counters: dict[str, tuple[float, int]] = {}  # key -> (expires at, count); insertion ordered
+
+    def __len__(self) -> int:
+        return len(self._counters)
+
+    async def incr(self, key: str, window: float) -> int:
+        now = self._clock()
+        entry = self._counters.get(key)
+        if entry is None or entry[0] <= now:
+            self._counters.pop(key, None)
+            if len(self._counters) >= self._max_keys:
+                self._evict(now)
+            self._counters[key] = (now + window, 1)
+            return 1
+        count = entry[1] + 1
+        self._counters[key] = (entry[0], count)
+        return count
+
+    async def reset(self, key: str) -> None:
+        self._counters.pop(key, None)
+
+    def _evict(self, now: float) -> None:
+        for key in [k for k, (expires, _) in self._counters.items() if expires <= now]:
+            del self._counters[key]
+        # Still full: drop the oldest windows first (dict order is creation order).
+        while len(self._counters) >= self._max_keys:
+            del self._counters[next(iter(self._counters))]
+
+
+def _subject(kind: str, value: str) -> str:
+    # Hashed: keys stay short and the store never holds raw user input.
+    digest = hashlib.sha256(value.strip().casefold().encode("utf-8")).hexdigest()[:32]
+    return f"signin:{kind}:{digest}"
+
+
+class SignInThrottle:
+    def __init__(
+        self,
+        store: CounterStore,
+        *,
+        per_user: int = 5,
+        per_address: int = 20,
+        window: float = 300,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if per_user < 1 or per_address < 1 or window <= 0:
+            raise ValueError("throttle limits and window must be positive")
+        self._store = store
+        self.per_user = per_user
+        self.per_address = per_address
+        self.window = float(window)
+        self._clock = clock
+
+    def _window(self) -> tuple[int, float]:
+        now = self._clock()
+        index = int(now // self.window)
+        return index, (index + 1) * self.window - now
+
+    async def check(self, user: str, address: str) -> float | None:
+        """Count this attempt; None if allowed, else the seconds until the window ends."""
+        index, remaining = self._window()
+        user_count = await self._store.incr(f"{_subject('user', user)}:{index}", self.window)
+        address_count = await self._store.incr(f"{_subject('addr', address)}:{index}", self.window)
+        if user_count > self.per_user or address_count > self.per_address:
+            if user_count == self.per_user + 1 or address_count == self.per_address + 1:
+                log.warning(
+                    "sign-in throttled (user attempts %d, address attempts %d) for %.0f s",
+                    user_count,
+                    address_count,
+                    remaining,
+                )
+            return max(remaining, 1.0)
+        return None
+
+    async def failed(self, user: str, address: str) -> None:
+        """A failed attempt: already counted by `check()`; kept so callers state the outcome explicitly."""
+        return None
+
+    async def succeeded(self, user: str, address: str) -> None:
+        """A success clears the user's count; not the address's, or a valid account would unlock spraying."""
+        index, _ = self._window()
+        await self._store.reset(f"{_subject('user', user)}:{index}")
