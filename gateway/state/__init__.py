@@ -1,0 +1,1 @@
+"""Shared state behind one interface: in memory for one process, Redis when replicas share it."""

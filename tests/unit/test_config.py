@@ -1,0 +1,148 @@
+"""Config loading: TOML + environment + secret files, and errors that name the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.auth.cookie import generate_key
+from gateway.config import ConfigError, load_config, parse_duration
+
+KEY = generate_key()
+HASH = "scrypt$ln=4,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$" + "A" * 43
+
+MINIMAL = f"""
+[session]
+keys = ["{KEY}"]
+
+[auth.local]
+enabled = true
+users = [{{ name = "alice", password_hash = "{HASH}" }}]
+
+[[clouds]]
+name = "prod"
+region = "ap-southeast-1"
+project_id = "0123456789abcdef"
+access_key = "AK"
+secret_key = "SK-secret-value"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text), env or {})
+    return info.value.problems
+
+
+def test_minimal_config_loads_with_documented_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), {})
+    assert config.server.listen == "127.0.0.1:8080"
+    assert config.console.idle_timeout == 900
+    assert config.clouds[0].secret_key.get_secret_value() == "SK-secret-value"
+    assert config.server.origins() == ["http://127.0.0.1:8080", "http://localhost:8080"]
+
+
+def test_env_overrides_nested_keys_and_list_items(tmp_path: Path) -> None:
+    env = {
+        "NOVNC_GATEWAY__SERVER__LISTEN": "0.0.0.0:9000",
+        "NOVNC_GATEWAY__CLOUDS__0__SECRET_KEY": "from-env",
+        "NOVNC_GATEWAY__UPSTREAM__ALLOWED_HOSTS": '["*.example.com", "h.example.org"]',
+        "NOVNC_GATEWAY__CONSOLE__IDLE_TIMEOUT": "20m",
+        "OTHER": "ignored",
+    }
+    config = load_config(write(tmp_path, MINIMAL), env)
+    assert config.server.listen == "0.0.0.0:9000"
+    assert config.clouds[0].secret_key.get_secret_value() == "from-env"
+    assert config.upstream.allowed_hosts == ["*.example.com", "h.example.org"]
+    assert config.console.idle_timeout == 1200
+
+
+def test_secret_from_file(tmp_path: Path) -> None:
+    secret = tmp_path / "sk"
+    secret.write_text("file-secret\n")
+    text = MINIMAL.replace('secret_key = "SK-secret-value"', f'secret_key_file = "{secret}"')
+    assert load_config(write(tmp_path, text), {}).clouds[0].secret_key.get_secret_value() == "file-secret"
+    keys = tmp_path / "keys"
+    keys.write_text(f"{KEY}\n{generate_key()}\n")
+    env = {"NOVNC_GATEWAY__SESSION__KEYS_FILE": str(keys)}
+    assert len(load_config(write(tmp_path, text), env).session.keys) == 2
+
+
+def test_unreadable_secret_file_names_the_key(tmp_path: Path) -> None:
+    text = MINIMAL.replace('secret_key = "SK-secret-value"', 'secret_key_file = "/nonexistent/sk"')
+    assert problems(tmp_path, text) == [
+        "clouds[0].secret_key_file: cannot read /nonexistent/sk: No such file or directory"
+    ]
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
+    found = problems(tmp_path, MINIMAL + '\n[server]\nlisten_addr = "x"\n')
+    assert found == ["server.listen_addr: unknown key; did you mean 'listen'?"]
+
+
+def test_every_bad_key_is_reported_and_env_origin_named(tmp_path: Path) -> None:
+    text = MINIMAL + '\n[console]\nidle_timeout = "soon"\n[limits]\nper_user = 0\n'
+    found = problems(tmp_path, text, {"NOVNC_GATEWAY__SERVER__LISTEN": "nohostport"})
+    assert any(p.startswith("console.idle_timeout: ") and "'soon' is not a duration" in p for p in found)
+    assert any(p.startswith("limits.per_user: ") for p in found)
+    assert any(p.startswith("server.listen (from NOVNC_GATEWAY__SERVER__LISTEN): ") for p in found)
+    assert len(found) == 3
+
+
+def test_secret_values_never_appear_in_errors(tmp_path: Path) -> None:
+    text = MINIMAL.replace('access_key = "AK"\n', "")
+    found = problems(tmp_path, text)
+    assert found == ["clouds[0]: access_key and secret_key must both be set"]
+    assert "SK-secret-value" not in "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[server\n", "not valid TOML"),
+        (MINIMAL.replace(f'keys = ["{KEY}"]', "keys = []"), "session.keys: at least one key is required"),
+        (MINIMAL.replace("enabled = true", "enabled = false"), "auth: no sign-in method is enabled"),
+        (MINIMAL + '[server]\ntls_cert = "/c.pem"\n', "tls_cert and tls_key must be set together"),
+        (MINIMAL + '[server]\npublic_origins = ["https://x/path"]\n', "is not an origin"),
+        (MINIMAL + '[server]\ntrusted_proxies = ["10.0.0.0/33"]\n', "is not an IP network"),
+        (
+            MINIMAL.replace('name = "prod"', 'name = "Prod Cloud"'),
+            "clouds[0].name: String should match pattern",
+        ),
+        (MINIMAL + "[console]\nidle_timeout = 60\nidle_warning = 60\n", "idle_warning must be shorter"),
+        (MINIMAL.replace(HASH, "plaintext"), "must be a scrypt hash"),
+    ],
+)
+def test_malformed_configs_name_the_problem(tmp_path: Path, text: str, expected: str) -> None:
+    assert any(expected in p for p in problems(tmp_path, text)), problems(tmp_path, text)
+
+
+def test_durations() -> None:
+    assert parse_duration("1.5h") == 5400
+    assert parse_duration(12) == 12.0
+    assert parse_duration("250ms") == 0.25
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_check_config_exit_codes(tmp_path: Path) -> None:
+    good = run_cli("check-config", str(write(tmp_path, MINIMAL)))
+    assert good.returncode == 0, good.stderr
+    assert "OK" in good.stdout
+    bad = run_cli("check-config", str(write(tmp_path, MINIMAL + "\n[limits]\nglobal_max = -1\n")))
+    assert bad.returncode == 2
+    assert "limits.global_max" in bad.stderr
+    assert "SK-secret-value" not in bad.stderr + bad.stdout
