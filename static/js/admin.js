@@ -1,0 +1,324 @@
+/**
+ * The admin page: live consoles on every replica (refreshed every 3 s) and locked users.
+ *
+ * Rows are keyed by console id (users for the locked list) and updated in place, so a refresh does
+ * not take keyboard focus away from the button an operator is on.
+ */
+
+import { ApiError, api, goToLogin, loadMe } from "./api.js";
+import { byId, el, formatBytes, formatDuration, formatTime, permissionBadge, setBanner, setupHeader } from "./ui.js";
+
+const REFRESH_MS = 3000;
+
+let csrf = "";
+let pollTimer = 0;
+let stopped = false;
+/** @type {Map<string, {row: HTMLTableRowElement, update: (c: object) => void}>} */
+const consoleRows = new Map();
+/** @type {Map<string, {row: HTMLTableRowElement, update: (l: object) => void}>} */
+const lockedRows = new Map();
+
+// ---------------------------------------------------------------------------- dialogs and feedback
+
+/**
+ * Ask before doing something that cuts an operator's colleague off.
+ * @param {{title: string, text: string, ok: string, askReason?: boolean}} opts
+ * @returns {Promise<{reason: string}|null>} null when cancelled
+ */
+function confirmAction(opts) {
+    const dialog = byId("confirm");
+    byId("confirm-title").textContent = opts.title;
+    byId("confirm-text").textContent = opts.text;
+    byId("confirm-ok").textContent = opts.ok;
+    const reasonInput = byId("confirm-reason");
+    reasonInput.value = "";
+    byId("confirm-reason-box").hidden = !opts.askReason;
+    return new Promise((resolve) => {
+        const ok = byId("confirm-ok");
+        const cancel = byId("confirm-cancel");
+        const done = (value) => {
+            ok.removeEventListener("click", onOk);
+            cancel.removeEventListener("click", onCancel);
+            dialog.removeEventListener("close", onClose);
+            if (dialog.open) {
+                dialog.close();
+            }
+            resolve(value);
+        };
+        const onOk = () => done({ reason: reasonInput.value.trim() });
+        const onCancel = () => done(null);
+        const onClose = () => done(null);
+        ok.addEventListener("click", onOk);
+        cancel.addEventListener("click", onCancel);
+        dialog.addEventListener("close", onClose);
+        dialog.showModal();
+        (opts.askReason ? reasonInput : ok).focus();
+    });
+}
+
+let toastTimer = 0;
+/** @param {string} message */
+function toast(message) {
+    const node = byId("toast");
+    node.textContent = message;
+    node.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(() => {
+        node.hidden = true;
+    }, 4000);
+}
+
+/**
+ * POST an admin action, report the outcome, refresh the tables.
+ * @param {string} path
+ * @param {object} body
+ * @param {string} success toast text
+ */
+async function act(path, body, success) {
+    try {
+        await api(path, { method: "POST", body, csrf });
+        toast(success);
+    } catch (err) {
+        if (err instanceof ApiError && err.status === 401) {
+            goToLogin();
+            return;
+        }
+        toast(`Failed: ${err.message}`);
+    }
+    await refresh();
+}
+
+const userPath = (user, action) => `/api/admin/users/${encodeURIComponent(user)}/${action}`;
+
+async function terminateConsole(c) {
+    const label = c.server_name || c.server_id;
+    if (await confirmAction({
+        title: "Terminate console",
+        text: `Close the console of ${c.user} on ${label} now?`,
+        ok: "Terminate",
+    })) {
+        await act(`/api/admin/consoles/${encodeURIComponent(c.id)}/terminate`, {}, `Terminated ${c.user}'s console on ${label}.`);
+    }
+}
+
+async function terminateUser(user) {
+    if (await confirmAction({
+        title: "Terminate all consoles of a user",
+        text: `Close every console ${user} has open, on every replica?`,
+        ok: "Terminate all",
+    })) {
+        await act(userPath(user, "terminate"), {}, `Terminated all consoles of ${user}.`);
+    }
+}
+
+async function lockUser(user, reason) {
+    const body = reason ? { reason } : {};
+    await act(userPath(user, "lock"), body, `Locked ${user}; their consoles are closed.`);
+}
+
+async function confirmLock(user) {
+    const answer = await confirmAction({
+        title: "Lock user",
+        text: `Lock ${user}? Their consoles close now and they cannot open new ones until unlocked.`,
+        ok: "Lock",
+        askReason: true,
+    });
+    if (answer) {
+        await lockUser(user, answer.reason);
+    }
+}
+
+// ---------------------------------------------------------------------------- tables
+
+/** @param {object} c one console from /api/admin/sessions */
+function consoleRow(c) {
+    const user = el("td", {}, el("span", { class: "cell-main", text: c.user }));
+    const serverName = el("span", { class: "cell-main" });
+    const serverSub = el("span", { class: "cell-sub" });
+    const server = el("td", {}, serverName, el("br"), serverSub);
+    const access = el("td");
+    const since = el("td", { class: "hide-sm nowrap" });
+    const durationText = el("span");
+    const stateText = el("span", { class: "cell-sub" });
+    const duration = el("td", { class: "num" }, durationText, el("br"), stateText);
+    const down = el("td", { class: "num hide-sm" });
+    const up = el("td", { class: "num hide-sm" });
+    const client = el("td", { class: "hide-sm mono nowrap" });
+    const replica = el("td", { class: "hide-sm" });
+    const terminate = el("button", {
+        type: "button", class: "btn btn-small btn-danger", dataset: { testid: "admin-terminate" }, text: "Terminate",
+    });
+    const terminateAll = el("button", {
+        type: "button", class: "btn btn-small", dataset: { testid: "admin-terminate-user" },
+        text: "Terminate all", title: "Terminate every console of this user",
+    });
+    const lock = el("button", {
+        type: "button", class: "btn btn-small", dataset: { testid: "admin-lock" }, text: "Lock user",
+        title: "Lock this user: close their consoles and refuse new ones",
+    });
+    const row = el(
+        "tr",
+        { dataset: { testid: "admin-row", consoleId: c.id, user: c.user } },
+        user, server, access, since, duration, down, up, client, replica,
+        el("td", { class: "actions" }, terminate, terminateAll, lock),
+    );
+    let current = c;
+    terminate.addEventListener("click", () => terminateConsole(current));
+    terminateAll.addEventListener("click", () => terminateUser(current.user));
+    lock.addEventListener("click", () => confirmLock(current.user));
+    terminate.setAttribute("aria-label", `Terminate the console of ${c.user} on ${c.server_name || c.server_id}`);
+    terminateAll.setAttribute("aria-label", `Terminate all consoles of ${c.user}`);
+    lock.setAttribute("aria-label", `Lock ${c.user}`);
+
+    const update = (next) => {
+        current = next;
+        serverName.textContent = next.server_name || next.server_id;
+        serverSub.textContent = `${next.server_id} · ${next.cloud}`;
+        access.replaceChildren(permissionBadge(next.permission));
+        since.textContent = formatTime(next.since);
+        durationText.textContent = formatDuration(next.seconds);
+        stateText.textContent = next.state || "";
+        down.textContent = formatBytes(next.bytes_to_browser);
+        up.textContent = formatBytes(next.bytes_to_upstream);
+        client.textContent = next.client || "–";
+        replica.textContent = next.replica || "–";
+    };
+    update(c);
+    return { row, update };
+}
+
+/** @param {{user: string, reason: string}} l */
+function lockedRow(l) {
+    const reason = el("td");
+    const unlock = el("button", {
+        type: "button", class: "btn btn-small", dataset: { testid: "admin-unlock" }, text: "Unlock",
+        "aria-label": `Unlock ${l.user}`,
+    });
+    unlock.addEventListener("click", () => act(userPath(l.user, "unlock"), {}, `Unlocked ${l.user}.`));
+    const row = el(
+        "tr",
+        { dataset: { testid: "locked-row", user: l.user } },
+        el("td", {}, el("span", { class: "cell-main", text: l.user })),
+        reason,
+        el("td", { class: "actions" }, unlock),
+    );
+    const update = (next) => {
+        reason.textContent = next.reason || "–";
+    };
+    update(l);
+    return { row, update };
+}
+
+/**
+ * Bring a tbody in line with `items`, reusing rows by key and reordering only when the order changed.
+ * @template T
+ * @param {HTMLElement} tbody
+ * @param {Map<string, {row: HTMLElement, update: (item: T) => void}>} rows
+ * @param {T[]} items
+ * @param {(item: T) => string} keyOf
+ * @param {(item: T) => {row: HTMLElement, update: (item: T) => void}} make
+ */
+function reconcile(tbody, rows, items, keyOf, make) {
+    const seen = new Set();
+    const ordered = [];
+    for (const item of items) {
+        const key = keyOf(item);
+        seen.add(key);
+        let entry = rows.get(key);
+        if (entry) {
+            entry.update(item);
+        } else {
+            entry = make(item);
+            rows.set(key, entry);
+        }
+        ordered.push(entry.row);
+    }
+    for (const [key, entry] of rows) {
+        if (!seen.has(key)) {
+            entry.row.remove();
+            rows.delete(key);
+        }
+    }
+    const same = ordered.length === tbody.children.length && ordered.every((row, i) => tbody.children[i] === row);
+    if (!same) {
+        tbody.replaceChildren(...ordered);
+    }
+}
+
+async function refresh() {
+    clearTimeout(pollTimer);
+    try {
+        const data = await api("/api/admin/sessions");
+        const consoles = (Array.isArray(data.consoles) ? data.consoles : [])
+            .slice()
+            .sort((a, b) => a.user.localeCompare(b.user) || a.since - b.since);
+        const locked = (Array.isArray(data.locked) ? data.locked : [])
+            .slice()
+            .sort((a, b) => a.user.localeCompare(b.user));
+        reconcile(byId("console-rows"), consoleRows, consoles, (c) => c.id, consoleRow);
+        reconcile(byId("locked-rows"), lockedRows, locked, (l) => l.user, lockedRow);
+        setBanner(byId("console-empty"), consoles.length ? null : "No console is open right now.");
+        byId("locked-empty").hidden = locked.length > 0;
+        const users = new Set(consoles.map((c) => c.user)).size;
+        byId("console-count").textContent = consoles.length
+            ? `${consoles.length} console${consoles.length === 1 ? "" : "s"}, ${users} user${users === 1 ? "" : "s"}`
+            : "";
+        byId("updated").textContent = `Updated ${new Date().toLocaleTimeString()}`;
+        setBanner(byId("load-error"), null);
+    } catch (err) {
+        if (err instanceof ApiError && err.status === 401) {
+            stopped = true;
+            goToLogin();
+            return;
+        }
+        if (err instanceof ApiError && err.status === 403) {
+            stopped = true;
+            setBanner(byId("load-error"), "This page is for administrators only.");
+            return;
+        }
+        setBanner(byId("load-error"), `The console list could not be refreshed: ${err.message}`);
+    }
+    schedule();
+}
+
+/** Poll while the tab is visible; a hidden tab catches up as soon as it is shown again. */
+function schedule() {
+    clearTimeout(pollTimer);
+    if (!stopped && !document.hidden) {
+        pollTimer = setTimeout(refresh, REFRESH_MS);
+    }
+}
+
+async function main() {
+    const me = await loadMe();
+    csrf = me.csrf;
+    setupHeader(me);
+    if (!me.admin) {
+        setBanner(byId("load-error"), "This page is for administrators only.");
+        setBanner(byId("console-empty"), null);
+        return;
+    }
+    byId("lock-form").addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const userInput = byId("lock-user");
+        const user = userInput.value.trim();
+        if (!user) {
+            userInput.focus();
+            return;
+        }
+        await lockUser(user, byId("lock-reason").value.trim());
+        userInput.value = "";
+        byId("lock-reason").value = "";
+    });
+    document.addEventListener("visibilitychange", () => {
+        if (!document.hidden && !stopped) {
+            refresh();
+        }
+    });
+    await refresh();
+}
+
+main().catch((err) => {
+    console.error(err);
+    setBanner(byId("load-error"), "The page could not start. Reload it to try again.");
+});
