@@ -1,0 +1,404 @@
+"""From a cloud's console URL to an open WebSocket on its console proxy.
+
+The console URL carries a one-time (Huawei) or short-lived (nova) token. It is the
+only secret in this module: it never appears in a repr, an exception text or a log line;
+`UpstreamTarget.safe_url()` is the form to log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import ipaddress
+import logging
+import re
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+import aiohttp
+from aiohttp import hdrs
+from yarl import URL
+
+__all__ = [
+    "HostAllowlist",
+    "UpstreamError",
+    "UpstreamErrorKind",
+    "UpstreamTarget",
+    "UpstreamURLError",
+    "build_ssl_context",
+    "derive_target",
+    "open_upstream",
+]
+
+log = logging.getLogger(__name__)
+
+_WS_SCHEME = {"https": "wss", "http": "ws"}
+_DEFAULT_PORT = {"wss": 443, "ws": 80}
+# Huawei's page is vnc_auto.html?token=...: the proxy serves the socket at /websockify.
+_HUAWEI_WS_PATH = "/websockify"
+_MAX_TOKEN_LEN = 512
+_MAX_URL_LEN = 4096
+# A path segment we are willing to put on the wire: RFC 3986 pchar, well-formed escapes only.
+_SEGMENT_RE = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*")
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
+_NUMERIC_LABEL_RE = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
+
+
+class UpstreamURLError(ValueError):
+    """The console URL cannot be turned into an upstream target.
+
+    The message says what is wrong; it never quotes the URL or the token.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamTarget:
+    """Where the gateway's upstream WebSocket goes. Its repr hides the token."""
+
+    scheme: str  # "ws" | "wss"
+    host: str  # lower case, IDNA (ASCII) form; IPv6 without brackets
+    port: int
+    path: str = "/"
+    token: str = field(default="", repr=False)
+
+    def _netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if _DEFAULT_PORT.get(self.scheme) == self.port:
+            return host
+        return f"{host}:{self.port}"
+
+    def url(self) -> str:
+        """The real URL, token included: pass it to the connector, nowhere else."""
+        return f"{self.scheme}://{self._netloc()}{self.path}?token={quote(self.token, safe='')}"
+
+    def safe_url(self) -> str:
+        """The URL with the token masked, for logs and error texts."""
+        return f"{self.scheme}://{self._netloc()}{self.path}?token=***"
+
+    def __repr__(self) -> str:
+        return f"UpstreamTarget({self.safe_url()!r})"
+
+    __str__ = __repr__
+
+
+def _normalise_host(raw: str) -> str:
+    """Lower-case, strip one trailing dot, IDNA-encode; IP literals in canonical form."""
+    host = raw.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.endswith(".") and not host.endswith(".."):
+        host = host[:-1]
+    if not host:
+        raise ValueError("empty host")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if "%" in host:  # zone ids and percent tricks are not hosts we proxy to
+        raise ValueError("invalid host")
+    try:
+        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        raise ValueError("host is not a valid international domain name") from None
+    labels = ascii_host.split(".")
+    if len(ascii_host) > 253 or not all(_LABEL_RE.match(label) for label in labels):
+        raise ValueError("invalid host name")
+    # "127.1", "0x7f.1": resolvers read these as IP addresses; accept only canonical literals.
+    if _NUMERIC_LABEL_RE.match(labels[-1]):
+        raise ValueError("host looks like a non-canonical IP address")
+    return ascii_host
+
+
+def _valid_token(token: str) -> bool:
+    return 0 < len(token) <= _MAX_TOKEN_LEN and token.isascii() and token.isprintable() and " " not in token
+
+
+def _split_path_param(value: str) -> tuple[str, list[tuple[str, str]]]:
+    """Nova's `path` parameter, already URL-decoded once: 'websockify?token=T' or '?token=T'."""
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value) or "\\" in value:
+        raise UpstreamURLError("the console URL's path parameter contains invalid characters")
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or value.startswith("//"):
+        raise UpstreamURLError("the console URL's path parameter must be a relative path")
+    if parts.fragment:
+        raise UpstreamURLError("the console URL's path parameter must not carry a fragment")
+    segments = parts.path.lstrip("/").split("/") if parts.path.lstrip("/") else []
+    for segment in segments:
+        decoded = unquote(segment)
+        if decoded in (".", "..") or "/" in decoded or "\\" in decoded:
+            raise UpstreamURLError("the console URL's path parameter escapes its directory")
+        if not _SEGMENT_RE.fullmatch(segment):
+            raise UpstreamURLError("the console URL's path parameter contains invalid characters")
+    path = "/" + "/".join(segments)
+    try:
+        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
+    except ValueError:
+        raise UpstreamURLError("the console URL's path parameter has a malformed query") from None
+    return path, query
+
+
+def _single(pairs: list[tuple[str, str]], name: str, where: str) -> str | None:
+    values = [v for k, v in pairs if k == name]
+    if len(values) > 1:
+        raise UpstreamURLError(f"the console URL has more than one '{name}' parameter {where}")
+    return values[0] if values else None
+
+
+def derive_target(console_url: str) -> UpstreamTarget:
+    """Map a console page URL (design notes §2) to the WebSocket the console proxy serves."""
+    if not isinstance(console_url, str) or not console_url.strip():
+        raise UpstreamURLError("the console URL is empty")
+    if len(console_url) > _MAX_URL_LEN:
+        raise UpstreamURLError("the console URL is too long")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in console_url):
+        raise UpstreamURLError("the console URL contains control characters")
+    try:
+        parts = urlsplit(console_url.strip())
+        raw_port = parts.port
+    except ValueError:
+        raise UpstreamURLError("the console URL has an invalid host or port") from None
+    scheme = _WS_SCHEME.get(parts.scheme.lower())
+    if scheme is None:
+        raise UpstreamURLError("the console URL must use http or https")
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        raise UpstreamURLError("the console URL must not contain user information")
+    if not parts.hostname:
+        raise UpstreamURLError("the console URL has no host")
+    try:
+        host = _normalise_host(parts.hostname)
+    except ValueError as exc:
+        raise UpstreamURLError(f"the console URL's host is not valid ({exc})") from None
+    port = raw_port if raw_port is not None else _DEFAULT_PORT[scheme]
+    if not 0 < port < 65536:
+        raise UpstreamURLError("the console URL's port is out of range")
+    if ".." in parts.path.split("/"):
+        raise UpstreamURLError("the console URL's path escapes its directory")
+
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    top_token = _single(pairs, "token", "in its query")
+    path_param = _single(pairs, "path", "in its query")
+
+    if path_param is not None:
+        ws_path, inner = _split_path_param(path_param)
+        inner_token = _single(inner, "token", "inside its path parameter")
+        if inner_token is not None and top_token is not None and inner_token != top_token:
+            raise UpstreamURLError("the console URL carries two different tokens")
+        token = inner_token if inner_token is not None else top_token
+    else:
+        ws_path = _HUAWEI_WS_PATH
+        token = top_token
+
+    if token is None:
+        hint = " (a token in the fragment is not used)" if "token" in parts.fragment else ""
+        raise UpstreamURLError(f"the console URL has no token{hint}")
+    if not _valid_token(token):
+        raise UpstreamURLError("the console URL's token is empty, too long or has invalid characters")
+    return UpstreamTarget(scheme=scheme, host=host, port=port, path=ws_path, token=token)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    host: str  # for wildcards: the suffix without "*."
+    wildcard: bool
+    port: int | None
+
+
+class HostAllowlist:
+    """Which console proxies the gateway may connect to: the SSRF guard.
+
+    "host.example.com" matches itself; "*.example.com" matches any depth of subdomain but not
+    the apex; IP literals match themselves ("[v6]" to add a port); ":port" limits the port.
+    """
+
+    __slots__ = ("_patterns",)
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        if isinstance(patterns, str):
+            raise TypeError("patterns must be a sequence of strings, not a string")
+        self._patterns = tuple(self._parse(p) for p in patterns)
+
+    @staticmethod
+    def _parse(pattern: str) -> _Pattern:
+        def bad(why: str) -> ValueError:
+            return ValueError(f"invalid upstream host pattern {pattern!r}: {why}")
+
+        text = pattern.strip()
+        if not text:
+            raise bad("empty")
+        port: int | None = None
+        if text.startswith("["):
+            end = text.find("]")
+            if end < 0:
+                raise bad("unclosed '['")
+            host_part, rest = text[1:end], text[end + 1 :]
+            if rest:
+                if not rest.startswith(":"):
+                    raise bad("junk after ']'")
+                port = HostAllowlist._port(rest[1:], bad)
+            try:
+                return _Pattern(str(ipaddress.IPv6Address(host_part)), False, port)
+            except ValueError:
+                raise bad("not an IPv6 address") from None
+        if text.count(":") > 1:
+            try:
+                return _Pattern(str(ipaddress.IPv6Address(text)), False, None)
+            except ValueError:
+                raise bad("not an IPv6 address (use [addr]:port)") from None
+        if ":" in text:
+            text, port_text = text.split(":", 1)
+            port = HostAllowlist._port(port_text, bad)
+        wildcard = text.startswith("*.")
+        if wildcard:
+            text = text[2:]
+        if "*" in text:
+            raise bad("'*' is only allowed as the whole first label, as in '*.example.com'")
+        try:
+            host = _normalise_host(text)
+        except ValueError as exc:
+            raise bad(str(exc)) from None
+        if wildcard:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                pass
+            else:
+                raise bad("wildcards do not apply to IP addresses")
+            if "." not in host:
+                raise bad("a wildcard needs at least two labels after '*.'")
+        return _Pattern(host, wildcard, port)
+
+    @staticmethod
+    def _port(text: str, bad: Callable[[str], ValueError]) -> int:
+        if not text.isdigit() or not 0 < int(text) < 65536:
+            raise bad("invalid port")
+        return int(text)
+
+    def allows(self, host: str, port: int) -> bool:
+        try:
+            name = _normalise_host(host)
+        except ValueError:
+            return False
+        for pat in self._patterns:
+            if pat.port is not None and pat.port != port:
+                continue
+            if pat.wildcard:
+                if name.endswith("." + pat.host):
+                    return True
+            elif name == pat.host:
+                return True
+        return False
+
+    def __repr__(self) -> str:
+        shown = [
+            ("*." if p.wildcard else "") + p.host + (f":{p.port}" if p.port else "") for p in self._patterns
+        ]
+        return f"HostAllowlist({shown!r})"
+
+
+def build_ssl_context(*, verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
+    """TLS for the upstream. A `ca_file` replaces the system roots (pin a private CA)."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class UpstreamErrorKind(enum.Enum):
+    NOT_ALLOWED = "not_allowed"
+    REFUSED = "refused"
+    TLS = "tls"
+    TIMEOUT = "timeout"
+    HANDSHAKE = "handshake"
+    EXPIRED = "expired"
+
+
+_USER_MESSAGES = {
+    UpstreamErrorKind.NOT_ALLOWED: "the console proxy's address is not on the gateway's allow-list",
+    UpstreamErrorKind.REFUSED: "the console proxy could not be reached",
+    UpstreamErrorKind.TLS: "the console proxy's TLS certificate was not trusted",
+    UpstreamErrorKind.TIMEOUT: "the console proxy did not answer in time",
+    UpstreamErrorKind.HANDSHAKE: "the console proxy refused the WebSocket connection",
+    UpstreamErrorKind.EXPIRED: "the console link expired or was already used",
+}
+
+
+class UpstreamError(Exception):
+    """Opening the upstream failed. `str()` is log-safe (masked URL, no causes with URLs)."""
+
+    def __init__(self, kind: UpstreamErrorKind, target: UpstreamTarget, detail: str = "") -> None:
+        self.kind = kind
+        self.user_message = _USER_MESSAGES[kind]
+        self.detail = detail
+        text = f"{kind.value}: {target.safe_url()}"
+        super().__init__(f"{text} ({detail})" if detail else text)
+
+
+def _ssl_detail(exc: BaseException) -> str:
+    cause = getattr(exc, "certificate_error", None) or getattr(exc, "os_error", None) or exc
+    reason = getattr(cause, "verify_message", None) or getattr(cause, "reason", None)
+    return f"{type(cause).__name__}: {reason}" if reason else type(cause).__name__
+
+
+async def open_upstream(
+    http: aiohttp.ClientSession,
+    target: UpstreamTarget,
+    *,
+    allowlist: HostAllowlist,
+    ssl_context: ssl.SSLContext | None,
+    connect_timeout: float,
+    heartbeat: float | None,
+    max_msg_size: int,
+) -> aiohttp.ClientWebSocketResponse:
+    """Connect to the console proxy as a non-browser client: no Origin, subprotocol `binary`.
+
+    Errors surface as `UpstreamError` without their cause chained: aiohttp's exception texts
+    quote the request URL, token included.
+    """
+    if not allowlist.allows(target.host, target.port):
+        raise UpstreamError(UpstreamErrorKind.NOT_ALLOWED, target)
+    if hdrs.ORIGIN in http.headers:
+        raise ValueError("the upstream client session must not send a default Origin header")
+
+    if target.scheme == "wss":
+        ssl_param: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+    else:
+        ssl_param = True  # unused for ws://
+    kind: UpstreamErrorKind
+    detail: str
+    try:
+        async with asyncio.timeout(connect_timeout):
+            return await http.ws_connect(
+                URL(target.url(), encoded=True),
+                protocols=("binary",),
+                origin=None,
+                ssl=ssl_param,
+                compress=0,
+                autoclose=True,
+                autoping=True,
+                heartbeat=heartbeat,
+                max_msg_size=max_msg_size,
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=connect_timeout),
+            )
+    except TimeoutError:
+        kind, detail = UpstreamErrorKind.TIMEOUT, f"no answer within {connect_timeout:g}s"
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
+        kind, detail = UpstreamErrorKind.TLS, _ssl_detail(exc)
+    except aiohttp.WSServerHandshakeError as exc:
+        kind = UpstreamErrorKind.EXPIRED if exc.status in (401, 403, 410) else UpstreamErrorKind.HANDSHAKE
+        detail = f"HTTP {exc.status}"
+    except aiohttp.ClientConnectorError as exc:
+        os_error = exc.os_error
+        kind = UpstreamErrorKind.REFUSED
+        detail = f"{type(os_error).__name__}: {os_error.strerror or os_error.errno}"
+    except aiohttp.ServerDisconnectedError:
+        # websockify's token plugins reject an unknown token by dropping the connection
+        # before any HTTP response; nova checks later (after the 101), see relay.py.
+        kind, detail = UpstreamErrorKind.EXPIRED, "disconnected during the handshake"
+    except (aiohttp.ClientError, OSError) as exc:
+        kind, detail = UpstreamErrorKind.HANDSHAKE, type(exc).__name__
+    log.info("upstream connect failed: %s %s (%s)", kind.value, target.safe_url(), detail)
+    raise UpstreamError(kind, target, detail) from None

@@ -1,0 +1,259 @@
+"""Failures end as clear close reasons and log lines; the console token never reaches the browser or a log.
+
+Each scenario drives a complete session against the real demo cloud and then scans everything the browser
+received, every log record, the audit trail and /metrics for the token in any encoding.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import pytest
+
+from gateway.sim.demo import DemoCloud
+from gateway.sim.ecs_api import Fault
+from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, start_gateway
+from tests.support.rfb_client import RFBClient
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[DemoCloud]:
+    demo = DemoCloud(tmp_path / "cloud")
+    await demo.start()
+    issued: list[str] = []
+    assert demo.proxy is not None
+    original = demo.proxy.issue
+
+    def recording_issue(host: str, port: int, **kw: Any) -> str:
+        url = original(host, port, **kw)
+        issued.append(url)
+        return url
+
+    demo.proxy.issue = recording_issue  # type: ignore[method-assign]
+    demo.issued = issued  # type: ignore[attr-defined]
+    try:
+        yield demo
+    finally:
+        await demo.stop()
+
+
+async def _start(cloud: DemoCloud, tmp_path: Path, tweak: Callable[[dict[str, Any]], None] | None = None):
+    return await start_gateway(cloud, tmp_path, tweak)
+
+
+def token_forms(url: str) -> list[str]:
+    token = parse_qs(urlsplit(url).query)["token"][0]
+    return sorted({url, token, quote(token, safe=""), quote(quote(token, safe=""), safe="")}, key=len)
+
+
+async def assert_no_token(
+    gateway: RunningGateway, operator: Operator, caplog: pytest.LogCaptureFixture, issued: list[str]
+) -> None:
+    status, metrics = await operator.get("/metrics")
+    assert status == 200
+    haystacks = {
+        "browser": operator.seen.text(),
+        "logs": "\n".join(r.getMessage() + str(r.exc_text or "") for r in caplog.records),
+        "audit": gateway.audit_path.read_text() if gateway.audit_path.exists() else "",
+        "metrics": str(metrics),
+    }
+    for url in issued:
+        for form in token_forms(url):
+            for where, text in haystacks.items():
+                assert form not in text, f"console token leaked into {where}"
+
+
+@pytest.fixture(autouse=True)
+def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+
+async def test_successful_session_leaks_no_token(
+    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await _start(cloud, tmp_path)
+    operator = Operator(gateway)
+    try:
+        await operator.login("demo")
+        await operator.get("/servers")
+        await operator.get("/api/servers")
+        transport = await operator.open_console("web-01")
+        client = RFBClient(transport)
+        await client.handshake()
+        await client.full_update()
+        await transport.close()
+        await gateway.wait_for_audit("console_closed")
+        assert len(cloud.issued) == 1  # type: ignore[attr-defined]
+        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+    finally:
+        await operator.close()
+        await gateway.stop()
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "words"),
+    [
+        (
+            Fault(status=404, body={"error": {"code": "Ecs.0114", "message": "not found"}}),
+            4404,
+            "no such server",
+        ),
+        (Fault(status=403, body={"error": {"code": "Ecs.0003", "message": "denied"}}), 4520, "permission"),
+        (
+            Fault(
+                status=429,
+                body={"error_code": "APIGW.0308", "error_msg": "slow"},
+                headers={"Retry-After": "30"},
+            ),
+            4429,
+            "retry in 30",
+        ),
+        (Fault(status=503, body=b"busy", times=5), 4520, "unavailable"),
+        (Fault(status=401, body={"error_code": "APIGW.0301", "error_msg": "bad sig"}), 4520, "credentials"),
+        (Fault(status=200, body=b"{not json"), 4520, "cannot use"),
+    ],
+    ids=["not-found", "forbidden", "throttled", "unavailable", "bad-signature", "malformed"],
+)
+async def test_cloud_api_errors_on_remote_console(
+    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture, fault: Fault, code: int, words: str
+) -> None:
+    gateway = await _start(cloud, tmp_path)
+    operator = Operator(gateway)
+    assert cloud.ecs is not None
+    fault.path = "remote_console"
+    try:
+        await operator.login("demo")
+        cloud.ecs.inject(fault)
+        with pytest.raises(ConsoleRefused) as refused:
+            await operator.open_console("web-01")
+        assert refused.value.code == code, refused.value.reason
+        assert words in (refused.value.reason or "").lower()
+        assert "Traceback" not in operator.seen.text()
+        assert any(r.name == "gateway.console" and "remote_console" in r.getMessage() for r in caplog.records)
+        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+    finally:
+        await operator.close()
+        await gateway.stop()
+
+
+async def test_cloud_api_down(cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    gateway = await _start(cloud, tmp_path)
+    operator = Operator(gateway)
+    try:
+        await operator.login("demo")
+        assert cloud._runner is not None
+        await cloud._runner.cleanup()
+        cloud._runner = None
+        with pytest.raises(ConsoleRefused) as refused:
+            await operator.open_console("web-01")
+        assert refused.value.code == 4520
+        assert "unreachable" in (refused.value.reason or "")
+        status, body = await operator.get("/api/servers")
+        assert status == 200
+        assert body["servers"] == []
+        assert "unreachable" in body["errors"][0]["message"]
+    finally:
+        await operator.close()
+        await gateway.stop()
+
+
+async def test_expired_console_token(
+    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await _start(cloud, tmp_path)
+    operator = Operator(gateway)
+    assert cloud.proxy is not None
+    issue = cloud.proxy.issue
+    cloud.proxy.issue = lambda host, port, **kw: issue(host, port, ttl=-1)  # type: ignore[method-assign]
+    try:
+        await operator.login("demo")
+        with pytest.raises(ConsoleRefused) as refused:
+            await operator.open_console("web-01")
+        assert refused.value.code == 4410
+        assert "expired" in (refused.value.reason or "")
+        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+    finally:
+        await operator.close()
+        await gateway.stop()
+
+
+async def test_upstream_refuses_connections(
+    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await _start(cloud, tmp_path)
+    operator = Operator(gateway)
+    try:
+        await operator.login("demo")
+        assert cloud.proxy is not None
+        issue = cloud.proxy.issue
+        await cloud.proxy.stop()
+        cloud.proxy.issue = issue  # type: ignore[method-assign]
+        with pytest.raises(ConsoleRefused) as refused:
+            await operator.open_console("web-01")
+        assert refused.value.code == 4530
+        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+    finally:
+        await operator.close()
+        await gateway.stop()
+
+
+async def test_upstream_tls_not_trusted(
+    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await _start(cloud, tmp_path, lambda data: data["upstream"].pop("ca_file"))
+    operator = Operator(gateway)
+    try:
+        await operator.login("demo")
+        with pytest.raises(ConsoleRefused) as refused:
+            await operator.open_console("web-01")
+        assert refused.value.code == 4531
+        assert "certificate" in (refused.value.reason or "").lower()
+        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+    finally:
+        await operator.close()
+        await gateway.stop()
+
+
+async def test_upstream_host_not_allowed(
+    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await _start(
+        cloud, tmp_path, lambda data: data["upstream"].update(allowed_hosts=["*.example.com"])
+    )
+    operator = Operator(gateway)
+    try:
+        await operator.login("demo")
+        with pytest.raises(ConsoleRefused) as refused:
+            await operator.open_console("web-01")
+        assert refused.value.code == 4532
+        assert any("not allowed" in r.getMessage() or "allow" in r.getMessage() for r in caplog.records)
+        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+    finally:
+        await operator.close()
+        await gateway.stop()
+
+
+async def test_upstream_closing_mid_session(
+    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await _start(cloud, tmp_path)
+    operator = Operator(gateway)
+    try:
+        await operator.login("demo")
+        transport = await operator.open_console("web-01")
+        client = RFBClient(transport)
+        await client.handshake()
+        await client.full_update()
+        await cloud.rfb[cloud.servers[0].id].stop()
+        await client.wait_closed()
+        closed = await gateway.wait_for_audit("console_closed")
+        assert closed["closed_by"] == "upstream"
+        assert transport.close_code is not None
+        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+    finally:
+        await operator.close()
+        await gateway.stop()

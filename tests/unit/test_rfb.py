@@ -1,0 +1,374 @@
+"""The client-message filter: byte-exact forwarding, view-only drops, chunking independence."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.rfb import ClientMessageFilter, FilterResult, RFBProtocolError
+
+# --- message builders, laid out as noVNC's RFB.messages writes them -------------------------
+
+HANDSHAKE_38_NONE = b"RFB 003.008\n" + b"\x01" + b"\x01"
+
+
+def set_pixel_format(bpp: int = 32, depth: int = 24) -> bytes:
+    return struct.pack(">B3xBBBBHHHBBB3x", 0, bpp, depth, 0, 1, 255, 255, 255, 0, 8, 16)
+
+
+def set_encodings(*encodings: int) -> bytes:
+    return struct.pack(">BxH", 2, len(encodings)) + b"".join(struct.pack(">i", e) for e in encodings)
+
+
+def fbur(incremental: int = 1, x: int = 0, y: int = 0, w: int = 1024, h: int = 768) -> bytes:
+    return struct.pack(">BBHHHH", 3, incremental, x, y, w, h)
+
+
+def key_event(down: int = 1, keysym: int = 0x61) -> bytes:
+    return struct.pack(">BBxxI", 4, down, keysym)
+
+
+def pointer(mask: int = 1, x: int = 10, y: int = 20) -> bytes:
+    return struct.pack(">BBHH", 5, mask & 0x7F, x, y)
+
+
+def ext_pointer(mask: int = 0x100, x: int = 10, y: int = 20) -> bytes:
+    return struct.pack(">BBHHB", 5, (mask & 0x7F) | 0x80, x, y, (mask >> 7) & 0xFF)
+
+
+def cut_text(data: bytes = b"hello", extended: bool = False) -> bytes:
+    length = -len(data) if extended else len(data)
+    return struct.pack(">B3xi", 6, length) + data
+
+
+def continuous_updates(enable: int = 1) -> bytes:
+    return struct.pack(">BBHHHH", 150, enable, 0, 0, 800, 600)
+
+
+def fence(flags: int = 0x80000000, payload: bytes = b"") -> bytes:
+    return struct.pack(">B3xIB", 248, flags, len(payload)) + payload
+
+
+def xvp(op: int = 2) -> bytes:  # 2 = reboot, 3 = reset, 4 = shutdown
+    return struct.pack(">BxBB", 250, 1, op)
+
+
+def set_desktop_size(w: int = 800, h: int = 600, screens: int = 1) -> bytes:
+    head = struct.pack(">BxHHBx", 251, w, h, screens)
+    return head + b"".join(struct.pack(">IHHHHI", i, 0, 0, w, h, 0) for i in range(screens))
+
+
+def qemu_key(down: int = 1, keysym: int = 0x61, keycode: int = 30) -> bytes:
+    return struct.pack(">BBHII", 255, 0, down, keysym, keycode)
+
+
+def qemu_audio(op: int = 0) -> bytes:
+    if op == 2:
+        return struct.pack(">BBHBBI", 255, 1, 2, 3, 2, 44100)
+    return struct.pack(">BBH", 255, 1, op)
+
+
+ALLOWED = {
+    "SetPixelFormat": set_pixel_format(),
+    "SetEncodings": set_encodings(7, 16, 0, -223, -224),
+    "FramebufferUpdateRequest": fbur(),
+    "EnableContinuousUpdates": continuous_updates(),
+    "ClientFence": fence(payload=b"\x01\x02\x03"),
+}
+DROPPED = {
+    "KeyEvent": key_event(),
+    "PointerEvent": pointer(),
+    "ClientCutText": cut_text(b"secret clipboard"),
+    "ClientCutText-extended": cut_text(b"\x00\x00\x00\x01zzzz", extended=True),
+    "XVP": xvp(),
+    "SetDesktopSize": set_desktop_size(screens=2),
+    "QEMUExtendedKeyEvent": qemu_key(),
+    "QEMUAudio": qemu_audio(0),
+    "QEMUAudio-format": qemu_audio(2),
+}
+INPUT_KINDS = {"KeyEvent", "PointerEvent", "ClientCutText", "ClientCutText-extended", "QEMUExtendedKeyEvent"}
+
+
+def run(filt: ClientMessageFilter, chunks: list[bytes]) -> tuple[bytes, int, int]:
+    out, dropped, inputs = [], 0, 0
+    for chunk in chunks:
+        res = filt.feed(chunk)
+        out.append(res.forward)
+        dropped += res.dropped
+        inputs += res.input_events
+    return b"".join(out), dropped, inputs
+
+
+def splits(data: bytes) -> list[list[bytes]]:
+    """Every two-piece split, plus byte by byte."""
+    ways = [[data[:i], data[i:]] for i in range(len(data) + 1)]
+    ways.append([data[i : i + 1] for i in range(len(data))])
+    return ways
+
+
+# --- handshake ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "handshake",
+    [
+        HANDSHAKE_38_NONE,
+        b"RFB 003.008\n" + b"\x02" + bytes(range(16)) + b"\x00",  # VNC auth response, exclusive
+        b"RFB 003.007\n" + b"\x01" + b"\x01",
+        b"RFB 003.003\n" + b"\x01",  # 3.3: the server chose; we assume None
+        b"RFB 003.889\n" + b"\x01" + b"\x01",
+    ],
+)
+def test_handshake_is_forwarded_and_messages_follow(handshake: bytes) -> None:
+    stream = handshake + fbur() + key_event() + fbur(0)
+    for chunks in splits(stream):
+        out, dropped, _ = run(ClientMessageFilter(view_only=True), chunks)
+        assert out == handshake + fbur() + fbur(0)
+        assert dropped == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"GET / HTTP/1.1\r\n",
+        b"RFB 004.000\n\x01\x01",
+        b"RFB 003.002\n\x01\x01",
+        b"RFB 003.008\n\x10",  # Tight security: not in view-only
+        b"RFB 003.008\n\x00",
+    ],
+)
+def test_bad_handshake_raises_in_view_only_and_passes_through_in_control(bad: bytes) -> None:
+    with pytest.raises(RFBProtocolError):
+        ClientMessageFilter(view_only=True).feed(bad)
+    control = ClientMessageFilter(view_only=False)
+    res = control.feed(bad)
+    assert res.forward == bad and control.passthrough
+    later = key_event() + b"\xff\xfe anything"
+    res = control.feed(later)
+    assert res.forward is later and res.input_events == 1
+
+
+# --- every message type, every split -----------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(ALLOWED))
+def test_allowed_message_survives_any_split(name: str) -> None:
+    msg = ALLOWED[name]
+    stream = HANDSHAKE_38_NONE + fbur() + msg + key_event() + msg + fbur(0)
+    expected = HANDSHAKE_38_NONE + fbur() + msg + msg + fbur(0)
+    for chunks in splits(stream):
+        filt = ClientMessageFilter(view_only=True)
+        out, dropped, inputs = run(filt, chunks)
+        assert out == expected
+        assert (dropped, inputs) == (1, 1)
+        assert filt.dropped_by_type == {"KeyEvent": 1}
+        assert filt.buffered == 0
+
+
+@pytest.mark.parametrize("name", sorted(DROPPED))
+def test_dropped_message_never_leaks_under_any_split(name: str) -> None:
+    msg = DROPPED[name]
+    stream = HANDSHAKE_38_NONE + fbur() + msg + fbur(0) + msg + msg + set_pixel_format()
+    expected = HANDSHAKE_38_NONE + fbur() + fbur(0) + set_pixel_format()
+    kind = name.split("-")[0]
+    for chunks in splits(stream):
+        filt = ClientMessageFilter(view_only=True)
+        out, dropped, inputs = run(filt, chunks)
+        assert out == expected
+        assert dropped == 3
+        assert filt.dropped_by_type == {kind: 3}
+        assert inputs == (3 if name in INPUT_KINDS else 0)
+
+
+@pytest.mark.parametrize("name", sorted(ALLOWED | DROPPED))
+def test_control_mode_forwards_every_byte_and_counts_input(name: str) -> None:
+    msg = (ALLOWED | DROPPED)[name]
+    stream = HANDSHAKE_38_NONE + msg + fbur() + msg
+    for chunks in splits(stream):
+        filt = ClientMessageFilter(view_only=False)
+        out, dropped, inputs = run(filt, chunks)
+        assert out == stream
+        assert dropped == 0
+        assert inputs == (2 if name in INPUT_KINDS else 0)
+        assert not filt.passthrough
+
+
+def test_control_mode_forwards_the_same_object() -> None:
+    filt = ClientMessageFilter(view_only=False)
+    filt.feed(HANDSHAKE_38_NONE)
+    data = fbur() + pointer() + key_event()
+    res = filt.feed(data)
+    assert res.forward is data
+    assert res.input_events == 2
+    half = cut_text(b"x" * 100)
+    assert filt.feed(half[:50]).forward == half[:50]  # nothing held back, even mid-message
+
+
+def test_view_only_whole_allowed_chunk_is_not_copied() -> None:
+    filt = ClientMessageFilter(view_only=True)
+    filt.feed(HANDSHAKE_38_NONE)
+    data = set_encodings(0, 7) + fbur() + fbur(0)
+    assert filt.feed(data).forward is data
+
+
+def test_empty_chunk() -> None:
+    filt = ClientMessageFilter(view_only=True)
+    assert filt.feed(b"") == FilterResult(b"", 0, 0)
+
+
+def test_view_only_drops_power_operations() -> None:
+    filt = ClientMessageFilter(view_only=True)
+    stream = HANDSHAKE_38_NONE + xvp(2) + xvp(3) + xvp(4)
+    assert filt.feed(stream).forward == HANDSHAKE_38_NONE
+    assert filt.dropped_by_type == {"XVP": 3}
+
+
+# --- the ExtendedMouseButtons pointer event ------------------------------------------------
+
+
+def test_extended_pointer_is_seven_bytes_once_announced() -> None:
+    for view_only in (True, False):
+        filt = ClientMessageFilter(view_only=view_only)
+        announce = set_encodings(0, -316)
+        res = filt.feed(HANDSHAKE_38_NONE + announce + ext_pointer() + fbur() + pointer() + fbur(0))
+        assert res.input_events == 2
+        if view_only:
+            assert res.forward == HANDSHAKE_38_NONE + announce + fbur() + fbur(0)
+        assert not filt.passthrough
+
+
+def test_marker_bit_without_announcement_is_a_six_byte_event() -> None:
+    filt = ClientMessageFilter(view_only=True)
+    six = struct.pack(">BBHH", 5, 0x81, 1, 2)
+    res = filt.feed(HANDSHAKE_38_NONE + set_encodings(0) + six + fbur())
+    assert res.forward == HANDSHAKE_38_NONE + set_encodings(0) + fbur()
+
+
+# --- malformed streams and bounds --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"\x01" + bytes(20),  # type 1 does not exist client-side
+        b"\x07" + bytes(10),
+        b"\xfc" + bytes(10),  # 252: not something noVNC sends
+        b"\xff\x05" + bytes(10),  # unknown QEMU subtype
+        b"\xff\x01\x00\x09",  # unknown QEMU audio op
+        set_pixel_format(bpp=24),
+        struct.pack(">B3xIB", 248, 0, 65) + bytes(65),  # fence payload above 64
+    ],
+)
+def test_malformed_message_raises_in_view_only(bad: bytes) -> None:
+    filt = ClientMessageFilter(view_only=True)
+    filt.feed(HANDSHAKE_38_NONE + fbur())
+    with pytest.raises(RFBProtocolError):
+        filt.feed(bad)
+    with pytest.raises(RFBProtocolError):  # the stream stays failed
+        filt.feed(fbur())
+
+
+@pytest.mark.parametrize("bad", [b"\x01" + bytes(20), b"\xfc" + bytes(10), set_pixel_format(bpp=24)])
+def test_unknown_message_in_control_mode_passes_the_rest_through(bad: bytes) -> None:
+    filt = ClientMessageFilter(view_only=False)
+    filt.feed(HANDSHAKE_38_NONE)
+    data = fbur() + bad + key_event()
+    res = filt.feed(data)
+    assert res.forward is data and filt.passthrough
+    assert res.input_events == 1  # activity from the unparsable point on
+    nxt = fbur()
+    assert filt.feed(nxt) == FilterResult(nxt, 0, 1)
+
+
+def test_oversized_allowed_message_raises_before_its_body_arrives() -> None:
+    filt = ClientMessageFilter(view_only=True, max_buffer=1024)
+    filt.feed(HANDSHAKE_38_NONE)
+    with pytest.raises(RFBProtocolError):
+        filt.feed(struct.pack(">BxH", 2, 300))  # 4 + 1200 bytes announced
+
+
+def test_oversized_clipboard_raises_in_view_only() -> None:
+    filt = ClientMessageFilter(view_only=True, max_cut_text=1000)
+    filt.feed(HANDSHAKE_38_NONE)
+    with pytest.raises(RFBProtocolError):
+        filt.feed(struct.pack(">B3xi", 6, -1001))
+
+
+def test_dropped_bodies_stream_past_without_buffering() -> None:
+    filt = ClientMessageFilter(view_only=True, max_buffer=1024)
+    filt.feed(HANDSHAKE_38_NONE)
+    body = b"c" * 200_000
+    msg = cut_text(body)
+    for i in range(0, len(msg), 4096):
+        res = filt.feed(msg[i : i + 4096])
+        assert res.forward == b""
+        assert filt.buffered < 8
+    assert filt.feed(fbur()).forward == fbur()
+
+
+def test_control_mode_oversized_set_encodings_switches_to_passthrough() -> None:
+    filt = ClientMessageFilter(view_only=False, max_buffer=1024)
+    filt.feed(HANDSHAKE_38_NONE)
+    data = set_encodings(*range(400))
+    assert filt.feed(data).forward is data
+    assert filt.passthrough
+
+
+def test_partial_allowed_message_is_held_then_released_whole() -> None:
+    filt = ClientMessageFilter(view_only=True)
+    filt.feed(HANDSHAKE_38_NONE)
+    msg = set_encodings(*range(50))
+    assert filt.feed(msg[:100]).forward == b""
+    assert filt.buffered == 100
+    assert filt.feed(msg[100:]).forward == msg
+    assert filt.buffered == 0
+
+
+# --- property: output does not depend on chunking ---------------------------------------------
+
+_u16 = st.integers(0, 0xFFFF)
+_message = st.one_of(
+    st.builds(set_pixel_format, bpp=st.sampled_from([8, 16, 32])),
+    st.builds(lambda encs: set_encodings(*encs), st.lists(st.integers(-(2**31), 2**31 - 1), max_size=20)),
+    st.builds(fbur, st.integers(0, 1), _u16, _u16, _u16, _u16),
+    st.builds(key_event, st.integers(0, 1), st.integers(0, 2**32 - 1)),
+    st.builds(pointer, st.integers(0, 0x7F), _u16, _u16),
+    st.builds(cut_text, st.binary(max_size=300), st.booleans()),
+    st.builds(continuous_updates, st.integers(0, 1)),
+    st.builds(fence, st.integers(0, 2**32 - 1), st.binary(max_size=64)),
+    st.builds(xvp, st.integers(0, 255)),
+    st.builds(set_desktop_size, _u16, _u16, st.integers(0, 4)),
+    st.builds(qemu_key, st.integers(0, 1), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1)),
+    st.builds(qemu_audio, st.sampled_from([0, 1, 2])),
+)
+_ALLOWED_TYPES = {0, 2, 3, 150, 248}
+_INPUT_TYPES = {4, 5, 6}
+
+
+@settings(max_examples=200, deadline=None)
+@given(messages=st.lists(_message, max_size=25), data=st.data())
+def test_random_streams_in_random_chunks(messages: list[bytes], data: st.DataObject) -> None:
+    stream = HANDSHAKE_38_NONE + b"".join(messages)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=30)))
+    bounds = [0, *cuts, len(stream)]
+    chunks = [stream[a:b] for a, b in itertools.pairwise(bounds)]
+
+    expected_view = HANDSHAKE_38_NONE + b"".join(m for m in messages if m[0] in _ALLOWED_TYPES)
+    n_input = sum(1 for m in messages if m[0] in _INPUT_TYPES or (m[0] == 255 and m[1] == 0))
+    n_dropped = sum(1 for m in messages if m[0] not in _ALLOWED_TYPES)
+
+    view = ClientMessageFilter(view_only=True)
+    out, dropped, inputs = run(view, chunks)
+    assert out == expected_view
+    assert (dropped, inputs) == (n_dropped, n_input)
+    assert view.buffered == 0
+
+    control = ClientMessageFilter(view_only=False)
+    out, dropped, inputs = run(control, chunks)
+    assert out == stream
+    assert (dropped, inputs) == (0, n_input)
+    assert not control.passthrough
