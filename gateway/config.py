@@ -288,7 +288,7 @@ class ConsoleSection(Section):
     idle_warning: Duration = 60.0
     max_duration: Duration = 8 * 3600.0
     keepalive: Duration = 20.0
-    max_message_size: int = Field(default=4 * 1024 * 1024, ge=65536, le=64 * 1024 * 1024)
+    max_message_size: int = Field(default=1024 * 1024, ge=65536, le=64 * 1024 * 1024)
 
     @model_validator(mode="after")
     def _warning(self) -> ConsoleSection:

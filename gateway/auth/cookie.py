@@ -176,14 +176,14 @@ class SessionCodec:
             )
         return value
 
-    def _seal(self, payload: dict[str, object]) -> str:
+    def _seal(self, payload: dict[str, object], label: bytes = _AAD_LABEL) -> str:
         plain = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         nonce = os.urandom(_NONCE_BYTES)
         header = bytes([_VERSION]) + self._primary_kid
-        sealed = self._primary.encrypt(nonce, plain, _AAD_LABEL + header)
+        sealed = self._primary.encrypt(nonce, plain, label + header)
         return _b64encode(header + nonce + sealed)
 
-    def decode(self, value: str, *, now: float) -> SessionData:
+    def _open(self, value: str, label: bytes = _AAD_LABEL) -> tuple[bytes, bytes]:
         raw = self._unwrap(value)
         header, nonce, sealed = raw[: 1 + _KID_BYTES], raw[1 + _KID_BYTES : _HEADER], raw[_HEADER:]
         kid = header[1:]
@@ -191,9 +191,30 @@ class SessionCodec:
         if aead is None:
             raise SessionError("session cookie signed with a key that is no longer configured")
         try:
-            plain = aead.decrypt(nonce, sealed, _AAD_LABEL + header)
+            return aead.decrypt(nonce, sealed, label + header), kid
         except InvalidTag:
             raise SessionError("session cookie tampered (authentication failed)") from None
+
+    def seal(self, payload: dict[str, object], *, purpose: str, now: float) -> str:
+        """Seal a short-lived value (e.g. a pending OIDC login) under the session keys.
+
+        The purpose is bound into the authenticated data, so such a value can never pass as a session.
+        """
+        return self._seal({**payload, "_t": now}, _AAD_LABEL + b"/" + purpose.encode())
+
+    def unseal(self, value: str, *, purpose: str, max_age: float, now: float) -> dict[str, object]:
+        plain, _kid = self._open(value, _AAD_LABEL + b"/" + purpose.encode())
+        try:
+            obj = json.loads(plain)
+            issued = float(obj.pop("_t"))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SessionError(f"{purpose} cookie malformed (authenticated but unreadable payload)") from None
+        if not isinstance(obj, dict) or now - issued > max_age:
+            raise SessionError(f"{purpose} cookie expired")
+        return obj
+
+    def decode(self, value: str, *, now: float) -> SessionData:
+        plain, kid = self._open(value)
         data = self._parse(plain)
         data.stale_key = kid != self._primary_kid
         if now - data.created > self.absolute_lifetime:

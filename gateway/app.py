@@ -1,0 +1,120 @@
+"""Assembles the aiohttp application: routes, middlewares, start-up and clean-up."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from gateway.audit import AuditLog
+from gateway.clouds.base import CloudProvider
+from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
+from gateway.services import Gateway, build_provider
+from gateway.sessions import ConsoleRegistry
+from gateway.state.base import StateStore
+from gateway.state.memory import MemoryStore
+from gateway.web import admin, api, console, health, oidc_routes, pages
+from gateway.web.keys import GATEWAY
+from gateway.web.middleware import add_security_headers, identify, request_context
+
+log = logging.getLogger("gateway")
+
+MAX_BODY = 64 * 1024
+
+
+def make_store(config: GatewayConfig) -> StateStore:
+    if config.state.backend == "redis":
+        from gateway.state.redis import RedisStore
+
+        return RedisStore(config.state.redis)
+    return MemoryStore()
+
+
+def build_app(
+    config: GatewayConfig,
+    *,
+    clouds: dict[str, CloudProvider] | None = None,
+    audit: AuditLog | None = None,
+    metrics_routes: bool = True,
+) -> web.Application:
+    """The gateway application; `clouds` lets tests and the demo hand in providers of their own."""
+    app = web.Application(middlewares=[request_context, identify], client_max_size=MAX_BODY)
+    app.on_response_prepare.append(add_security_headers)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        metrics = Metrics()
+        # No cookie jar: nova reads a `token` cookie as a fallback, and nothing we call needs cookies.
+        http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30), cookie_jar=aiohttp.DummyCookieJar()
+        )
+        store = make_store(config)
+        providers = (
+            clouds if clouds is not None else {c.name: build_provider(c, metrics) for c in config.clouds}
+        )
+        registry = ConsoleRegistry(store, replica="")
+        gw = Gateway(
+            config=config,
+            store=store,
+            audit=audit or AuditLog(config.audit.target),
+            metrics=metrics,
+            http=http,
+            registry=registry,
+            clouds=providers,
+        )
+        registry.replica = gw.replica
+        app[GATEWAY] = gw
+        await registry.start()
+        log.info(
+            "gateway ready (replica %s, %d cloud(s), origins %s)", gw.replica, len(providers), gw.origins
+        )
+        try:
+            yield
+        finally:
+            await _shutdown(gw, owns_clouds=clouds is None, owns_audit=audit is None)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.add_routes(pages.routes)
+    app.add_routes(api.routes)
+    app.add_routes(oidc_routes.routes)
+    app.add_routes(console.routes)
+    app.add_routes(admin.routes)
+    if metrics_routes:
+        app.add_routes(health.routes)
+    app.router.add_static("/static", config.server.static_dir, follow_symlinks=False)
+    novnc = config.server.novnc_dir
+    for sub in ("core", "vendor"):
+        if (novnc / sub).is_dir():
+            app.router.add_static(f"/novnc/{sub}", novnc / sub, follow_symlinks=False)
+        else:
+            log.warning("noVNC assets missing at %s (run `make setup`)", novnc / sub)
+    return app
+
+
+def build_metrics_app(main: web.Application) -> web.Application:
+    """Health and metrics on their own listener, sharing the main app's gateway."""
+    app = web.Application()
+    app.add_routes(health.routes)
+
+    async def share(sub: web.Application) -> None:
+        sub[GATEWAY] = main[GATEWAY]
+
+    app.on_startup.append(share)
+    return app
+
+
+async def _shutdown(gw: Gateway, *, owns_clouds: bool, owns_audit: bool) -> None:
+    for live in list(gw.registry.local.values()):
+        live.terminate(1001, "The gateway is shutting down", "shutdown")
+    await gw.registry.wait_empty(5.0)
+    await gw.registry.close()
+    if owns_clouds:
+        for provider in gw.clouds.values():
+            with contextlib.suppress(Exception):
+                await provider.close()
+    await gw.http.close()
+    if owns_audit:
+        gw.audit.close()

@@ -1,0 +1,62 @@
+"""`novnc-gateway explain`: the policy decision for a user and a server, and the rule that made it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from gateway.clouds.base import CloudError, Server
+from gateway.config import GatewayConfig
+from gateway.metrics import Metrics
+from gateway.policy import Policy, explain
+from gateway.services import build_provider
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key:
+            raise SystemExit(f"novnc-gateway: --{what} {item!r} must be key=value")
+        out[key] = value if sep else ""
+    return out
+
+
+async def _lookup(config: GatewayConfig, ref: str) -> Server:
+    cloud_name, sep, server_id = ref.partition("/")
+    if not sep or not server_id:
+        raise SystemExit("novnc-gateway: SERVER must be CLOUD/SERVER_ID (or use --offline)")
+    cloud = next((c for c in config.clouds if c.name == cloud_name), None)
+    if cloud is None:
+        raise SystemExit(f"novnc-gateway: no cloud named {cloud_name!r} in the config")
+    provider = build_provider(cloud, Metrics())
+    try:
+        return await provider.get_server(server_id)
+    finally:
+        await provider.close()
+
+
+def run_explain(args: argparse.Namespace, config: GatewayConfig) -> int:
+    if args.offline:
+        tags = _pairs(args.tag, "tag")
+        server = Server(
+            cloud=args.cloud,
+            id=args.server,
+            name=args.server,
+            status="ACTIVE",
+            project_id=args.project,
+            region=args.region,
+            availability_zone="",
+            locked=False,
+            tags=tuple(f"{k}={v}" if v else k for k, v in tags.items()),
+            metadata=_pairs(args.metadata, "metadata"),
+        )
+    else:
+        try:
+            server = asyncio.run(_lookup(config, args.server))
+        except CloudError as exc:
+            print(f"novnc-gateway: cannot look up {args.server}: {exc.user_message}", file=sys.stderr)
+            return 1
+    print(explain(Policy(config.policy), args.user, args.group, server))
+    return 0

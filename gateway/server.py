@@ -1,0 +1,124 @@
+"""Running the gateway as a process: listeners, SIGTERM drain, SIGHUP reload."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.app import build_app, build_metrics_app
+from gateway.config import GatewayConfig, load_config, parse_host_port
+from gateway.policy import Permission
+from gateway.sessions import CLOSE_DRAINING, CLOSE_POLICY
+from gateway.web.keys import GATEWAY
+
+log = logging.getLogger("gateway")
+
+
+def reapply_policy(app: web.Application) -> int:
+    """After a reload, close live consoles whose permission went down (control->view, or none)."""
+    gw = app[GATEWAY]
+    order = {Permission.NONE: 0, Permission.VIEW: 1, Permission.CONTROL: 2}
+    closed = 0
+    for live in list(gw.registry.local.values()):
+        if live.server is None:
+            continue
+        record = live.record
+        decision = gw.policy.decide(record.user, record.groups, live.server)
+        if order[decision.permission] < order[Permission(record.permission)]:
+            live.terminate(
+                CLOSE_POLICY,
+                "Your permission on this server changed; reopen the console"
+                if decision.permission is not Permission.NONE
+                else "Your access to this server was withdrawn",
+                "policy",
+            )
+            closed += 1
+    return closed
+
+
+def reload(app: web.Application, path: Path | None) -> None:
+    gw = app[GATEWAY]
+    try:
+        new = load_config(path)
+        gw.apply_config(new)
+    except Exception as exc:
+        log.error("config reload refused, keeping the running config:\n%s", exc)
+        gw.audit.emit("config_reloaded", request_id=None, outcome="error", error=str(exc).splitlines()[0])
+        return
+    gw.audit.reopen()
+    closed = reapply_policy(app)
+    gw.audit.emit("config_reloaded", request_id=None, outcome="ok", terminated=closed)
+    log.info("config reloaded; %d console(s) closed by reduced permissions", closed)
+
+
+async def drain(app: web.Application, grace: float) -> None:
+    gw = app[GATEWAY]
+    gw.draining = True
+    live = len(gw.registry.local)
+    log.info("draining: refusing new consoles, %d live, waiting up to %.0f s", live, grace)
+    if live and not await gw.registry.wait_empty(grace):
+        n = gw.registry.terminate_local(
+            lambda _r: True,
+            code=CLOSE_DRAINING,
+            reason="The gateway is restarting; reconnect in a moment",
+            by="drain",
+        )
+        log.info("drain time over: closed %d console(s)", n)
+        await gw.registry.wait_empty(10.0)
+
+
+def _tls(config: GatewayConfig) -> ssl.SSLContext | None:
+    if config.server.tls_cert is None or config.server.tls_key is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(config.server.tls_cert, config.server.tls_key)
+    return ctx
+
+
+async def serve(
+    config: GatewayConfig, path: Path | None, *, ready: asyncio.Event | None = None, reuse_port: bool = False
+) -> None:
+    app = build_app(config)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=5.0,
+        max_field_size=config.server.max_header_size,
+        max_line_size=config.server.max_header_size,
+    )
+    await runner.setup()
+    host, port = parse_host_port(config.server.listen)
+    await web.TCPSite(runner, host, port, ssl_context=_tls(config), reuse_port=reuse_port or None).start()
+    log.info("listening on %s://%s:%d", "https" if config.server.tls_cert else "http", host, port)
+    metrics_runner = None
+    if config.server.metrics_listen:
+        metrics_runner = web.AppRunner(build_metrics_app(app), handle_signals=False, access_log=None)
+        await metrics_runner.setup()
+        mhost, mport = parse_host_port(config.server.metrics_listen)
+        await web.TCPSite(metrics_runner, mhost, mport).start()
+        log.info("health and metrics on http://%s:%d", mhost, mport)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload, app, path)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+        await drain(app, app[GATEWAY].config.server.drain_timeout)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+        await runner.cleanup()
+        log.info("stopped")

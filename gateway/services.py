@@ -1,0 +1,193 @@
+"""The gateway's parts, built once from the config and shared by every handler.
+
+Kept apart from app.py so that a config reload can rebuild what changes (policy, users, limits) while the
+long-lived parts (HTTP clients, the state store, live consoles) stay.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from gateway.audit import AuditLog
+from gateway.auth.assertion import AssertionVerifier
+from gateway.auth.cookie import SessionCodec, parse_key
+from gateway.auth.jwks import JWKSCache
+from gateway.auth.oidc import OIDCClient, OIDCSettings
+from gateway.auth.proxy_headers import TrustedHeaders
+from gateway.auth.throttle import SignInThrottle
+from gateway.clouds.base import CloudProvider
+from gateway.clouds.huawei.ecs import AKSKAuth, HuaweiECS
+from gateway.clouds.huawei.iam import IAMTokenAuth
+from gateway.clouds.huawei.signer import Credentials
+from gateway.config import CloudSection, GatewayConfig
+from gateway.metrics import Metrics
+from gateway.policy import Policy
+from gateway.sessions import ConsoleRegistry
+from gateway.state.base import StateStore
+from gateway.upstream import HostAllowlist, build_ssl_context
+from gateway.web.http import IPNetwork, parse_networks
+
+log = logging.getLogger("gateway")
+
+
+def _secret(value: object) -> str:
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)  # type: ignore[union-attr]
+
+
+def build_provider(
+    cfg: CloudSection, metrics: Metrics, http: aiohttp.ClientSession | None = None
+) -> CloudProvider:
+    ssl_ctx: ssl.SSLContext | bool = True
+    if cfg.ca_file or not cfg.verify_tls:
+        ssl_ctx = build_ssl_context(verify=cfg.verify_tls, ca_file=str(cfg.ca_file) if cfg.ca_file else None)
+    auth: AKSKAuth | IAMTokenAuth
+    if cfg.iam is not None:
+        auth = IAMTokenAuth(
+            region=cfg.region,
+            project_id=cfg.project_id,
+            domain=cfg.iam.domain,
+            user=cfg.iam.user,
+            password=_secret(cfg.iam.password),
+            endpoint=cfg.iam.endpoint or None,
+        )
+    else:
+        token = _secret(cfg.security_token) or None
+        auth = AKSKAuth(Credentials(_secret(cfg.access_key), _secret(cfg.secret_key), token))
+    return HuaweiECS(
+        name=cfg.name,
+        region=cfg.region,
+        project_id=cfg.project_id,
+        auth=auth,
+        endpoint=cfg.endpoint or None,
+        ssl=ssl_ctx,
+        connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout,
+        retries=cfg.retries,
+        observe=metrics.observe_api(cfg.name),
+        session=http,
+    )
+
+
+@dataclass
+class Gateway:
+    """Everything a request handler needs; `reload()` swaps the parts a SIGHUP may change."""
+
+    config: GatewayConfig
+    store: StateStore
+    audit: AuditLog
+    metrics: Metrics
+    http: aiohttp.ClientSession
+    registry: ConsoleRegistry
+    clouds: dict[str, CloudProvider]
+    replica: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    )
+    draining: bool = False
+    last_cloud_ok: float = 0.0
+    started: float = field(default_factory=time.time)
+
+    # Rebuilt from config by `apply_config`.
+    policy: Policy = field(init=False)
+    codec: SessionCodec = field(init=False)
+    throttle: SignInThrottle = field(init=False)
+    allowlist: HostAllowlist = field(init=False)
+    upstream_ssl: ssl.SSLContext | None = field(init=False)
+    origins: list[str] = field(init=False)
+    trusted_proxies: list[IPNetwork] = field(init=False)
+    oidc: OIDCClient | None = field(init=False, default=None)
+    assertion: AssertionVerifier | None = field(init=False, default=None)
+    trusted_headers: TrustedHeaders | None = field(init=False, default=None)
+    local_users: dict[str, tuple[str, tuple[str, ...]]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.apply_config(self.config)
+
+    def apply_config(self, config: GatewayConfig) -> None:
+        """Build every config-derived part first, then swap them in together (no half-applied reload)."""
+        policy = Policy(config.policy)
+        codec = SessionCodec(
+            [parse_key(_secret(k)) for k in config.session.keys],
+            idle_lifetime=config.session.idle_lifetime,
+            absolute_lifetime=config.session.absolute_lifetime,
+        )
+        local = config.auth.local
+        throttle = SignInThrottle(
+            self.store,
+            per_user=local.throttle_per_user,
+            per_address=local.throttle_per_address,
+            window=local.throttle_window,
+        )
+        up = config.upstream
+        allowlist = HostAllowlist(up.allowed_hosts)
+        upstream_ssl = build_ssl_context(
+            verify=up.verify_tls, ca_file=str(up.ca_file) if up.ca_file else None
+        )
+        oidc = None
+        if config.auth.oidc.enabled:
+            o = config.auth.oidc
+            oidc = OIDCClient(
+                OIDCSettings(
+                    issuer=o.issuer,
+                    client_id=o.client_id,
+                    client_secret=_secret(o.client_secret),
+                    redirect_uri=o.redirect_uri or f"{config.server.origins()[0]}/auth/oidc/callback",
+                    scopes=tuple(o.scopes),
+                    username_claim=o.username_claim,
+                    email_claim=o.email_claim,
+                    groups_claim=o.groups_claim,
+                    clock_skew=o.clock_skew,
+                    ca_file=str(o.ca_file) if o.ca_file else None,
+                ),
+                self.http,
+            )
+        assertion = None
+        if config.auth.proxy_jwt.enabled:
+            pj = config.auth.proxy_jwt
+            assertion = AssertionVerifier(
+                header=pj.header,
+                issuer=pj.issuer or None,
+                audience=pj.audience or None,
+                jwks=JWKSCache(pj.jwks_url, self.http) if pj.jwks_url else None,
+                public_key_pem=pj.public_key_file.read_text() if pj.public_key_file else None,
+                algorithms=tuple(pj.algorithms),
+                username_claim=pj.username_claim,
+                email_claim=pj.email_claim,
+                groups_claim=pj.groups_claim,
+                clock_skew=pj.clock_skew,
+            )
+        headers = None
+        ph = config.auth.proxy_headers
+        if ph.enabled:
+            headers = TrustedHeaders(
+                networks=ph.trusted_networks,
+                user_header=ph.user_header,
+                email_header=ph.email_header,
+                groups_header=ph.groups_header,
+                groups_separator=ph.groups_separator,
+            )
+        users = (
+            {u.name: (_secret(u.password_hash), tuple(u.groups)) for u in local.users}
+            if local.enabled
+            else {}
+        )
+
+        self.config = config
+        self.policy = policy
+        self.codec = codec
+        self.throttle = throttle
+        self.allowlist = allowlist
+        self.upstream_ssl = upstream_ssl
+        self.origins = config.server.origins()
+        self.trusted_proxies = parse_networks(config.server.trusted_proxies)
+        self.oidc = oidc
+        self.assertion = assertion
+        self.trusted_headers = headers
+        self.local_users = users

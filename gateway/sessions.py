@@ -1,0 +1,181 @@
+"""Live consoles: the ones this replica relays, and the shared view of all of them.
+
+Limits and the admin list go through the state store so they hold across replicas; a terminate or lock is
+published as a command and every replica closes the consoles it holds locally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.clouds.base import Server
+from gateway.relay import Relay
+from gateway.state.base import Command, ConsoleRecord, StateStore, StateUnavailable
+
+log = logging.getLogger("gateway.sessions")
+
+# Browser close codes for consoles the gateway ends (the console page maps them to a screen).
+CLOSE_TERMINATED = 4000
+CLOSE_LOGGED_OUT = 4001
+CLOSE_LOCKED = 4002
+CLOSE_POLICY = 4003
+CLOSE_EXPIRED = 4004
+CLOSE_DRAINING = 4012
+
+
+@dataclass(slots=True)
+class LiveConsole:
+    record: ConsoleRecord
+    relay: Relay | None = None
+    server: Server | None = None
+    expires: float = math.inf  # wall-clock end of the browser session that opened it
+    pending_close: tuple[int, str, str] | None = (
+        None  # (code, reason, by) when terminated before the relay ran
+    )
+    closed_by: str | None = None
+
+    def terminate(self, code: int, reason: str, by: str) -> None:
+        self.closed_by = by
+        if self.relay is not None:
+            self.relay.terminate(code, reason)
+        else:
+            self.pending_close = (code, reason, by)
+
+
+class ConsoleRegistry:
+    """Local relays plus the shared store; a periodic sync keeps byte counts (and Redis TTLs) fresh."""
+
+    def __init__(
+        self, store: StateStore, *, replica: str, sync_interval: float = 5.0, tick: float = 1.0
+    ) -> None:
+        self.store = store
+        self.replica = replica
+        self.local: dict[str, LiveConsole] = {}
+        self._sync_interval = sync_interval
+        self._tick = tick
+        self._sync_task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def start(self) -> None:
+        await self.store.start(self._on_command)
+        self._sync_task = asyncio.create_task(self._sync_loop(), name="console-registry-sync")
+
+    async def close(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+        await self.store.close()
+
+    async def acquire(self, record: ConsoleRecord, *, per_user: int, global_max: int) -> str | None:
+        refusal = await self.store.console_acquire(record, per_user=per_user, global_max=global_max)
+        if refusal is None:
+            self.local[record.id] = LiveConsole(record)
+            self._idle.clear()
+        return refusal
+
+    def attach(self, console_id: str, relay: Relay) -> None:
+        """Hand the running relay over; a terminate that arrived while connecting is applied now."""
+        live = self.local[console_id]
+        live.relay = relay
+        live.record.state = "open"
+        if live.pending_close is not None:
+            code, reason, by = live.pending_close
+            live.terminate(code, reason, by)
+
+    async def release(self, console_id: str) -> LiveConsole | None:
+        live = self.local.pop(console_id, None)
+        if not self.local:
+            self._idle.set()
+        try:
+            await self.store.console_release(console_id)
+        except StateUnavailable:
+            log.warning(
+                "console %s not released in shared state (unreachable); it expires on its own", console_id
+            )
+        return live
+
+    async def wait_empty(self, within: float) -> bool:
+        try:
+            await asyncio.wait_for(self._idle.wait(), within)
+        except TimeoutError:
+            return False
+        return True
+
+    async def all(self) -> list[ConsoleRecord]:
+        records = {r.id: r for r in await self.store.consoles()}
+        for console_id, live in self.local.items():
+            self._refresh(live)
+            records[console_id] = live.record
+        return sorted(records.values(), key=lambda r: r.started)
+
+    async def terminate(self, *, by: str, code: int, reason: str, **match: str) -> None:
+        """Ask every replica to close the consoles matching all of `match` (console_id, user or sid)."""
+        await self.store.publish(
+            {"op": "terminate", "by": by, "code": code, "reason": reason, "match": match}
+        )
+
+    def terminate_local(
+        self, predicate: Callable[[ConsoleRecord], bool], *, code: int, reason: str, by: str
+    ) -> int:
+        hits = [live for live in self.local.values() if predicate(live.record)]
+        for live in hits:
+            live.terminate(code, reason, by)
+        return len(hits)
+
+    async def _on_command(self, command: Command) -> None:
+        if command.get("op") != "terminate":
+            return
+        match = {k: v for k, v in command.get("match", {}).items() if v is not None}
+        field_of = {"console_id": "id", "user": "user", "sid": "sid"}
+
+        def predicate(record: ConsoleRecord) -> bool:
+            return all(getattr(record, field_of.get(k, k), None) == v for k, v in match.items())
+
+        if match:
+            self.terminate_local(
+                predicate, code=int(command["code"]), reason=str(command["reason"]), by=str(command["by"])
+            )
+
+    def _refresh(self, live: LiveConsole) -> None:
+        if live.relay is not None:
+            live.record.bytes_to_browser = live.relay.stats.bytes_to_browser
+            live.record.bytes_to_upstream = live.relay.stats.bytes_to_upstream
+
+    def expire_sessions(self, now: float) -> int:
+        """Consoles must not outlive the sign-in that opened them."""
+        return self.terminate_local(
+            lambda r: self.local[r.id].expires <= now,
+            code=CLOSE_EXPIRED,
+            reason="Your sign-in expired; sign in again to reopen the console",
+            by="session_expired",
+        )
+
+    async def _sync_loop(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            await asyncio.sleep(self._tick)
+            self.expire_sessions(time.time())
+            if time.monotonic() - last_sync < self._sync_interval:
+                continue
+            last_sync = time.monotonic()
+            for live in list(self.local.values()):
+                self._refresh(live)
+                try:
+                    await self.store.console_update(live.record)
+                except StateUnavailable:
+                    break
+                except Exception:
+                    log.exception("console registry sync failed")
+                    break
+
+
+def new_record(**fields: object) -> ConsoleRecord:
+    return ConsoleRecord(started=time.time(), **fields)  # type: ignore[arg-type]

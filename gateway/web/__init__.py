@@ -1,0 +1,1 @@
+"""HTTP and WebSocket edges of the gateway: middlewares, pages, JSON API, the console socket."""

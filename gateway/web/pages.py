@@ -1,0 +1,48 @@
+"""HTML pages: static files with no inline script; data comes from the JSON API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.policy import Permission
+from gateway.web.keys import GATEWAY, SESSION
+from gateway.web.middleware import current
+
+routes = web.RouteTableDef()
+
+
+def _page(request: web.Request, name: str) -> web.FileResponse:
+    static: Path = request.app[GATEWAY].config.server.static_dir
+    return web.FileResponse(static / name, headers={"Content-Type": "text/html; charset=utf-8"})
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/servers" if request.get(SESSION) else "/login")
+
+
+@routes.get("/login")
+async def login_page(request: web.Request) -> web.StreamResponse:
+    return _page(request, "login.html")
+
+
+@routes.get("/servers")
+async def servers_page(request: web.Request) -> web.StreamResponse:
+    current(request)
+    return _page(request, "servers.html")
+
+
+@routes.get("/console/{cloud}/{server_id}")
+async def console_page(request: web.Request) -> web.StreamResponse:
+    current(request)
+    return _page(request, "console.html")
+
+
+@routes.get("/admin")
+async def admin_page(request: web.Request) -> web.StreamResponse:
+    session = current(request)
+    if request.app[GATEWAY].policy.is_admin(session.user, session.groups).permission is Permission.NONE:
+        raise web.HTTPForbidden(reason="Administrators only")
+    return _page(request, "admin.html")

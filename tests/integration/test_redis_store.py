@@ -1,0 +1,532 @@
+"""RedisStore against a real redis-server: two stores on one Redis stand for two gateway replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from gateway.config import RedisSection
+from gateway.sessions import CLOSE_TERMINATED, ConsoleRegistry
+from gateway.sim.certs import make_self_signed
+from gateway.state.base import Command, ConsoleRecord, StateUnavailable
+from gateway.state.redis import RedisStore
+from tests.support.redis_server import REDIS_SERVER, RedisServer, TlsFiles
+
+pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
+
+FAIL_FAST = 3.0  # seconds within which a dead Redis must be reported
+
+
+def _server(tmp_path_factory: pytest.TempPathFactory, name: str, **kw: Any) -> RedisServer:
+    return RedisServer(workdir=tmp_path_factory.mktemp(name), **kw).start()
+
+
+@pytest.fixture(scope="module")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = _server(tmp_path_factory, "redis")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A server this test alone may kill and restart."""
+    server = _server(tmp_path_factory, "redis-own")
+    yield server
+    server.stop()
+
+
+StoreFactory = Callable[..., RedisStore]
+
+
+@pytest.fixture
+async def make_store(shared_redis: RedisServer) -> AsyncIterator[StoreFactory]:
+    """Stores (replicas) sharing one key prefix unique to the test; all closed at the end."""
+    prefix = f"t{uuid.uuid4().hex[:8]}:"
+    made: list[RedisStore] = []
+
+    def factory(server: RedisServer | None = None, **kw: Any) -> RedisStore:
+        server = server or shared_redis
+        settings_kw = {k: kw.pop(k) for k in list(kw) if k in RedisSection.model_fields}
+        settings_kw.setdefault("url", server.url)
+        settings_kw.setdefault("key_prefix", prefix)
+        store = RedisStore(RedisSection(**settings_kw), **kw)
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        await store.close()
+
+
+def record(user: str = "alice", **kw: Any) -> ConsoleRecord:
+    fields: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "user": user,
+        "sid": "s-" + user,
+        "cloud": "demo",
+        "server_id": "srv-1",
+        "server_name": "web-1",
+        "project_id": "p1",
+        "permission": "control",
+        "client": "127.0.0.1",
+        "started": time.time(),
+        "replica": "a",
+    }
+    fields.update(kw)
+    return ConsoleRecord(**fields)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float, step: float = 0.02) -> float:
+    """Poll `check` until true; returns the seconds it took, fails the test at the deadline."""
+    start = time.monotonic()
+    while not await check():
+        if time.monotonic() - start > within:
+            pytest.fail(f"condition not met within {within} s")
+        await asyncio.sleep(step)
+    return time.monotonic() - start
+
+
+class Inbox:
+    """A command handler that lets a test await the next command."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[Command] = asyncio.Queue()
+
+    async def __call__(self, command: Command) -> None:
+        await self.queue.put(command)
+
+    async def next(self, within: float = 1.0) -> Command:
+        return await asyncio.wait_for(self.queue.get(), within)
+
+
+async def subscribers(server: RedisServer, channel: str, password: str | None = None) -> int:
+    raw = Redis(host="127.0.0.1", port=server.port, password=password, socket_connect_timeout=1)
+    try:
+        [(_, count)] = await raw.pubsub_numsub(channel)
+        return int(count)
+    finally:
+        await raw.aclose()
+
+
+# -- consoles ---------------------------------------------------------------------------------------------
+
+
+async def test_limits_hold_across_replicas_under_concurrent_acquires(make_store: StoreFactory) -> None:
+    a, b = make_store(), make_store()
+    alice = await asyncio.gather(
+        *(s.console_acquire(record("alice"), per_user=3, global_max=100) for s in [a, b] * 10)
+    )
+    assert alice.count(None) == 3
+    assert alice.count("per_user") == 17
+
+    others = await asyncio.gather(
+        *(s.console_acquire(record(f"u{i}"), per_user=5, global_max=8) for i, s in enumerate([a, b] * 10))
+    )
+    assert others.count(None) == 5  # 3 of alice's + 5 = the global 8
+    assert others.count("global") == 15
+    assert len(await a.consoles()) == len(await b.consoles()) == 8
+
+    alices = [r for r in await b.consoles() if r.user == "alice"]
+    await a.console_release(alices[0].id)  # released by the other replica: a slot frees everywhere
+    assert await b.console_acquire(record("alice"), per_user=3, global_max=8) is None
+    assert await a.console_acquire(record("alice"), per_user=3, global_max=100) == "per_user"
+
+
+async def test_record_from_one_replica_is_listed_updated_and_released_on_the_other(
+    make_store: StoreFactory,
+) -> None:
+    a, b = make_store(), make_store()
+    rec = record("bob", groups=["ops"], replica="a")
+    assert await a.console_acquire(rec, per_user=2, global_max=10) is None
+    [seen] = await b.consoles()
+    assert seen == rec
+
+    rec.bytes_to_browser, rec.state = 12345, "open"
+    await a.console_update(rec)
+    [seen] = await b.consoles()
+    assert (seen.bytes_to_browser, seen.state, seen.groups) == (12345, "open", ["ops"])
+
+    await b.console_release(rec.id)
+    assert await a.consoles() == []
+    # A sync already in flight when the console closed must not bring it back as a ghost.
+    await a.console_update(rec)
+    assert await b.consoles() == []
+    # Its slot is free again.
+    assert await a.console_acquire(record("bob"), per_user=1, global_max=1) is None
+
+
+async def test_acquire_is_idempotent_for_the_same_console(make_store: StoreFactory) -> None:
+    """A client retry after a lost reply re-sends the same id; it must not take a second slot."""
+    a = make_store()
+    rec = record("carol")
+    assert await a.console_acquire(rec, per_user=1, global_max=1) is None
+    assert await a.console_acquire(rec, per_user=1, global_max=1) is None
+    assert len(await a.consoles()) == 1
+
+
+async def test_crashed_replica_leaves_ghosts_for_at_most_console_ttl(make_store: StoreFactory) -> None:
+    ttl = 0.6
+    crashed, survivor = make_store(console_ttl=ttl), make_store(console_ttl=ttl)
+    for _ in range(2):
+        assert await crashed.console_acquire(record("dave"), per_user=2, global_max=10) is None
+    assert await survivor.console_acquire(record("dave"), per_user=2, global_max=10) == "per_user"
+
+    await crashed.close()  # no release, no further refresh: what SIGKILL leaves behind
+    crashed_at = time.monotonic()
+
+    async def gone() -> bool:
+        return await survivor.consoles() == []
+
+    await eventually(gone, within=ttl + 1.0)
+    assert time.monotonic() - crashed_at <= ttl + 0.5
+    assert await survivor.console_acquire(record("dave"), per_user=2, global_max=10) is None
+
+
+async def test_refreshed_console_outlives_its_ttl(make_store: StoreFactory) -> None:
+    """The registry's periodic console_update keeps a live console counted well past console_ttl."""
+    ttl = 0.5
+    a, b = make_store(console_ttl=ttl), make_store(console_ttl=ttl)
+    rec = record("erin")
+    assert await a.console_acquire(rec, per_user=1, global_max=10) is None
+    until = time.monotonic() + 3 * ttl
+    while time.monotonic() < until:
+        await asyncio.sleep(ttl / 3)  # the refresh cadence under test, not a synchronisation
+        await a.console_update(rec)
+        assert [r.id for r in await b.consoles()] == [rec.id]
+        assert await b.console_acquire(record("erin"), per_user=1, global_max=10) == "per_user"
+
+
+# -- locks, revocations, rate buckets, counters -------------------------------------------------------
+
+
+async def test_locks_and_revocations_are_shared(make_store: StoreFactory) -> None:
+    a, b = make_store(), make_store()
+    await a.lock_user("mallory", "left the company")
+    assert await b.locked_users() == {"mallory": "left the company"}
+    assert await b.is_locked("mallory") and not await b.is_locked("alice")
+    await b.unlock_user("mallory")
+    assert await a.locked_users() == {}
+
+    await a.revoke_session("sid-1", ttl=0.3)
+    assert await b.is_revoked("sid-1")
+    assert not await b.is_revoked("sid-2")
+
+    async def lapsed() -> bool:
+        return not await b.is_revoked("sid-1")
+
+    await eventually(lapsed, within=1.5)
+
+
+async def test_token_bucket_is_shared_and_atomic(make_store: StoreFactory) -> None:
+    a, b = make_store(), make_store()
+    assert await a.take_token("user:x", rate=0.5, burst=3) is None
+    assert await b.take_token("user:x", rate=0.5, burst=3) is None
+    assert await a.take_token("user:x", rate=0.5, burst=3) is None
+    wait = await b.take_token("user:x", rate=0.5, burst=3)
+    assert wait is not None and 1.5 < wait <= 2.0  # one token at 0.5/s is two seconds away
+
+    taken = await asyncio.gather(*(s.take_token("user:y", rate=0.1, burst=4) for s in [a, b] * 10))
+    assert taken.count(None) == 4
+
+
+async def test_token_bucket_refills(make_store: StoreFactory) -> None:
+    a, b = make_store(), make_store()
+    assert await a.take_token("fast", rate=20, burst=1) is None
+    wait = await b.take_token("fast", rate=20, burst=1)
+    assert wait is not None and wait <= 0.05
+
+    async def refilled() -> bool:
+        return await b.take_token("fast", rate=20, burst=1) is None
+
+    await eventually(refilled, within=1.0)
+
+
+async def test_fixed_window_counter_is_shared(make_store: StoreFactory) -> None:
+    a, b = make_store(), make_store()
+    assert await a.incr("signin:user:x", 60) == 1
+    assert await b.incr("signin:user:x", 60) == 2
+    await a.reset("signin:user:x")
+    assert await b.incr("signin:user:x", 60) == 1
+
+    # Fixed, not sliding: counting on does not extend the window.
+    assert await a.incr("short", 0.3) == 1
+
+    async def window_over() -> bool:
+        return await b.incr("short", 0.3) == 1
+
+    await eventually(window_over, within=1.5)
+
+
+# -- commands -------------------------------------------------------------------------------------------
+
+
+async def test_command_reaches_every_replica_quickly(make_store: StoreFactory) -> None:
+    a, b = make_store(), make_store()
+    inbox_a, inbox_b = Inbox(), Inbox()
+    await a.start(inbox_a)
+    await b.start(inbox_b)
+
+    command = {"op": "terminate", "by": "admin", "code": 4000, "reason": "r", "match": {"user": "u"}}
+    sent = time.perf_counter()
+    await b.publish(command)
+    assert await inbox_a.next(within=1.0) == command
+    latency = time.perf_counter() - sent
+    assert latency < 1.0, f"delivery took {latency:.3f} s"
+    assert await inbox_b.next(within=1.0) == command  # the publishing replica included
+
+
+async def test_terminate_from_one_registry_closes_the_console_on_another(make_store: StoreFactory) -> None:
+    """End to end with the real registry: the admin's replica publishes, the relaying replica acts."""
+    relaying = ConsoleRegistry(make_store(), replica="a")
+    admin = ConsoleRegistry(make_store(), replica="b")
+    await relaying.start()
+    await admin.start()
+    try:
+        rec = record("heidi", sid="sid-h")
+        assert await relaying.acquire(rec, per_user=1, global_max=10) is None
+        assert [r.id for r in await admin.all()] == [rec.id]
+        await admin.terminate(by="admin", code=CLOSE_TERMINATED, reason="maintenance", user="heidi")
+
+        async def closed() -> bool:
+            return relaying.local[rec.id].pending_close is not None
+
+        await eventually(closed, within=1.0, step=0.005)
+        assert relaying.local[rec.id].pending_close == (CLOSE_TERMINATED, "maintenance", "admin")
+        await relaying.release(rec.id)
+        assert await admin.all() == []
+    finally:
+        await relaying.close()
+        await admin.close()
+
+
+async def test_bad_handler_does_not_stop_the_listener(make_store: StoreFactory) -> None:
+    a = make_store()
+    inbox = Inbox()
+    calls = 0
+
+    async def flaky(command: Command) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        await inbox(command)
+
+    await a.start(flaky)
+    await a.publish({"op": "first"})
+    await a.publish({"op": "second"})
+    assert await inbox.next() == {"op": "second"}
+
+
+async def test_close_leaves_no_task(make_store: StoreFactory) -> None:
+    a = make_store()
+    await a.start(Inbox())
+    assert any(t.get_name() == "redis-command-listener" for t in asyncio.all_tasks())
+    await a.close()
+    assert not any(t.get_name() == "redis-command-listener" for t in asyncio.all_tasks())
+
+
+# -- outages --------------------------------------------------------------------------------------------
+
+
+def every_method(store: RedisStore) -> dict[str, Callable[[], Awaitable[object]]]:
+    return {
+        "ping": store.ping,
+        "console_acquire": lambda: store.console_acquire(record(), per_user=1, global_max=1),
+        "console_update": lambda: store.console_update(record()),
+        "console_release": lambda: store.console_release("x"),
+        "consoles": store.consoles,
+        "lock_user": lambda: store.lock_user("u", "r"),
+        "unlock_user": lambda: store.unlock_user("u"),
+        "locked_users": store.locked_users,
+        "is_locked": lambda: store.is_locked("u"),
+        "revoke_session": lambda: store.revoke_session("s", 10),
+        "is_revoked": lambda: store.is_revoked("s"),
+        "take_token": lambda: store.take_token("k", rate=1, burst=1),
+        "incr": lambda: store.incr("k", 10),
+        "reset": lambda: store.reset("k"),
+        "publish": lambda: store.publish({"op": "x"}),
+    }
+
+
+async def test_redis_outage_fails_fast_and_recovers(make_store: StoreFactory, own_redis: RedisServer) -> None:
+    a, b = make_store(own_redis), make_store(own_redis)
+    inbox_a = Inbox()
+    await a.start(inbox_a)
+    await b.start(Inbox())
+    live = record("frank")
+    assert await a.console_acquire(live, per_user=5, global_max=5) is None
+
+    own_redis.stop()
+    for name, call in every_method(a).items():
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable, match="Redis unreachable"):
+            await call()
+        assert time.monotonic() - started < FAIL_FAST, name
+
+    own_redis.restart()  # same port, empty dataset
+    await a.ping()  # no new store, no restart of the gateway: the client reconnects by itself
+    assert await b.consoles() == []  # the restart lost the record...
+    await a.console_update(live)  # ...and the next sync of the live console restores it
+    assert [r.id for r in await b.consoles()] == [live.id]
+    assert await b.console_acquire(record("frank"), per_user=1, global_max=5) == "per_user"
+
+    async def both_resubscribed() -> bool:
+        return await subscribers(own_redis, a.channel) == 2
+
+    await eventually(both_resubscribed, within=5.0, step=0.05)
+    await b.publish({"op": "after-restart"})
+    assert await inbox_a.next(within=1.0) == {"op": "after-restart"}
+
+
+async def test_frozen_redis_is_noticed_by_the_listener(
+    make_store: StoreFactory, own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SIGSTOP: connections stay open but nothing answers, the case a read without a deadline never ends."""
+    a = make_store(own_redis, replica_heartbeat=0.2)
+    inbox = Inbox()
+    await a.start(inbox)
+    assert a.listening
+    raw = Redis(host="127.0.0.1", port=own_redis.port, decode_responses=True)
+
+    async def pings() -> int:
+        stats = await raw.info("commandstats")
+        return int(stats.get("cmdstat_ping", {}).get("calls", 0))
+
+    before = await pings()
+
+    async def pinged_twice() -> bool:
+        return await pings() >= before + 2
+
+    await eventually(pinged_twice, within=3.0, step=0.05)
+    assert a.listening and "lost Redis" not in caplog.text  # the idle heartbeat is answered
+    await raw.aclose()
+
+    assert own_redis.proc is not None
+    pid = own_redis.proc.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable):
+            await a.ping()
+        assert time.monotonic() - started < FAIL_FAST
+
+        async def noticed() -> bool:
+            return not a.listening
+
+        await eventually(noticed, within=2.0)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    async def listening_again() -> bool:
+        return a.listening
+
+    await eventually(listening_again, within=5.0, step=0.05)
+    await a.publish({"op": "thawed"})
+    assert await inbox.next() == {"op": "thawed"}
+
+
+async def test_hung_redis_fails_fast(make_store: StoreFactory) -> None:
+    """A peer that accepts and never answers (a network partition, a frozen Redis) must not hang callers."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # swallow everything until the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        store = make_store(url=f"redis://127.0.0.1:{port}/0")
+        started = time.monotonic()
+        with pytest.raises(StateUnavailable):
+            await store.ping()
+        assert time.monotonic() - started < FAIL_FAST
+    finally:
+        server.close()
+
+
+# -- authentication, TLS, Sentinel ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def password_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = _server(tmp_path_factory, "redis-auth", password="correct-horse-battery")
+    yield server
+    server.stop()
+
+
+async def test_password_auth(make_store: StoreFactory, password_redis: RedisServer) -> None:
+    good = make_store(password_redis, password=SecretStr("correct-horse-battery"))
+    await good.ping()
+    assert await good.console_acquire(record(), per_user=1, global_max=1) is None
+
+    # The setting overrides a password embedded in the URL.
+    url_with_stale = f"redis://:stale-password@127.0.0.1:{password_redis.port}/0"
+    overridden = make_store(password_redis, url=url_with_stale, password=SecretStr("correct-horse-battery"))
+    await overridden.ping()
+
+    wrong = make_store(password_redis, password=SecretStr("wrong-password-123"))
+    with pytest.raises(StateUnavailable, match="refused the credentials") as caught:
+        await wrong.console_acquire(record(), per_user=1, global_max=1)
+    assert "wrong-password-123" not in str(caught.value)
+    assert "wrong-password-123" not in repr(wrong)
+
+    missing = make_store(password_redis)
+    with pytest.raises(StateUnavailable, match="refused the credentials"):
+        await missing.ping()
+
+
+@pytest.fixture(scope="module")
+def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, Path]]:
+    certs = make_self_signed(tmp_path_factory.mktemp("redis-certs"))
+    tls = TlsFiles(ca_cert=certs.ca_cert, cert=certs.server_cert, key=certs.server_key)
+    server = _server(tmp_path_factory, "redis-tls", tls=tls)
+    yield server, certs.ca_cert
+    server.stop()
+
+
+async def test_tls_with_private_ca(make_store: StoreFactory, tls_redis: tuple[RedisServer, Path]) -> None:
+    server, ca = tls_redis
+    assert server.url.startswith("rediss://")
+    a, b = make_store(server, ca_file=ca), make_store(server, ca_file=ca)
+    inbox = Inbox()
+    await a.start(inbox)
+    assert await a.console_acquire(record(), per_user=1, global_max=1) is None
+    assert len(await b.consoles()) == 1
+    await b.publish({"op": "over-tls"})
+    assert await inbox.next() == {"op": "over-tls"}
+
+    untrusting = make_store(server)  # system CAs only: the private CA's certificate must be rejected
+    with pytest.raises(StateUnavailable):
+        await untrusting.ping()
+
+
+def test_ca_file_requires_rediss(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="rediss"):
+        RedisStore(RedisSection(url="redis://127.0.0.1:1/0", ca_file=tmp_path / "ca.pem"))
+
+
+async def test_sentinel_finds_the_master(
+    make_store: StoreFactory, shared_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    sentinel = _server(tmp_path_factory, "sentinel", sentinel_master=shared_redis.port)
+    try:
+        via_sentinel = make_store(
+            url="redis:///0", sentinels=[f"127.0.0.1:{sentinel.port}"], sentinel_service="mymaster"
+        )
+        direct = make_store()
+        rec = record("grace")
+        assert await via_sentinel.console_acquire(rec, per_user=1, global_max=5) is None
+        assert [r.id for r in await direct.consoles()] == [rec.id]
+    finally:
+        sentinel.stop()
