@@ -110,7 +110,12 @@ class ConsoleRegistry:
         return True
 
     async def all(self) -> list[ConsoleRecord]:
-        records = {r.id: r for r in await self.store.consoles()}
+        """Every replica's consoles; only this replica's while the shared store is unreachable."""
+        try:
+            records = {r.id: r for r in await self.store.consoles()}
+        except StateUnavailable:
+            log.warning("shared state unreachable: listing this replica's consoles only")
+            records = {}
         for console_id, live in self.local.items():
             self._refresh(live)
             records[console_id] = live.record

@@ -31,15 +31,20 @@ if [ ! -x .venv/bin/python ]; then
   "$py" -m venv .venv
 fi
 mkdir -p "$stamp_dir"
-extra=""
-[ "$want_test" = 1 ] && extra="[test]"
-key=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)$extra
-if [ ! -f "$stamp_dir/pip-$key" ]; then
+base=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+# The test install is a superset of the plain one, so its stamp satisfies both.
+if [ "$want_test" = 1 ]; then
+  extra="[test,bench,fast]"; stamps=("$stamp_dir/pip-$base-test")
+else
+  extra=""; stamps=("$stamp_dir/pip-$base-test" "$stamp_dir/pip-$base")
+fi
+done_already=0
+for s in "${stamps[@]}"; do [ -f "$s" ] && done_already=1; done
+if [ "$done_already" = 0 ]; then
   echo "setup: installing Python packages (novnc-gateway$extra)"
   .venv/bin/pip install -q --disable-pip-version-check -c constraints.txt -e ".$extra"
   rm -f "$stamp_dir"/pip-*
-  touch "$stamp_dir/pip-$key"
-  [ -n "$extra" ] && touch "$stamp_dir/pip-${key%\[test\]}"
+  touch "${stamps[0]}"
 fi
 
 # 3. Browser assets (noVNC) and the test OpenID provider, pinned by package-lock.json.

@@ -15,6 +15,7 @@ from gateway.auth.cookie import SessionData, SessionError, cookie_attributes, co
 from gateway.auth.identity import AuthError, Identity
 from gateway.auth.proxy_headers import IDENTITY_HEADERS
 from gateway.logs import request_id
+from gateway.state.base import StateUnavailable
 from gateway.web.http import client_address, json_error, same_origin_post
 from gateway.web.keys import AUTH_ERROR, CLIENT, GATEWAY, HTTPS, REQUEST_ID, SESSION, SESSION_CLEARED, SPOOFED
 
@@ -72,6 +73,12 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request[HTTPS] = request.secure or forwarded_https
     try:
         return await handler(request)
+    except StateUnavailable as exc:
+        log.warning("%s %s: shared state unavailable: %s", request.method, request.path, exc)
+        message = "The gateway's shared state is unreachable; try again shortly"
+        if request.path.startswith("/api/"):
+            return json_error(503, message, code="state_unavailable")
+        return error_page(503, "Temporarily unavailable", message)
     except web.HTTPException as exc:
         if exc.status >= 400 and not request.path.startswith("/api/") and exc.content_type != "text/html":
             return error_page(exc.status, exc.reason, _friendly(exc.status))
@@ -158,7 +165,14 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
             request[AUTH_ERROR] = exc
             clear = True
         else:
-            if await gw.store.is_revoked(session.sid):
+            try:
+                revoked = await gw.store.is_revoked(session.sid)
+            except StateUnavailable:
+                # Sign-out cannot be checked; with fail_open the signed cookie alone is trusted.
+                if not gw.config.state.redis.fail_open:
+                    raise
+                revoked = False
+            if revoked:
                 log.info("session cookie of %s refused: signed out", session.user)
                 session, clear = None, True
     if _spoofed_headers(request):
