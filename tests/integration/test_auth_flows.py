@@ -1,0 +1,397 @@
+"""Sign-in methods, sessions, CSRF and security headers, through the real gateway app on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from playwright.async_api import expect
+from yarl import URL
+
+from gateway.auth.cookie import generate_key
+from gateway.sim.demo import DemoCloud
+from tests.support.browser import chromium, new_page
+from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, start_gateway
+from tests.support.oidc import start_oidc_provider
+from tests.support.rfb_client import RFBClient
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[DemoCloud]:
+    demo = DemoCloud(tmp_path / "cloud")
+    await demo.start()
+    try:
+        yield demo
+    finally:
+        await demo.stop()
+
+
+@pytest.fixture
+async def gateways(cloud: DemoCloud, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    started: list[RunningGateway] = []
+
+    async def start(tweak: Callable[[dict[str, Any]], None] | None = None) -> RunningGateway:
+        running = await start_gateway(cloud, tmp_path, tweak)
+        started.append(running)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            await running.stop()
+
+
+async def test_security_headers_on_every_kind_of_response(gateways: Callable[..., Any]) -> None:
+    gateway = await gateways()
+    async with aiohttp.ClientSession() as http:
+        for path in ("/login", "/api/auth/methods", "/static/css/app.css", "/novnc/core/rfb.js", "/nope"):
+            async with http.get(gateway.url + path) as response:
+                csp = response.headers["Content-Security-Policy"]
+                assert "script-src 'self'" in csp
+                assert "frame-ancestors 'none'" in csp
+                assert "unsafe-inline" not in csp
+                assert response.headers["X-Content-Type-Options"] == "nosniff"
+                assert response.headers["Referrer-Policy"] == "no-referrer"
+                assert response.headers["X-Request-Id"]
+        async with http.get(gateway.url + "/nope") as response:
+            assert response.status == 404
+            assert "Traceback" not in await response.text()
+
+
+async def test_pages_carry_no_inline_script(gateways: Callable[..., Any]) -> None:
+    gateway = await gateways()
+    for page in ("login.html", "servers.html", "console.html", "admin.html"):
+        html = (gateway.gw.config.server.static_dir / page).read_text()
+        assert "<script>" not in html and " on" + "click=" not in html and "style=" not in html
+
+
+async def test_csrf_and_cross_origin_posts_are_refused(gateways: Callable[..., Any]) -> None:
+    gateway = await gateways()
+    operator = Operator(gateway)
+    try:
+        await operator.login("demo")
+        status, body = await operator.post("/api/logout", csrf=False)
+        assert (status, body["code"]) == (403, "csrf")
+        status, body = await operator.post("/api/logout", headers={"Origin": "https://evil.example"})
+        assert (status, body["code"]) == (403, "csrf")
+        status, _ = await operator.get("/api/me")
+        assert status == 200, "the refused requests changed nothing"
+        status, body = await operator.post(
+            "/api/login",
+            {"user": "demo", "password": "demo"},
+            csrf=False,
+            headers={"Origin": "https://evil.example"},
+        )
+        assert status == 403
+    finally:
+        await operator.close()
+
+
+async def test_open_redirect_after_sign_in_is_neutralised(gateways: Callable[..., Any]) -> None:
+    gateway = await gateways()
+    operator = Operator(gateway)
+    try:
+        for hostile in ("//evil.example/x", "https://evil.example", "/\\evil.example", "javascript:alert(1)"):
+            status, body = await operator.post(
+                "/api/login", {"user": "demo", "password": "demo", "next": hostile}, csrf=False
+            )
+            assert status == 200
+            assert body["next"] == "/servers"
+        status, body = await operator.post(
+            "/api/login", {"user": "demo", "password": "demo", "next": "/console/demo/x"}, csrf=False
+        )
+        assert body["next"] == "/console/demo/x"
+    finally:
+        await operator.close()
+
+
+async def test_local_sign_in_is_throttled(
+    gateways: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await gateways()
+    operator = Operator(gateway)
+    try:
+        statuses = []
+        for _ in range(7):
+            status, _body = await operator.post("/api/login", {"user": "demo", "password": "bad"}, csrf=False)
+            statuses.append(status)
+        assert statuses[:5] == [401] * 5
+        assert statuses[5:] == [429, 429]
+        status, body = await operator.post("/api/login", {"user": "demo", "password": "demo"}, csrf=False)
+        assert status == 429, "the right password does not bypass the throttle"
+        assert "try again in" in body["error"]
+        failed = [e for e in gateway.audit_events() if e["event"] == "login_failed"]
+        assert {e["reason"] for e in failed} == {"bad credentials", "throttled"}
+    finally:
+        await operator.close()
+
+
+async def _cookie_for(gateway: RunningGateway, user: str) -> str:
+    operator = Operator(gateway)
+    try:
+        await operator.login(user)
+        cookies = operator.http.cookie_jar.filter_cookies(URL(gateway.url))
+        return cookies["novnc-gw"].value
+    finally:
+        await operator.close()
+
+
+async def _me(gateway: RunningGateway, cookie: str) -> tuple[int, Any]:
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+        http.get(gateway.url + "/api/me", headers={"Cookie": f"novnc-gw={cookie}"}) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def test_sessions_survive_restart_and_rotate_keys(
+    gateways: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    old_key, new_key = generate_key(), generate_key()
+    first = await gateways(lambda d: d["session"].update(keys=[old_key]))
+    cookie = await _cookie_for(first, "demo")
+    await first.stop()
+    # Another process (a restart, or another replica) with the same key reads the same cookie.
+    second = await gateways(lambda d: d["session"].update(keys=[old_key]))
+    assert (await _me(second, cookie))[0] == 200
+    rotated = await gateways(lambda d: d["session"].update(keys=[new_key, old_key]))
+    assert (await _me(rotated, cookie))[0] == 200
+    retired = await gateways(lambda d: d["session"].update(keys=[new_key]))
+    caplog.set_level(logging.INFO, logger="gateway.web")
+    assert (await _me(retired, cookie))[0] == 401
+    assert any("no longer configured" in r.getMessage() for r in caplog.records)
+    tampered = cookie[:-2] + ("A" if cookie[-2] != "A" else "B") + cookie[-1]
+    assert (await _me(rotated, tampered))[0] == 401
+    assert any("tampered" in r.getMessage() for r in caplog.records)
+
+
+async def test_logout_closes_live_consoles_and_revokes_the_cookie(gateways: Callable[..., Any]) -> None:
+    gateway = await gateways()
+    operator = Operator(gateway)
+    try:
+        await operator.login("demo")
+        cookie = operator.http.cookie_jar.filter_cookies(gateway.url)["novnc-gw"].value  # type: ignore[arg-type]
+        transport = await operator.open_console("web-01")
+        client = RFBClient(transport)
+        await client.handshake()
+        status, body = await operator.post("/api/logout")
+        assert status == 200 and body["next"].startswith("/login")
+        await client.wait_closed()
+        assert transport.close_code == 4001
+        assert (await _me(gateway, cookie))[0] == 401, "a copied cookie no longer works after sign-out"
+        closed = await gateway.wait_for_audit("console_closed")
+        assert closed["closed_by"] == "logout"
+    finally:
+        await operator.close()
+
+
+async def test_expired_sign_in_closes_the_console(gateways: Callable[..., Any]) -> None:
+    gateway = await gateways(lambda d: d["session"].update(idle_lifetime=2, absolute_lifetime=2))
+    operator = Operator(gateway)
+    try:
+        await operator.login("demo")
+        transport = await operator.open_console("web-01")
+        client = RFBClient(transport)
+        await client.handshake()
+        started = time.monotonic()
+        await asyncio.wait_for(client.wait_closed(), 10)
+        assert transport.close_code == 4004
+        assert time.monotonic() - started < 5
+    finally:
+        await operator.close()
+
+
+def _es256_pair(tmp_path: Path) -> tuple[ec.EllipticCurvePrivateKey, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    path = tmp_path / "proxy-public.pem"
+    path.write_bytes(pem)
+    return key, path
+
+
+def _assertion(key: ec.EllipticCurvePrivateKey, **claims: Any) -> str:
+    now = int(time.time())
+    body = {"iss": "https://sso.example", "aud": "novnc-gateway", "iat": now, "exp": now + 300, **claims}
+    return jwt.encode(body, key, algorithm="ES256", headers={"kid": "k1"})
+
+
+async def test_signed_proxy_assertion(
+    gateways: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key, public = _es256_pair(tmp_path)
+
+    def tweak(data: dict[str, Any]) -> None:
+        data["auth"]["proxy_jwt"] = {
+            "enabled": True,
+            "header": "X-Pomerium-Jwt-Assertion",
+            "public_key_file": str(public),
+            "issuer": "https://sso.example",
+            "audience": "novnc-gateway",
+        }
+        data["policy"]["rules"].append({"name": "sso-ops", "groups": ["sso-ops"], "permission": "control"})
+
+    gateway = await gateways(tweak)
+    header = "X-Pomerium-Jwt-Assertion"
+    good = _assertion(key, email="erin@example.com", groups=["sso-ops"])
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.get(gateway.url + "/api/me", headers={header: good}) as response:
+            assert response.status == 200
+            me = await response.json()
+        assert (me["user"], me["method"], me["groups"]) == ("erin@example.com", "proxy-jwt", ["sso-ops"])
+        async with http.get(gateway.url + "/api/servers", headers={header: good}) as response:
+            assert len((await response.json())["servers"]) == 4
+    caplog.set_level(logging.WARNING, logger="gateway.web")
+    bad_cases = {
+        "wrong audience": _assertion(key, email="e@x", aud="other"),
+        "expired": _assertion(key, email="e@x", exp=int(time.time()) - 600),
+        "wrong issuer": _assertion(key, email="e@x", iss="https://evil.example"),
+        "alg none": jwt.encode({"email": "e@x", "aud": "novnc-gateway"}, None, algorithm="none"),
+    }
+    for label, token in bad_cases.items():
+        async with (
+            aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+            http.get(gateway.url + "/api/me", headers={header: token}) as response,
+        ):
+            assert response.status == 401, label
+    refusals = [r.getMessage() for r in caplog.records if "signed identity header refused" in r.getMessage()]
+    assert len(refusals) == len(bad_cases)
+
+
+async def test_plain_identity_headers_only_from_trusted_proxies(
+    gateways: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    def trusting(networks: list[str]) -> Callable[[dict[str, Any]], None]:
+        def tweak(data: dict[str, Any]) -> None:
+            data["auth"]["proxy_headers"] = {"enabled": True, "trusted_networks": networks}
+
+        return tweak
+
+    headers = {"X-Auth-Request-User": "mallory", "X-Auth-Request-Groups": "operators"}
+    trusted = await gateways(trusting(["127.0.0.0/8"]))
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.get(trusted.url + "/api/me", headers=headers) as response:
+            assert response.status == 200
+            assert (await response.json())["user"] == "mallory"
+    untrusted = await gateways(trusting(["10.99.0.0/16"]))
+    caplog.set_level(logging.WARNING)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        async with http.get(untrusted.url + "/api/me", headers=headers) as response:
+            assert response.status == 401
+    assert any("spoofed identity header" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.browser
+async def test_oidc_sign_in_in_chromium_then_console(cloud: DemoCloud, tmp_path: Path) -> None:
+    """The full redirect dance with a real OpenID provider, then a console opened by the SSO user."""
+    holder: dict[str, Any] = {}
+
+    def tweak(data: dict[str, Any]) -> None:
+        origin = f"http://{data['server']['listen']}"
+        provider = start_oidc_provider(redirect_uris=[origin + "/auth/oidc/callback"], log_dir=tmp_path)
+        holder["provider"] = provider
+        data["auth"]["oidc"] = {
+            "enabled": True,
+            "issuer": provider.issuer,
+            "client_id": provider.client_id,
+            "client_secret": provider.client_secret,
+            "scopes": ["openid", "profile", "email", "groups"],
+            "groups_claim": "groups",
+        }
+        data["policy"]["rules"].append({"name": "sso-users", "users": ["alice"], "permission": "control"})
+
+    gateway = await start_gateway(cloud, tmp_path, tweak)
+    provider = holder["provider"]
+    try:
+        async with chromium() as browser:
+            context, page, _traffic = await new_page(browser)
+            await page.goto(gateway.url + "/login")
+            await page.get_by_test_id("login-sso").click()
+            await page.wait_for_url(provider.issuer + "/**")
+            await page.locator("input[name=login]").fill("alice")
+            await page.locator("input[name=password]").fill("any-password")
+            await page.locator("button[type=submit]").click()
+            consent = page.locator("button[type=submit]")
+            if await consent.count() and not page.url.startswith(gateway.url):
+                await consent.click()
+            await page.wait_for_url(gateway.url + "/servers")
+            await expect(page.get_by_test_id("me-user")).to_have_text("alice")
+            row = page.get_by_test_id("server-row").filter(has_text="web-01")
+            await row.get_by_test_id("server-open").click()
+            await expect(page.get_by_test_id("console-status")).to_have_attribute(
+                "data-state", "connected", timeout=15_000
+            )
+            await context.close()
+        login = await gateway.wait_for_audit("login", method="oidc")
+        assert login["user"] == "alice"
+    finally:
+        await gateway.stop()
+        provider.stop()
+
+
+async def test_oidc_callback_with_forged_state_is_refused(cloud: DemoCloud, tmp_path: Path) -> None:
+    holder: dict[str, Any] = {}
+
+    def tweak(data: dict[str, Any]) -> None:
+        origin = f"http://{data['server']['listen']}"
+        provider = start_oidc_provider(redirect_uris=[origin + "/auth/oidc/callback"], log_dir=tmp_path)
+        holder["provider"] = provider
+        data["auth"]["oidc"] = {
+            "enabled": True,
+            "issuer": provider.issuer,
+            "client_id": provider.client_id,
+            "client_secret": provider.client_secret,
+        }
+
+    gateway = await start_gateway(cloud, tmp_path, tweak)
+    operator = Operator(gateway)
+    try:
+        status, _ = await operator.get("/auth/oidc/start?next=/servers")
+        assert status == 302
+        status, body = await operator.get("/auth/oidc/callback?code=forged&state=forged")
+        assert status == 302
+        assert "Traceback" not in str(body)
+        failed = await gateway.wait_for_audit("login_failed", method="oidc")
+        assert "state" in failed["reason"]
+        status, _ = await operator.get("/api/me")
+        assert status == 401
+    finally:
+        await operator.close()
+        await gateway.stop()
+        holder["provider"].stop()
+
+
+async def test_console_refused_for_user_without_permission(gateways: Callable[..., Any]) -> None:
+    def tweak(data: dict[str, Any]) -> None:
+        data["auth"]["local"]["users"].append(
+            {
+                "name": "nobody",
+                "password_hash": data["auth"]["local"]["users"][0]["password_hash"],
+                "groups": [],
+            }
+        )
+
+    gateway = await gateways(tweak)
+    operator = Operator(gateway)
+    try:
+        await operator.login("nobody", "demo")
+        status, body = await operator.get("/api/servers")
+        assert (status, body["servers"]) == (200, [])
+        with pytest.raises(ConsoleRefused) as refused:
+            await operator.open_console("web-01")
+        assert refused.value.code == 4403
+        denied = await gateway.wait_for_audit("console_denied")
+        assert denied["rule"] is None
+    finally:
+        await operator.close()
