@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import logging
 import secrets
 import time
@@ -224,10 +225,21 @@ def current(request: web.Request) -> SessionData:
     """The signed-in session, or a 401 (JSON for the API; redirect to sign-in for pages)."""
     session: SessionData | None = request.get(SESSION)
     if session is None:
+        reason = _signin_reason(request)
         if request.path.startswith("/api/"):
-            raise web.HTTPUnauthorized(
-                text='{"error": "Sign in first", "code": "unauthenticated"}', content_type="application/json"
-            )
+            body = {"error": "Sign in first", "code": "unauthenticated"}
+            if reason:
+                body["reason"] = reason
+            raise web.HTTPUnauthorized(text=json.dumps(body), content_type="application/json")
         target = request.path_qs if request.method == "GET" else "/servers"
-        raise web.HTTPFound(f"/login?next={quote(target, safe='/')}")
+        error = f"&error={reason}" if reason else ""
+        raise web.HTTPFound(f"/login?next={quote(target, safe='/')}{error}")
     return session
+
+
+def _signin_reason(request: web.Request) -> str | None:
+    """A fixed code for the sign-in page (never the log reason itself, which may quote input)."""
+    error = request.get(AUTH_ERROR)
+    if error is None:
+        return None
+    return "session_ended" if isinstance(error, SessionError) else "proxy_refused"

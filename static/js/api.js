@@ -31,9 +31,10 @@ export function safeNext(next, fallback = "/servers") {
 }
 
 /** Send the browser to the sign-in page, coming back here afterwards. */
-export function goToLogin() {
+export function goToLogin(reason = "") {
     const here = location.pathname + location.search;
-    location.assign("/login?next=" + encodeURIComponent(here));
+    const error = /^[a-z_]{1,32}$/.test(reason) ? "&error=" + reason : "";
+    location.assign("/login?next=" + encodeURIComponent(here) + error);
 }
 
 /**
@@ -78,7 +79,7 @@ export async function loadMe() {
         return await api("/api/me");
     } catch (err) {
         if (err instanceof ApiError && err.status === 401) {
-            goToLogin();
+            goToLogin(typeof err.data.reason === "string" ? err.data.reason : "");
             return new Promise(() => {});
         }
         throw err;

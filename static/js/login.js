@@ -11,6 +11,8 @@ import { byId, setBanner } from "./ui.js";
 const NOTICES = {
     sso_failed: "Single sign-on did not complete. Try again, or contact your administrator if it keeps failing.",
     sso_unavailable: "Single sign-on is not available right now. Try again in a few minutes.",
+    session_ended: "Your sign-in has ended (it expired or is no longer valid). Please sign in again.",
+    proxy_refused: "Your company sign-in could not be verified by the gateway. Contact your administrator.",
 };
 
 const params = new URLSearchParams(location.search);

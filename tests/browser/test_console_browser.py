@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -137,5 +138,18 @@ async def test_stopped_server_is_shown_disabled_with_reason(stack: RunningGatewa
         row = page.get_by_test_id("server-row").filter(has_text="legacy-app")
         await expect(row.get_by_test_id("server-open")).to_be_disabled()
         await expect(row).to_contain_text("the server is stopped")
+    finally:
+        await context.close()
+
+
+async def test_refused_cookie_sends_the_user_to_sign_in_with_a_reason(
+    stack: RunningGateway, browser: Browser
+) -> None:
+    context, page, _traffic = await new_page(browser)
+    try:
+        await context.add_cookies([{"name": "novnc-gw", "value": "AQ" + "x" * 60, "url": stack.url}])
+        await page.goto(stack.url + "/servers")
+        await page.wait_for_url(re.compile(r"/login\?next=/servers&error=session_ended"))
+        await expect(page.get_by_text("Your sign-in has ended")).to_be_visible()
     finally:
         await context.close()

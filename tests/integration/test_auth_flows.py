@@ -168,7 +168,10 @@ async def test_sessions_survive_restart_and_rotate_keys(
     assert (await _me(rotated, cookie))[0] == 200
     retired = await gateways(lambda d: d["session"].update(keys=[new_key]))
     caplog.set_level(logging.INFO, logger="gateway.web")
-    assert (await _me(retired, cookie))[0] == 401
+    assert await _me(retired, cookie) == (
+        401,
+        {"error": "Sign in first", "code": "unauthenticated", "reason": "session_ended"},
+    )
     assert any("no longer configured" in r.getMessage() for r in caplog.records)
     tampered = cookie[:-2] + ("A" if cookie[-2] != "A" else "B") + cookie[-1]
     assert (await _me(rotated, tampered))[0] == 401
@@ -265,6 +268,7 @@ async def test_signed_proxy_assertion(
             http.get(gateway.url + "/api/me", headers={header: token}) as response,
         ):
             assert response.status == 401, label
+            assert (await response.json())["reason"] == "proxy_refused", label
     refusals = [r.getMessage() for r in caplog.records if "signed identity header refused" in r.getMessage()]
     assert len(refusals) == len(bad_cases)
 
