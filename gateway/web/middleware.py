@@ -17,7 +17,7 @@ from gateway.auth.identity import AuthError, Identity
 from gateway.auth.proxy_headers import IDENTITY_HEADERS
 from gateway.logs import request_id
 from gateway.state.base import StateUnavailable
-from gateway.web.http import client_address, json_error, same_origin_post
+from gateway.web.http import client_address, in_networks, json_error, same_origin_post
 from gateway.web.keys import AUTH_ERROR, CLIENT, GATEWAY, HTTPS, REQUEST_ID, SESSION, SESSION_CLEARED, SPOOFED
 
 log = logging.getLogger("gateway.web")
@@ -68,8 +68,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     token = request_id.set(rid)
     gw = request.app[GATEWAY]
     request[CLIENT] = client_address(request, gw.trusted_proxies)
-    forwarded_https = (
-        request.headers.get("X-Forwarded-Proto") == "https" and request[CLIENT] != request.remote
+    # X-Forwarded-Proto counts only when the peer is one of our trusted proxies.
+    forwarded_https = request.headers.get("X-Forwarded-Proto") == "https" and in_networks(
+        request.remote, gw.trusted_proxies
     )
     request[HTTPS] = request.secure or forwarded_https
     try:

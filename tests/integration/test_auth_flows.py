@@ -66,6 +66,14 @@ async def test_security_headers_on_every_kind_of_response(gateways: Callable[...
         async with http.get(gateway.url + "/nope") as response:
             assert response.status == 404
             assert "Traceback" not in await response.text()
+        async with http.get(gateway.url + "/login", headers={"X-Forwarded-Proto": "https"}) as response:
+            assert "Strict-Transport-Security" not in response.headers, "untrusted proxy header"
+    behind_proxy = await gateways(lambda d: d["server"].update(trusted_proxies=["127.0.0.1/32"]))
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(behind_proxy.url + "/login", headers={"X-Forwarded-Proto": "https"}) as response,
+    ):
+        assert response.headers["Strict-Transport-Security"].startswith("max-age=")
 
 
 async def test_pages_carry_no_inline_script(gateways: Callable[..., Any]) -> None:

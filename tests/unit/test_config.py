@@ -146,3 +146,49 @@ def test_check_config_exit_codes(tmp_path: Path) -> None:
     assert bad.returncode == 2
     assert "limits.global_max" in bad.stderr
     assert "SK-secret-value" not in bad.stderr + bad.stdout
+
+
+def _leaf_keys(model: type, prefix: str = "") -> list[str]:
+    from pydantic import BaseModel
+
+    keys: list[str] = []
+    for name, field in model.model_fields.items():  # type: ignore[attr-defined]
+        annotation = field.annotation
+        nested = [a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type)]
+        sub = next((a for a in nested if issubclass(a, BaseModel)), None)
+        if sub is not None and name not in ("policy", "iam", "users"):
+            keys += _leaf_keys(sub, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def test_every_config_key_is_documented_in_its_section() -> None:
+    """docs/configuration.md has a `## [section]` part per table, listing each of its keys."""
+    import re
+
+    from gateway.config import GatewayConfig
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    parts = {
+        m.group(1): body
+        for m, body in zip(
+            re.finditer(r"^## `\[{1,2}([a-z_.]+)\]{1,2}`", docs, re.M),
+            re.split(r"^## `\[.*$", docs, flags=re.M)[1:],
+            strict=True,
+        )
+    }
+    missing = []
+    for key in _leaf_keys(GatewayConfig):
+        if key == "policy":
+            continue  # documented in policy.md
+        section, _, leaf = key.rpartition(".")
+        if section == "state.redis":
+            section, leaf = "state", f"redis.{leaf}"
+        body = parts.get(section, "")
+        if not re.search(rf"`{re.escape(leaf)}`", body):
+            missing.append(key)
+    assert missing == []
+    assert {"server", "session", "auth.local", "clouds", "upstream", "console", "limits", "state"} <= set(
+        parts
+    )
