@@ -191,7 +191,7 @@ async def test_logout_closes_live_consoles_and_revokes_the_cookie(gateways: Call
     operator = Operator(gateway)
     try:
         await operator.login("demo")
-        cookie = operator.http.cookie_jar.filter_cookies(gateway.url)["novnc-gw"].value  # type: ignore[arg-type]
+        cookie = operator.http.cookie_jar.filter_cookies(URL(gateway.url))["novnc-gw"].value
         transport = await operator.open_console("web-01")
         client = RFBClient(transport)
         await client.handshake()
