@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from gateway.sim.demo import DemoCloud
-from tests.support.browser import chromium, new_page, sign_in
-from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.browser import new_page, sign_in
+from tests.support.gateway import RunningGateway
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 15_000
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    cloud = DemoCloud(tmp_path / "cloud")
-    await cloud.start()
-    gateway = await start_gateway(cloud, tmp_path)
-    try:
-        yield gateway
-    finally:
-        await gateway.stop()
-        await cloud.stop()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 async def open_console(page: Page, name: str) -> None:

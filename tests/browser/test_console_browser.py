@@ -4,36 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from gateway.sim.demo import DemoCloud
-from tests.support.browser import canvas_digest, chromium, new_page, sign_in
-from tests.support.gateway import RunningGateway, server_id, start_gateway
+from tests.support.browser import canvas_digest, new_page, sign_in
+from tests.support.gateway import RunningGateway, server_id
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 15_000
-
-
-@pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    cloud = DemoCloud(tmp_path / "cloud")
-    await cloud.start()
-    gateway = await start_gateway(cloud, tmp_path)
-    try:
-        yield gateway
-    finally:
-        await gateway.stop()
-        await cloud.stop()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 async def wait_until(predicate: Callable[[], bool], what: str, within: float = 10.0) -> None:

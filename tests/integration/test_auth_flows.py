@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,32 +23,6 @@ from tests.support.browser import chromium, new_page
 from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, start_gateway
 from tests.support.oidc import start_oidc_provider
 from tests.support.rfb_client import RFBClient
-
-
-@pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[DemoCloud]:
-    demo = DemoCloud(tmp_path / "cloud")
-    await demo.start()
-    try:
-        yield demo
-    finally:
-        await demo.stop()
-
-
-@pytest.fixture
-async def gateways(cloud: DemoCloud, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    started: list[RunningGateway] = []
-
-    async def start(tweak: Callable[[dict[str, Any]], None] | None = None) -> RunningGateway:
-        running = await start_gateway(cloud, tmp_path, tweak)
-        started.append(running)
-        return running
-
-    try:
-        yield start
-    finally:
-        for running in started:
-            await running.stop()
 
 
 async def test_security_headers_on_every_kind_of_response(gateways: Callable[..., Any]) -> None:

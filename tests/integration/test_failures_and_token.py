@@ -7,8 +7,6 @@ received, every log record, the audit trail and /metrics for the token in any en
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -16,33 +14,24 @@ import pytest
 
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import Fault
-from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, start_gateway
+from tests.support.gateway import ConsoleRefused, Operator, RunningGateway
 from tests.support.rfb_client import RFBClient
 
 
 @pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[DemoCloud]:
-    demo = DemoCloud(tmp_path / "cloud")
-    await demo.start()
-    issued: list[str] = []
-    assert demo.proxy is not None
-    original = demo.proxy.issue
+def issued(cloud: DemoCloud) -> list[str]:
+    """Every console URL the demo cloud hands out during the test, to search for afterwards."""
+    urls: list[str] = []
+    assert cloud.proxy is not None
+    original = cloud.proxy.issue
 
     def recording_issue(host: str, port: int, **kw: Any) -> str:
         url = original(host, port, **kw)
-        issued.append(url)
+        urls.append(url)
         return url
 
-    demo.proxy.issue = recording_issue  # type: ignore[method-assign]
-    demo.issued = issued  # type: ignore[attr-defined]
-    try:
-        yield demo
-    finally:
-        await demo.stop()
-
-
-async def _start(cloud: DemoCloud, tmp_path: Path, tweak: Callable[[dict[str, Any]], None] | None = None):
-    return await start_gateway(cloud, tmp_path, tweak)
+    cloud.proxy.issue = recording_issue  # type: ignore[method-assign]
+    return urls
 
 
 def token_forms(url: str) -> list[str]:
@@ -73,9 +62,9 @@ def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 
 async def test_successful_session_leaks_no_token(
-    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway = await _start(cloud, tmp_path)
+    gateway = await gateways()
     operator = Operator(gateway)
     try:
         await operator.login("demo")
@@ -87,8 +76,8 @@ async def test_successful_session_leaks_no_token(
         await client.full_update()
         await transport.close()
         await gateway.wait_for_audit("console_closed")
-        assert len(cloud.issued) == 1  # type: ignore[attr-defined]
-        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+        assert len(issued) == 1
+        await assert_no_token(gateway, operator, caplog, issued)
     finally:
         await operator.close()
         await gateway.stop()
@@ -119,9 +108,15 @@ async def test_successful_session_leaks_no_token(
     ids=["not-found", "forbidden", "throttled", "unavailable", "bad-signature", "malformed"],
 )
 async def test_cloud_api_errors_on_remote_console(
-    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture, fault: Fault, code: int, words: str
+    cloud: DemoCloud,
+    gateways: Any,
+    issued: list[str],
+    caplog: pytest.LogCaptureFixture,
+    fault: Fault,
+    code: int,
+    words: str,
 ) -> None:
-    gateway = await _start(cloud, tmp_path)
+    gateway = await gateways()
     operator = Operator(gateway)
     assert cloud.ecs is not None
     fault.path = "remote_console"
@@ -134,14 +129,16 @@ async def test_cloud_api_errors_on_remote_console(
         assert words in (refused.value.reason or "").lower()
         assert "Traceback" not in operator.seen.text()
         assert any(r.name == "gateway.console" and "remote_console" in r.getMessage() for r in caplog.records)
-        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+        await assert_no_token(gateway, operator, caplog, issued)
     finally:
         await operator.close()
         await gateway.stop()
 
 
-async def test_cloud_api_down(cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    gateway = await _start(cloud, tmp_path)
+async def test_cloud_api_down(
+    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    gateway = await gateways()
     operator = Operator(gateway)
     try:
         await operator.login("demo")
@@ -162,9 +159,9 @@ async def test_cloud_api_down(cloud: DemoCloud, tmp_path: Path, caplog: pytest.L
 
 
 async def test_expired_console_token(
-    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway = await _start(cloud, tmp_path)
+    gateway = await gateways()
     operator = Operator(gateway)
     assert cloud.proxy is not None
     issue = cloud.proxy.issue
@@ -175,16 +172,16 @@ async def test_expired_console_token(
             await operator.open_console("web-01")
         assert refused.value.code == 4410
         assert "expired" in (refused.value.reason or "")
-        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+        await assert_no_token(gateway, operator, caplog, issued)
     finally:
         await operator.close()
         await gateway.stop()
 
 
 async def test_upstream_refuses_connections(
-    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway = await _start(cloud, tmp_path)
+    gateway = await gateways()
     operator = Operator(gateway)
     try:
         await operator.login("demo")
@@ -195,16 +192,16 @@ async def test_upstream_refuses_connections(
         with pytest.raises(ConsoleRefused) as refused:
             await operator.open_console("web-01")
         assert refused.value.code == 4530
-        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+        await assert_no_token(gateway, operator, caplog, issued)
     finally:
         await operator.close()
         await gateway.stop()
 
 
 async def test_upstream_tls_not_trusted(
-    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway = await _start(cloud, tmp_path, lambda data: data["upstream"].pop("ca_file"))
+    gateway = await gateways(lambda data: data["upstream"].pop("ca_file"))
     operator = Operator(gateway)
     try:
         await operator.login("demo")
@@ -212,18 +209,16 @@ async def test_upstream_tls_not_trusted(
             await operator.open_console("web-01")
         assert refused.value.code == 4531
         assert "certificate" in (refused.value.reason or "").lower()
-        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+        await assert_no_token(gateway, operator, caplog, issued)
     finally:
         await operator.close()
         await gateway.stop()
 
 
 async def test_upstream_host_not_allowed(
-    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway = await _start(
-        cloud, tmp_path, lambda data: data["upstream"].update(allowed_hosts=["*.example.com"])
-    )
+    gateway = await gateways(lambda data: data["upstream"].update(allowed_hosts=["*.example.com"]))
     operator = Operator(gateway)
     try:
         await operator.login("demo")
@@ -231,16 +226,16 @@ async def test_upstream_host_not_allowed(
             await operator.open_console("web-01")
         assert refused.value.code == 4532
         assert any("not allowed" in r.getMessage() or "allow" in r.getMessage() for r in caplog.records)
-        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+        await assert_no_token(gateway, operator, caplog, issued)
     finally:
         await operator.close()
         await gateway.stop()
 
 
 async def test_upstream_closing_mid_session(
-    cloud: DemoCloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    gateway = await _start(cloud, tmp_path)
+    gateway = await gateways()
     operator = Operator(gateway)
     try:
         await operator.login("demo")
@@ -253,7 +248,7 @@ async def test_upstream_closing_mid_session(
         closed = await gateway.wait_for_audit("console_closed")
         assert closed["closed_by"] == "upstream"
         assert transport.close_code is not None
-        await assert_no_token(gateway, operator, caplog, cloud.issued)  # type: ignore[attr-defined]
+        await assert_no_token(gateway, operator, caplog, issued)
     finally:
         await operator.close()
         await gateway.stop()

@@ -3,45 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from gateway.sim.demo import DemoCloud
 from tests.support.audit_schema import validate_line
-from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, start_gateway
+from tests.support.gateway import ConsoleRefused, Operator, RunningGateway
 from tests.support.rfb_client import RFBClient
 
 XK_h, XK_i = 0x68, 0x69
-
-
-@pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[DemoCloud]:
-    demo = DemoCloud(tmp_path / "cloud")
-    await demo.start()
-    try:
-        yield demo
-    finally:
-        await demo.stop()
-
-
-@pytest.fixture
-async def gateway(cloud: DemoCloud, tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    running = await start_gateway(cloud, tmp_path)
-    try:
-        yield running
-    finally:
-        await running.stop()
-
-
-@pytest.fixture
-async def operator(gateway: RunningGateway) -> AsyncIterator[Operator]:
-    op = Operator(gateway)
-    try:
-        yield op
-    finally:
-        await op.close()
 
 
 async def test_server_list_shows_what_the_user_may_open(operator: Operator) -> None:

@@ -21,16 +21,6 @@ from tests.support.processes import ROOT, GatewayProcess, free_port, write_confi
 from tests.support.rfb_client import RFBClient
 
 
-@pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[DemoCloud]:
-    demo = DemoCloud(tmp_path / "cloud")
-    await demo.start()
-    try:
-        yield demo
-    finally:
-        await demo.stop()
-
-
 def config(cloud: DemoCloud, tmp_path: Path, **server: Any) -> dict[str, Any]:
     data = demo_config_data(cloud, port=free_port())
     data["server"].update(server)

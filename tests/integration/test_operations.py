@@ -3,53 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.sim.demo import DemoCloud
-from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, start_gateway
+from tests.support.gateway import ConsoleRefused, Operator
 from tests.support.rfb_client import RFBClient
-
-
-@pytest.fixture
-async def cloud(tmp_path: Path) -> AsyncIterator[DemoCloud]:
-    demo = DemoCloud(tmp_path / "cloud")
-    await demo.start()
-    try:
-        yield demo
-    finally:
-        await demo.stop()
-
-
-@pytest.fixture
-async def start(cloud: DemoCloud, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    started: list[RunningGateway] = []
-    operators: list[Operator] = []
-
-    async def run(tweak: Callable[[dict[str, Any]], None] | None = None) -> RunningGateway:
-        running = await start_gateway(cloud, tmp_path, tweak)
-        started.append(running)
-        return running
-
-    run.operators = operators  # type: ignore[attr-defined]
-    try:
-        yield run
-    finally:
-        for op in operators:
-            await op.close()
-        for running in started:
-            await running.stop()
-
-
-async def signed_in(start: Any, gateway: RunningGateway, user: str) -> Operator:
-    op = Operator(gateway)
-    start.operators.append(op)
-    await op.login(user)
-    return op
 
 
 async def opened(op: Operator, name: str) -> tuple[Any, RFBClient]:
@@ -59,15 +20,15 @@ async def opened(op: Operator, name: str) -> tuple[Any, RFBClient]:
     return transport, client
 
 
-async def test_per_user_and_global_limits(start: Any) -> None:
-    gateway = await start(lambda d: d.update(limits={"per_user": 2, "global_max": 3}))
-    demo = await signed_in(start, gateway, "demo")
+async def test_per_user_and_global_limits(gateways: Any, sign_in: Any) -> None:
+    gateway = await gateways(lambda d: d.update(limits={"per_user": 2, "global_max": 3}))
+    demo = await sign_in(gateway, "demo")
     held = [await opened(demo, "web-01"), await opened(demo, "db-01")]  # referenced: open until the end
     with pytest.raises(ConsoleRefused) as refused:
         await demo.open_console("build-runner")
     assert refused.value.code == 4429
     assert "already have 2 consoles open" in (refused.value.reason or "")
-    viewer = await signed_in(start, gateway, "viewer")
+    viewer = await sign_in(gateway, "viewer")
     held.append(await opened(viewer, "web-01"))
     with pytest.raises(ConsoleRefused) as refused:
         await viewer.open_console("db-01")
@@ -78,9 +39,9 @@ async def test_per_user_and_global_limits(start: Any) -> None:
     assert len(held) == len(gateway.gw.registry.local) == 3
 
 
-async def test_console_request_rate_limit(start: Any) -> None:
-    gateway = await start(lambda d: d.update(limits={"requests_per_minute": 1, "burst": 2}))
-    demo = await signed_in(start, gateway, "demo")
+async def test_console_request_rate_limit(gateways: Any, sign_in: Any) -> None:
+    gateway = await gateways(lambda d: d.update(limits={"requests_per_minute": 1, "burst": 2}))
+    demo = await sign_in(gateway, "demo")
     for _ in range(2):
         transport, _client = await opened(demo, "web-01")
         await transport.close()
@@ -91,10 +52,10 @@ async def test_console_request_rate_limit(start: Any) -> None:
     await gateway.wait_for_audit("limit_refused", limit="rate")
 
 
-async def test_admin_lists_terminates_and_locks(start: Any) -> None:
-    gateway = await start()
-    demo = await signed_in(start, gateway, "demo")
-    admin = await signed_in(start, gateway, "admin")
+async def test_admin_lists_terminates_and_locks(gateways: Any, sign_in: Any) -> None:
+    gateway = await gateways()
+    demo = await sign_in(gateway, "demo")
+    admin = await sign_in(gateway, "admin")
     transport, client = await opened(demo, "web-01")
 
     status, body = await demo.get("/api/admin/sessions")
@@ -131,17 +92,17 @@ async def test_admin_lists_terminates_and_locks(start: Any) -> None:
     assert "admin_lock" in events and "admin_unlock" in events
 
 
-async def test_admin_action_needs_csrf_token(start: Any) -> None:
-    gateway = await start()
-    admin = await signed_in(start, gateway, "admin")
+async def test_admin_action_needs_csrf_token(gateways: Any, sign_in: Any) -> None:
+    gateway = await gateways()
+    admin = await sign_in(gateway, "admin")
     status, body = await admin.post("/api/admin/users/demo/lock", csrf=False)
     assert (status, body["code"]) == (403, "csrf")
     assert await gateway.gw.store.locked_users() == {}
 
 
-async def test_idle_warning_then_idle_close(start: Any) -> None:
-    gateway = await start(lambda d: d.update(console={"idle_timeout": 1.5, "idle_warning": 1.0}))
-    demo = await signed_in(start, gateway, "demo")
+async def test_idle_warning_then_idle_close(gateways: Any, sign_in: Any) -> None:
+    gateway = await gateways(lambda d: d.update(console={"idle_timeout": 1.5, "idle_warning": 1.0}))
+    demo = await sign_in(gateway, "demo")
     transport, client = await opened(demo, "web-01")
     await client.wait_closed()
     kinds = [n["type"] for n in transport.notices]
@@ -151,9 +112,9 @@ async def test_idle_warning_then_idle_close(start: Any) -> None:
     assert closed["close_code"] == 4408
 
 
-async def test_input_keeps_a_console_alive(start: Any) -> None:
-    gateway = await start(lambda d: d.update(console={"idle_timeout": 1.5, "idle_warning": 1.0}))
-    demo = await signed_in(start, gateway, "demo")
+async def test_input_keeps_a_console_alive(gateways: Any, sign_in: Any) -> None:
+    gateway = await gateways(lambda d: d.update(console={"idle_timeout": 1.5, "idle_warning": 1.0}))
+    demo = await sign_in(gateway, "demo")
     transport, client = await opened(demo, "web-01")
     loop = asyncio.get_running_loop()
     until = loop.time() + 2.5
@@ -164,9 +125,9 @@ async def test_input_keeps_a_console_alive(start: Any) -> None:
     await transport.close()
 
 
-async def test_maximum_duration(start: Any) -> None:
-    gateway = await start(lambda d: d.update(console={"max_duration": 1, "idle_timeout": 0}))
-    demo = await signed_in(start, gateway, "demo")
+async def test_maximum_duration(gateways: Any, sign_in: Any) -> None:
+    gateway = await gateways(lambda d: d.update(console={"max_duration": 1, "idle_timeout": 0}))
+    demo = await sign_in(gateway, "demo")
     transport, client = await opened(demo, "web-01")
     await client.wait_closed()
     assert transport.close_code == 4409
@@ -181,9 +142,9 @@ def scrape(text: str) -> dict[str, float]:
     return values
 
 
-async def test_metrics_count_sessions_bytes_and_sign_ins(start: Any) -> None:
-    gateway = await start()
-    demo = await signed_in(start, gateway, "demo")
+async def test_metrics_count_sessions_bytes_and_sign_ins(gateways: Any, sign_in: Any) -> None:
+    gateway = await gateways()
+    demo = await sign_in(gateway, "demo")
     transport, client = await opened(demo, "web-01")
     await client.full_update()
     status, text = await demo.get("/metrics")
@@ -203,9 +164,11 @@ async def test_metrics_count_sessions_bytes_and_sign_ins(start: Any) -> None:
     assert not any("token" in k for k in after), "no label carries anything token-like"
 
 
-async def test_readiness_follows_the_cloud_api_and_draining(start: Any, cloud: DemoCloud) -> None:
-    gateway = await start()
-    demo = await signed_in(start, gateway, "demo")
+async def test_readiness_follows_the_cloud_api_and_draining(
+    gateways: Any, sign_in: Any, cloud: DemoCloud
+) -> None:
+    gateway = await gateways()
+    demo = await sign_in(gateway, "demo")
     status, body = await demo.get("/readyz")
     assert (status, body["ready"]) == (200, True)
     assert cloud._runner is not None

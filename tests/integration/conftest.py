@@ -1,0 +1,75 @@
+"""Fixtures shared by the integration tests: the demo cloud, gateways on loopback, signed-in operators."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.sim.demo import DemoCloud
+from tests.support.gateway import Operator, RunningGateway, start_gateway
+
+Tweak = Callable[[dict[str, Any]], None]
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[DemoCloud]:
+    demo = DemoCloud(tmp_path / "cloud")
+    await demo.start()
+    try:
+        yield demo
+    finally:
+        await demo.stop()
+
+
+@pytest.fixture
+async def gateways(
+    cloud: DemoCloud, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    """Start gateways (each with an optional config tweak); all are stopped at the end."""
+    started: list[RunningGateway] = []
+
+    async def start(tweak: Tweak | None = None) -> RunningGateway:
+        running = await start_gateway(cloud, tmp_path, tweak)
+        started.append(running)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            await running.stop()
+
+
+@pytest.fixture
+async def gateway(gateways: Callable[..., Awaitable[RunningGateway]]) -> RunningGateway:
+    return await gateways()
+
+
+@pytest.fixture
+async def sign_in() -> AsyncIterator[Callable[..., Awaitable[Operator]]]:
+    """Operators signed in as a demo user; all are closed at the end."""
+    operators: list[Operator] = []
+
+    async def make(gateway: Any, user: str, password: str | None = None) -> Operator:
+        op = Operator(gateway)
+        operators.append(op)
+        await op.login(user, password)
+        return op
+
+    try:
+        yield make
+    finally:
+        for op in operators:
+            await op.close()
+
+
+@pytest.fixture
+async def operator(gateway: RunningGateway) -> AsyncIterator[Operator]:
+    op = Operator(gateway)
+    try:
+        yield op
+    finally:
+        await op.close()
