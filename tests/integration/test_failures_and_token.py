@@ -62,25 +62,20 @@ def _debug_logs(caplog: pytest.LogCaptureFixture) -> None:
 
 
 async def test_successful_session_leaks_no_token(
-    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, sign_in: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = await gateways()
-    operator = Operator(gateway)
-    try:
-        await operator.login("demo")
-        await operator.get("/servers")
-        await operator.get("/api/servers")
-        transport = await operator.open_console("web-01")
-        client = RFBClient(transport)
-        await client.handshake()
-        await client.full_update()
-        await transport.close()
-        await gateway.wait_for_audit("console_closed")
-        assert len(issued) == 1
-        await assert_no_token(gateway, operator, caplog, issued)
-    finally:
-        await operator.close()
-        await gateway.stop()
+    operator = await sign_in(gateway, "demo")
+    await operator.get("/servers")
+    await operator.get("/api/servers")
+    transport = await operator.open_console("web-01")
+    client = RFBClient(transport)
+    await client.handshake()
+    await client.full_update()
+    await transport.close()
+    await gateway.wait_for_audit("console_closed")
+    assert len(issued) == 1
+    await assert_no_token(gateway, operator, caplog, issued)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +105,7 @@ async def test_successful_session_leaks_no_token(
 async def test_cloud_api_errors_on_remote_console(
     cloud: DemoCloud,
     gateways: Any,
+    sign_in: Any,
     issued: list[str],
     caplog: pytest.LogCaptureFixture,
     fault: Fault,
@@ -117,138 +113,103 @@ async def test_cloud_api_errors_on_remote_console(
     words: str,
 ) -> None:
     gateway = await gateways()
-    operator = Operator(gateway)
+    operator = await sign_in(gateway, "demo")
     assert cloud.ecs is not None
     fault.path = "remote_console"
-    try:
-        await operator.login("demo")
-        cloud.ecs.inject(fault)
-        with pytest.raises(ConsoleRefused) as refused:
-            await operator.open_console("web-01")
-        assert refused.value.code == code, refused.value.reason
-        assert words in (refused.value.reason or "").lower()
-        assert "Traceback" not in operator.seen.text()
-        assert any(r.name == "gateway.console" and "remote_console" in r.getMessage() for r in caplog.records)
-        await assert_no_token(gateway, operator, caplog, issued)
-    finally:
-        await operator.close()
-        await gateway.stop()
+    cloud.ecs.inject(fault)
+    with pytest.raises(ConsoleRefused) as refused:
+        await operator.open_console("web-01")
+    assert refused.value.code == code, refused.value.reason
+    assert words in (refused.value.reason or "").lower()
+    assert "Traceback" not in operator.seen.text()
+    assert any(r.name == "gateway.console" and "remote_console" in r.getMessage() for r in caplog.records)
+    await assert_no_token(gateway, operator, caplog, issued)
 
 
 async def test_cloud_api_down(
-    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, sign_in: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = await gateways()
-    operator = Operator(gateway)
-    try:
-        await operator.login("demo")
-        assert cloud._runner is not None
-        await cloud._runner.cleanup()
-        cloud._runner = None
-        with pytest.raises(ConsoleRefused) as refused:
-            await operator.open_console("web-01")
-        assert refused.value.code == 4520
-        assert "unreachable" in (refused.value.reason or "")
-        status, body = await operator.get("/api/servers")
-        assert status == 200
-        assert body["servers"] == []
-        assert "unreachable" in body["errors"][0]["message"]
-    finally:
-        await operator.close()
-        await gateway.stop()
+    operator = await sign_in(gateway, "demo")
+    assert cloud._runner is not None
+    await cloud._runner.cleanup()
+    cloud._runner = None
+    with pytest.raises(ConsoleRefused) as refused:
+        await operator.open_console("web-01")
+    assert refused.value.code == 4520
+    assert "unreachable" in (refused.value.reason or "")
+    status, body = await operator.get("/api/servers")
+    assert status == 200
+    assert body["servers"] == []
+    assert "unreachable" in body["errors"][0]["message"]
 
 
 async def test_expired_console_token(
-    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, sign_in: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = await gateways()
-    operator = Operator(gateway)
+    operator = await sign_in(gateway, "demo")
     assert cloud.proxy is not None
     issue = cloud.proxy.issue
     cloud.proxy.issue = lambda host, port, **kw: issue(host, port, ttl=-1)  # type: ignore[method-assign]
-    try:
-        await operator.login("demo")
-        with pytest.raises(ConsoleRefused) as refused:
-            await operator.open_console("web-01")
-        assert refused.value.code == 4410
-        assert "expired" in (refused.value.reason or "")
-        await assert_no_token(gateway, operator, caplog, issued)
-    finally:
-        await operator.close()
-        await gateway.stop()
+    with pytest.raises(ConsoleRefused) as refused:
+        await operator.open_console("web-01")
+    assert refused.value.code == 4410
+    assert "expired" in (refused.value.reason or "")
+    await assert_no_token(gateway, operator, caplog, issued)
 
 
 async def test_upstream_refuses_connections(
-    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, sign_in: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = await gateways()
-    operator = Operator(gateway)
-    try:
-        await operator.login("demo")
-        assert cloud.proxy is not None
-        issue = cloud.proxy.issue
-        await cloud.proxy.stop()
-        cloud.proxy.issue = issue  # type: ignore[method-assign]
-        with pytest.raises(ConsoleRefused) as refused:
-            await operator.open_console("web-01")
-        assert refused.value.code == 4530
-        await assert_no_token(gateway, operator, caplog, issued)
-    finally:
-        await operator.close()
-        await gateway.stop()
+    operator = await sign_in(gateway, "demo")
+    assert cloud.proxy is not None
+    issue = cloud.proxy.issue
+    await cloud.proxy.stop()
+    cloud.proxy.issue = issue  # type: ignore[method-assign]
+    with pytest.raises(ConsoleRefused) as refused:
+        await operator.open_console("web-01")
+    assert refused.value.code == 4530
+    await assert_no_token(gateway, operator, caplog, issued)
 
 
 async def test_upstream_tls_not_trusted(
-    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, sign_in: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = await gateways(lambda data: data["upstream"].pop("ca_file"))
-    operator = Operator(gateway)
-    try:
-        await operator.login("demo")
-        with pytest.raises(ConsoleRefused) as refused:
-            await operator.open_console("web-01")
-        assert refused.value.code == 4531
-        assert "certificate" in (refused.value.reason or "").lower()
-        await assert_no_token(gateway, operator, caplog, issued)
-    finally:
-        await operator.close()
-        await gateway.stop()
+    operator = await sign_in(gateway, "demo")
+    with pytest.raises(ConsoleRefused) as refused:
+        await operator.open_console("web-01")
+    assert refused.value.code == 4531
+    assert "certificate" in (refused.value.reason or "").lower()
+    await assert_no_token(gateway, operator, caplog, issued)
 
 
 async def test_upstream_host_not_allowed(
-    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, sign_in: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = await gateways(lambda data: data["upstream"].update(allowed_hosts=["*.example.com"]))
-    operator = Operator(gateway)
-    try:
-        await operator.login("demo")
-        with pytest.raises(ConsoleRefused) as refused:
-            await operator.open_console("web-01")
-        assert refused.value.code == 4532
-        assert any("not allowed" in r.getMessage() or "allow" in r.getMessage() for r in caplog.records)
-        await assert_no_token(gateway, operator, caplog, issued)
-    finally:
-        await operator.close()
-        await gateway.stop()
+    operator = await sign_in(gateway, "demo")
+    with pytest.raises(ConsoleRefused) as refused:
+        await operator.open_console("web-01")
+    assert refused.value.code == 4532
+    assert any("not allowed" in r.getMessage() or "allow" in r.getMessage() for r in caplog.records)
+    await assert_no_token(gateway, operator, caplog, issued)
 
 
 async def test_upstream_closing_mid_session(
-    cloud: DemoCloud, gateways: Any, issued: list[str], caplog: pytest.LogCaptureFixture
+    cloud: DemoCloud, gateways: Any, sign_in: Any, issued: list[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     gateway = await gateways()
-    operator = Operator(gateway)
-    try:
-        await operator.login("demo")
-        transport = await operator.open_console("web-01")
-        client = RFBClient(transport)
-        await client.handshake()
-        await client.full_update()
-        await cloud.rfb[cloud.servers[0].id].stop()
-        await client.wait_closed()
-        closed = await gateway.wait_for_audit("console_closed")
-        assert closed["closed_by"] == "upstream"
-        assert transport.close_code is not None
-        await assert_no_token(gateway, operator, caplog, issued)
-    finally:
-        await operator.close()
-        await gateway.stop()
+    operator = await sign_in(gateway, "demo")
+    transport = await operator.open_console("web-01")
+    client = RFBClient(transport)
+    await client.handshake()
+    await client.full_update()
+    await cloud.rfb[cloud.servers[0].id].stop()
+    await client.wait_closed()
+    closed = await gateway.wait_for_audit("console_closed")
+    assert closed["closed_by"] == "upstream"
+    assert transport.close_code is not None
+    await assert_no_token(gateway, operator, caplog, issued)
