@@ -124,18 +124,23 @@ class RecordingTransport(AiohttpWSTransport):
                 continue
             if msg.type == aiohttp.WSMsgType.BINARY:
                 return msg.data
-            self.close_code = self.ws.close_code
-            self.close_reason = msg.extra if isinstance(msg.extra, str) else None
-            self.seen.add(f"close {self.close_code} {self.close_reason}")
+            self._closed(msg)
             return None
+
+    def _closed(self, msg: aiohttp.WSMessage) -> None:
+        """Take the code from the close frame itself: aiohttp may report 1006 if its reply races the drop."""
+        if msg.type == aiohttp.WSMsgType.CLOSE and isinstance(msg.data, int):
+            self.close_code = msg.data
+        else:
+            self.close_code = self.ws.close_code
+        self.close_reason = msg.extra if isinstance(msg.extra, str) else None
+        self.seen.add(f"close {self.close_code} {self.close_reason}")
 
     async def hello(self) -> dict[str, Any]:
         msg = await self.ws.receive(timeout=WAIT)
         self.seen.add(msg.data if msg.data is not None else "")
         if msg.type != aiohttp.WSMsgType.TEXT:
-            self.close_code = self.ws.close_code
-            self.close_reason = msg.extra if isinstance(msg.extra, str) else None
-            self.seen.add(f"close {self.close_code} {self.close_reason}")
+            self._closed(msg)
             raise ConsoleRefused(self.close_code, self.close_reason)
         notice = json.loads(msg.data)
         self.notices.append(notice)
