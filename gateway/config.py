@@ -83,6 +83,9 @@ class ServerSection(Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     drain_timeout: Duration = 30.0
     max_header_size: int = Field(default=8190, ge=1024, le=65536)
+    # Idle keep-alive connections, and connections whose request head is still incomplete (slowloris),
+    # are closed after this long; aiohttp's own default is an hour.
+    keepalive_timeout: Duration = Field(default=30.0, gt=0)
 
     @field_validator("listen", "metrics_listen")
     @classmethod
@@ -369,6 +372,10 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError([f"{path}: no such file"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 (byte {exc.start})"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: not valid TOML: nested too deeply"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
 
@@ -379,7 +386,7 @@ def _env_value(raw: str) -> object:
     if text.startswith(("[", "{")):
         try:
             return tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):
             return raw
     return raw
 
@@ -394,8 +401,10 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], origins: dict[tuple
         node: Any = data
         for i, part in enumerate(path[:-1]):
             nxt = path[i + 1]
+            if not isinstance(node, dict | list):
+                raise ConfigError([f"{name}: {_dotted(path[:i])} is not a table or a list"])
             if isinstance(node, list):
-                index = int(part) if part.isdigit() else -1
+                index = int(part) if _is_index(part) else -1
                 if not 0 <= index <= len(node):
                     raise ConfigError([f"{name}: list index {part!r} out of range"])
                 if index == len(node):
@@ -403,11 +412,13 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], origins: dict[tuple
                 node = node[index]
             else:
                 if part not in node or not isinstance(node[part], dict | list):
-                    node[part] = [] if nxt.isdigit() else {}
+                    node[part] = [] if _is_index(nxt) else {}
                 node = node[part]
         last = path[-1]
+        if not isinstance(node, dict | list):
+            raise ConfigError([f"{name}: {_dotted(path[:-1])} is not a table or a list"])
         if isinstance(node, list):
-            if not last.isdigit() or int(last) > len(node):
+            if not _is_index(last) or int(last) > len(node):
                 raise ConfigError([f"{name}: list index {last!r} out of range"])
             if int(last) == len(node):
                 node.append(_env_value(raw))
@@ -416,6 +427,11 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], origins: dict[tuple
         else:
             node[last] = _env_value(raw)
         origins[path] = name
+
+
+def _is_index(part: str) -> bool:
+    """A short run of ASCII digits: str.isdigit() also accepts "²", which int() rejects."""
+    return len(part) <= 6 and part.isascii() and part.isdigit()
 
 
 def _read_secret_files(node: Any, path: tuple[str, ...], problems: list[str]) -> None:
@@ -434,6 +450,9 @@ def _read_secret_files(node: Any, path: tuple[str, ...], problems: list[str]) ->
                 content = Path(value).read_text(encoding="utf-8").strip()
             except OSError as exc:
                 problems.append(f"{_dotted((*path, key))}: cannot read {value}: {exc.strerror}")
+                continue
+            except ValueError:  # a NUL in the path, or a file that is not UTF-8 text
+                problems.append(f"{_dotted((*path, key))}: cannot read {value!r}: not a UTF-8 text file path")
                 continue
             del node[key]
             if base == "keys":

@@ -92,12 +92,12 @@ def _normalise_host(raw: str) -> str:
         host = host[:-1]
     if not host:
         raise ValueError("empty host")
+    if "%" in host:  # zone ids and percent tricks are not hosts we proxy to (ip_address accepts zones)
+        raise ValueError("invalid host")
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:
         pass
-    if "%" in host:  # zone ids and percent tricks are not hosts we proxy to
-        raise ValueError("invalid host")
     try:
         ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
     except UnicodeError:

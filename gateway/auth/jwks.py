@@ -190,7 +190,7 @@ class JWKSCache:
             raise AuthError(f"JWKS from {self.url} is larger than {_MAX_JWKS_BYTES} bytes")
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise AuthError(f"JWKS from {self.url} is not JSON") from None
         keys = doc.get("keys") if isinstance(doc, dict) else None
         if not isinstance(keys, list):
@@ -266,7 +266,7 @@ async def verify_jwt(
         raise AuthError(f"{what} is not a compact JWS")
     try:
         header = jwt.get_unverified_header(token)
-    except jwt.DecodeError:
+    except (jwt.InvalidTokenError, RecursionError):  # not only DecodeError: e.g. a non-string "kid"
         raise AuthError(f"{what} is malformed (header)") from None
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms or alg not in ASYMMETRIC_ALGS:

@@ -130,7 +130,7 @@ class OIDCClient:
             raise AuthError(f"{what} at {url} is larger than {_MAX_RESPONSE_BYTES} bytes", _FAILED)
         try:
             doc = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise AuthError(f"{what} at {url} is not JSON", _FAILED) from None
         if not isinstance(doc, dict):
             raise AuthError(f"{what} at {url} is not a JSON object", _FAILED)
@@ -282,7 +282,7 @@ class OIDCClient:
             raise AuthError(f"token request to {url} failed: {type(exc).__name__}", _FAILED) from None
         try:
             doc = json.loads(body) if body is not None else None
-        except ValueError:
+        except (ValueError, RecursionError):
             doc = None
         if status != 200 or not isinstance(doc, dict):
             error = doc.get("error") if isinstance(doc, dict) else None

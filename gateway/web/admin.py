@@ -100,7 +100,7 @@ async def terminate_user(request: web.Request) -> web.Response:
 async def _reason(request: web.Request) -> str:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a body nested too deep for json
         body = {}
     reason = body.get("reason") if isinstance(body, dict) else None
     return reason[:200] if isinstance(reason, str) and reason else "locked by an administrator"

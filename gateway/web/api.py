@@ -58,7 +58,7 @@ async def login(request: web.Request) -> web.Response:
         password = body["password"]
         if not isinstance(user, str) or not isinstance(password, str):
             raise TypeError
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: "[[[[..." too deep
         return json_error(
             400, "Send a JSON object with text fields 'user' and 'password'", code="bad_request"
         )

@@ -151,7 +151,7 @@ def parse_console(doc: object) -> ConsoleURL:
 def _json(resp: RawResponse, what: str) -> dict[str, Any]:
     try:
         doc = json.loads(resp.body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." nested too deep
         raise _invalid(f"{what}: response is not valid JSON") from None
     if not isinstance(doc, dict):
         raise _invalid(f"{what}: response is not a JSON object")

@@ -60,7 +60,7 @@ def parse_error_body(body: bytes) -> ErrorBody:
         return ErrorBody()
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         return ErrorBody()
     if not isinstance(doc, dict):
         return ErrorBody()

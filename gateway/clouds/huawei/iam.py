@@ -93,7 +93,7 @@ class IAMTokenAuth:
             raise _invalid("no X-Subject-Token header")
         try:
             doc = json.loads(resp.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise _invalid("token response is not valid JSON") from None
         token_doc = doc.get("token") if isinstance(doc, dict) else None
         expires_raw = token_doc.get("expires_at") if isinstance(token_doc, dict) else None
