@@ -48,8 +48,12 @@ def build_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics = Metrics()
         # No cookie jar: nova reads a `token` cookie as a fallback, and nothing we call needs cookies.
+        # No connection cap: every live console holds one upstream connection for its whole life, so
+        # aiohttp's default of 100 would make console 101 wait (limits.global_max is the real cap).
         http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30), cookie_jar=aiohttp.DummyCookieJar()
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            connector=aiohttp.TCPConnector(limit=0),
         )
         store = make_store(config)
         providers = (

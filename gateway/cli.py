@@ -80,11 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         from gateway.logs import setup_logging
-        from gateway.server import serve
+        from gateway.server import loop_factory, serve
 
         config = _load(args.config)
         setup_logging(config.server.log_format, config.server.log_level)
-        asyncio.run(serve(config, args.config, reuse_port=args.reuse_port))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(serve(config, args.config, reuse_port=args.reuse_port))
         return 0
     if args.command == "demo":
         from gateway.sim.demo import run_demo

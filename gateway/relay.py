@@ -5,6 +5,13 @@ reader slows its writer instead of growing a queue here. Timers live in one watc
 message the only timer work is storing a float. `run()` owns the ending: the first pump, the
 watchdog or `terminate()` to report decides the close codes, and `run()` then closes both sides
 (aborting a transport whose peer does not take its close frame in time) and waits for its tasks.
+
+Downstream (console to browser) is where the bytes are, and it needs no RFB filtering: once the
+relay runs, whole binary frames from the console proxy are written to the browser's socket as they
+arrived, header and payload, without being decoded into messages and encoded again (a server
+frame to a client is the same bytes on both hops). Control frames still go to aiohttp, so pings,
+close handshakes and errors behave as before. `FrameSplitter` is the sans-IO part; it is used only
+when aiohttp's internals look as expected, else the relay falls back to receive/send.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ __all__ = [
     "CLOSE_UPSTREAM_CODE",
     "CLOSE_UPSTREAM_LOST",
     "CloseInfo",
+    "FrameError",
+    "FrameSplitter",
     "Relay",
     "RelayStats",
     "browser_close_for_upstream",
@@ -99,6 +108,312 @@ def _idle_reason(seconds: float) -> str:
     return f"Closed after {seconds:g} seconds without input"
 
 
+class FrameError(ValueError):
+    """The console proxy's byte stream is not a valid server-to-client WebSocket stream."""
+
+
+_OP_CONTINUATION: Final = 0x0
+_OP_TEXT: Final = 0x1
+_OP_BINARY: Final = 0x2
+_CONTROL_OPS: Final = frozenset({0x8, 0x9, 0xA})
+# A whole frame: (opcode, fin, payload length, pieces, start, end). A frame inside the chunk fed
+# is data[start:end] (pieces None); one that straddled chunks comes as pieces (start == end == 0).
+Frame = tuple[int, bool, int, list[memoryview] | None, int, int]
+
+
+class FrameSplitter:
+    """Cuts a server-to-client WebSocket stream into whole frames, payloads left where they are.
+
+    Fed chunks of any size; returns the chunk (joined to a split header, if any) and its complete
+    frames as offsets into it, or, for a frame that straddled chunks, as uncopied pieces.
+    Enforces what aiohttp's reader would: no masking, no RSV bits (no extension is negotiated
+    upstream), known opcodes, short final control frames, well-formed fragmentation, and the
+    message size limit.
+    """
+
+    __slots__ = ("_head", "_max", "_meta", "_need", "_opcode", "_pieces", "_size")
+
+    def __init__(self, max_msg_size: int) -> None:
+        self._max = max_msg_size or (1 << 63)
+        self._head = b""  # the start of a frame header split across chunks
+        self._pieces: list[memoryview] = []  # a frame whose payload is still arriving
+        self._need = 0  # payload bytes that frame still lacks
+        self._meta: tuple[int, bool, int] = (0, False, 0)
+        self._opcode = -1  # the data opcode of a fragmented message in progress, else -1
+        self._size = 0  # payload bytes of that message so far
+
+    @property
+    def in_fragmented_message(self) -> bool:
+        return self._opcode != -1
+
+    @property
+    def at_boundary(self) -> bool:
+        """Between frames: nothing of a next frame seen yet."""
+        return not self._need and not self._head
+
+    def feed(self, data: bytes) -> tuple[bytes, list[Frame]]:
+        frames: list[Frame] = []
+        pos = 0
+        if self._need:
+            view = memoryview(data)
+            take = min(self._need, len(data))
+            self._pieces.append(view[:take])
+            self._need -= take
+            pos = take
+            if self._need:
+                return data, frames
+            opcode, fin, length = self._meta
+            frames.append((opcode, fin, length, self._pieces, 0, 0))
+            self._pieces = []
+        elif self._head:
+            data = self._head + data  # a header split across chunks: rare, and at most 13 bytes
+            self._head = b""
+        n = len(data)
+        while pos < n:
+            if n - pos < 2:
+                self._head = data[pos:]
+                break
+            b0 = data[pos]
+            b1 = data[pos + 1]
+            if b1 & 0x80:
+                raise FrameError("masked frame from the server")
+            if b0 & 0x70:
+                raise FrameError("reserved bits set")
+            fin = bool(b0 & 0x80)
+            opcode = b0 & 0x0F
+            length = b1 & 0x7F
+            header = 2
+            if length == 126:
+                header = 4
+                if n - pos < 4:
+                    self._head = data[pos:]
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+            elif length == 127:
+                header = 10
+                if n - pos < 10:
+                    self._head = data[pos:]
+                    break
+                length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                if length >> 63:
+                    raise FrameError("frame length out of range")
+            self._check(opcode, fin, length)
+            end = pos + header + length
+            if end <= n:
+                frames.append((opcode, fin, length, None, pos, end))
+                pos = end
+            else:
+                self._pieces = [memoryview(data)[pos:]]
+                self._need = end - n
+                self._meta = (opcode, fin, length)
+                break
+        return data, frames
+
+    def _check(self, opcode: int, fin: bool, length: int) -> None:
+        if opcode in _CONTROL_OPS:
+            if not fin or length > 125:
+                raise FrameError("fragmented or over-long control frame")
+            return
+        if opcode == _OP_CONTINUATION:
+            if self._opcode == -1:
+                raise FrameError("continuation frame without a message to continue")
+            self._size += length
+        elif opcode in (_OP_TEXT, _OP_BINARY):
+            if self._opcode != -1:
+                raise FrameError("new message inside a fragmented message")
+            self._size = length
+            if not fin:
+                self._opcode = opcode
+        else:
+            raise FrameError(f"unknown opcode {opcode}")
+        if self._size > self._max:
+            raise FrameError("message larger than the limit")
+        if fin and opcode == _OP_CONTINUATION:
+            self._opcode = -1
+
+
+class _Passthrough:
+    """The upstream connection's payload parser from the moment the Relay is made.
+
+    Until the relay runs it only watches: every chunk still goes to aiohttp's parser, and the
+    splitter follows the frame boundaries alongside. It checks that aiohttp completed exactly the
+    messages it saw complete; any disagreement (or a frame it refuses) and it steps aside for
+    good. `try_forward()` then switches to forwarding, but only between frames with nothing
+    queued, so no byte can overtake one already received. Forwarding, binary frames go straight
+    to the browser's transport (whole frames only, so aiohttp's own pings and the gateway's
+    notices never land inside one); text frames are dropped as before; control frames go on to
+    aiohttp's parser. When the browser's socket buffer is full the upstream socket stops being
+    read until it drains.
+    """
+
+    __slots__ = (
+        "_aiohttp_parser",
+        "_browser_proto",
+        "_closing",
+        "_failed",
+        "_last_opcode",
+        "_queue",
+        "_relay",
+        "_resume_task",
+        "_transport",
+        "_upstream_proto",
+        "forwarding",
+        "splitter",
+        "stepped_aside",
+    )
+
+    def __init__(self, relay: Relay, hooks: _Hooks, max_msg_size: int) -> None:
+        self._relay = relay
+        self._aiohttp_parser = hooks.parser
+        self._queue = hooks.queue
+        self._upstream_proto = hooks.upstream_proto
+        self._browser_proto = hooks.browser_proto
+        self._transport = hooks.browser_transport
+        self._resume_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._failed = False
+        self._last_opcode = _OP_BINARY
+        self.splitter = FrameSplitter(max_msg_size)
+        self.forwarding = False
+        self.stepped_aside = False
+
+    def try_forward(self) -> bool:
+        if (
+            not self.forwarding
+            and not self.stepped_aside
+            and not self._queue._buffer
+            and self.splitter.at_boundary
+        ):
+            self.forwarding = True
+        return self.forwarding
+
+    def stop_forwarding(self) -> None:
+        """The relay is ending: no more data frames to the browser (a close frame is coming)."""
+        self._closing = True
+        if self._resume_task is not None:
+            self._resume_task.cancel()
+
+    def feed_eof(self) -> None:
+        self._aiohttp_parser.feed_eof()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if not self.forwarding:
+            return self._watch(data)
+        if self._failed:
+            return False, b""
+        try:
+            data, frames = self.splitter.feed(data)
+        except FrameError as exc:
+            self._failed = True
+            log.warning("upstream WebSocket error: %s", exc)
+            self._relay._finish_with(CloseInfo("upstream", CLOSE_UPSTREAM_LOST, REASON_LOST, _ABNORMAL))
+            return False, b""
+        stats = self._relay.stats
+        out: list[bytes | memoryview] = []
+        # Frames forwarded back to back are one span of the chunk: one write, not one per frame.
+        span_start = span_end = -1
+        for opcode, fin, length, pieces, start, end in frames:
+            if opcode in _CONTROL_OPS:
+                self._aiohttp_parser.feed_data(data[start:end] if pieces is None else b"".join(pieces))
+                continue
+            kind = self._last_opcode if opcode == _OP_CONTINUATION else opcode
+            self._last_opcode = kind
+            if kind != _OP_BINARY or self._closing:
+                continue  # websockify speaks binary; text frames to the browser are the gateway's
+            if pieces is None:
+                if start != span_end:
+                    if span_end > 0:
+                        out.append(memoryview(data)[span_start:span_end])
+                    span_start = start
+                span_end = end
+            else:
+                out.extend(pieces)
+            stats.bytes_to_browser += length
+            if fin:
+                stats.msgs_to_browser += 1
+        if span_end > 0:
+            out.append(
+                data if span_start == 0 and span_end == len(data) else memoryview(data)[span_start:span_end]
+            )
+        if out:
+            transport = self._transport
+            if transport.is_closing():
+                self._closing = True
+                self._relay._finish_with(CloseInfo("browser", _ABNORMAL, "", 1001))
+            elif len(out) == 1:
+                transport.write(out[0])
+            else:
+                transport.writelines(out)
+        if self._browser_proto._paused and self._resume_task is None and not self._closing:
+            self._upstream_proto._pause_reading_for_buffer()
+            self._resume_task = asyncio.get_running_loop().create_task(self._resume_when_drained())
+        return False, b""
+
+    def _watch(self, data: bytes) -> tuple[bool, bytes]:
+        if self.stepped_aside:
+            return self._aiohttp_parser.feed_data(data)
+        before = len(self._queue._buffer)
+        try:
+            complete = sum(1 for frame in self.splitter.feed(data)[1] if frame[1])
+        except FrameError:
+            complete = -1
+        result = self._aiohttp_parser.feed_data(data)
+        if complete != len(self._queue._buffer) - before:
+            self.stepped_aside = True
+            log.info("frame pass-through disabled for this console: the upstream stream was not aligned")
+        return result
+
+    async def _resume_when_drained(self) -> None:
+        try:
+            await self._browser_proto._drain_helper()
+        except Exception:  # noqa: S110 - the browser is gone; its pump reports that
+            pass
+        finally:
+            self._resume_task = None
+            self._upstream_proto._resume_reading_for_buffer()
+
+
+@dataclass(frozen=True, slots=True)
+class _Hooks:
+    parser: object  # aiohttp's WebSocketReader for the upstream
+    queue: object  # the queue it fills, which receive() reads
+    upstream_proto: object  # aiohttp's ResponseHandler
+    browser_proto: object  # aiohttp's RequestHandler
+    browser_transport: asyncio.Transport
+
+
+def _hooks(browser: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> _Hooks | None:
+    """aiohttp's parts the pass-through needs, or None when anything is not as expected (then the
+    relay uses receive/send: correct, only slower)."""
+    try:
+        conn = upstream._conn
+        upstream_proto = conn.protocol if conn is not None else None
+        parser = upstream._parser
+        queue = upstream._reader
+        queue._buffer  # noqa: B018 - public on aiohttp's queue; checked here, used per chunk
+        browser_proto = browser._writer.protocol  # type: ignore[union-attr]
+        browser_transport = browser._writer.transport  # type: ignore[union-attr]
+    except AttributeError:
+        return None
+    if (
+        upstream_proto is None
+        or parser is None
+        or getattr(upstream_proto, "_payload_parser", None) is not parser
+        or upstream.compress
+        or browser.compress
+        or browser_transport is None
+        or browser_transport.is_closing()
+        or not all(
+            hasattr(upstream_proto, name)
+            for name in ("_pause_reading_for_buffer", "_resume_reading_for_buffer")
+        )
+        or not hasattr(browser_proto, "_drain_helper")
+        or not hasattr(browser_proto, "_paused")
+    ):
+        return None
+    return _Hooks(parser, queue, upstream_proto, browser_proto, browser_transport)
+
+
 @dataclass(slots=True)
 class RelayStats:
     bytes_to_browser: int = 0
@@ -137,7 +452,12 @@ class Relay:
         idle_warning: float | None,
         max_duration: float | None,
         close_timeout: float = _DEFAULT_CLOSE_TIMEOUT,
+        max_msg_size: int | None = None,
     ) -> None:
+        """`max_msg_size` is the limit the upstream connection was opened with; given, downstream
+        frames are passed through without re-encoding (the module docstring), under that limit.
+        Make the Relay right after the upstream opened, before anything awaits, so that it sees
+        the upstream's frames from the first byte on."""
         for name, value in (("idle_timeout", idle_timeout), ("max_duration", max_duration)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -154,6 +474,15 @@ class Relay:
         self._idle_warning = idle_warning
         self._max_duration = max_duration
         self._close_timeout = close_timeout
+        self._passthrough: _Passthrough | None = None
+        if max_msg_size is not None:
+            # Now, before the event loop runs again: it must see the upstream's frames from the first.
+            hooks = _hooks(browser, upstream)
+            if hooks is None:
+                log.info("frame pass-through unavailable with this aiohttp; relaying message by message")
+            else:
+                self._passthrough = _Passthrough(self, hooks, max_msg_size)
+                hooks.upstream_proto._payload_parser = self._passthrough  # type: ignore[attr-defined]
         self.stats = RelayStats()
         self._end: asyncio.Future[CloseInfo] | None = None
         self._early_end: CloseInfo | None = None
@@ -225,7 +554,10 @@ class Relay:
         send = self._browser.send_bytes
         stats = self.stats
         binary = WSMsgType.BINARY
+        passthrough = self._passthrough
         while True:
+            if passthrough is not None and passthrough.try_forward():
+                passthrough = None
             msg = await receive()
             if msg.type is binary:
                 data = msg.data
@@ -326,6 +658,9 @@ class Relay:
 
     async def _notify(self, notice: dict[str, object], within: float) -> None:
         """A gateway notice to the page, as a text frame; never blocks the watchdog for long."""
+        passthrough = self._passthrough
+        if passthrough is not None and passthrough.forwarding and passthrough.splitter.in_fragmented_message:
+            return  # a text frame must not split a fragmented binary message; the notice is advisory
         with contextlib.suppress(TimeoutError, ConnectionError, aiohttp.ClientError):
             async with asyncio.timeout(max(0.0, min(within, self._close_timeout))):
                 await self._browser.send_str(json.dumps(notice))
@@ -333,6 +668,8 @@ class Relay:
     # -- the ending ------------------------------------------------------------------------
 
     async def _close_all(self, info: CloseInfo) -> CloseInfo:
+        if self._passthrough is not None:
+            self._passthrough.stop_forwarding()
         for task in self._tasks:
             if task.get_name() == "relay-watchdog" and not task.done():
                 task.cancel()

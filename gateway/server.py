@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -72,6 +73,20 @@ async def drain(app: web.Application, grace: float) -> None:
         await gw.registry.wait_empty(10.0)
 
 
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (extra "fast"), else None: asyncio's own.
+
+    Config-free on purpose. The relay is socket reads and writes; uvloop does them in C, which
+    the benchmark measured at about 20% more throughput on a message mix and a quarter less
+    latency per message (docs/performance.md). Use: asyncio.Runner(loop_factory=loop_factory()).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _tls(config: GatewayConfig) -> ssl.SSLContext | None:
     if config.server.tls_cert is None or config.server.tls_key is None:
         return None
@@ -92,6 +107,7 @@ async def serve(
         shutdown_timeout=5.0,
         max_field_size=config.server.max_header_size,
         max_line_size=config.server.max_header_size,
+        keepalive_timeout=config.server.keepalive_timeout,
     )
     await runner.setup()
     host, port = parse_host_port(config.server.listen)

@@ -6,6 +6,8 @@ before the upgrade only the Origin check answers with HTTP 403 (cross-site WebSo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -130,17 +132,27 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
             idle_timeout=console.idle_timeout or None,
             idle_warning=console.idle_warning or None,
             max_duration=console.max_duration or None,
+            max_msg_size=console.max_message_size,  # as the upstream was opened: frames pass through
         )
-        await ws.send_json(
-            {
-                "type": "hello",
-                "console_id": console_id,
-                "permission": str(permission),
-                "server": {"name": server.name, "id": server.id, "cloud": cloud_name},
-                "idle_timeout": console.idle_timeout,
-                "max_duration": console.max_duration,
-            }
-        )
+        try:
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "console_id": console_id,
+                    "permission": str(permission),
+                    "server": {"name": server.name, "id": server.id, "cloud": cloud_name},
+                    "idle_timeout": console.idle_timeout,
+                    "max_duration": console.max_duration,
+                }
+            )
+        except BaseException as exc:
+            # Nobody will relay this upstream (the browser left while we connected, or the handler is
+            # being cancelled): close it now rather than leave it, and its keep-alive pings, behind.
+            await _close_quietly(upstream)
+            if isinstance(exc, ConnectionError):
+                log.info("console %s for %s: the browser left before it opened", console_id, session.user)
+                raise Refused(1001, "", "browser_gone") from None
+            raise
         gw.registry.attach(console_id, relay)
         gw.metrics.sessions_started_total.inc()
         gw.metrics.active_sessions.labels(permission=str(permission)).inc()
@@ -149,6 +161,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
             info = await relay.run()
         finally:
             gw.metrics.active_sessions.labels(permission=str(permission)).dec()
+            _disarm_heartbeat(upstream)
         _finish(request, base, relay, info, live)
     except Refused as refusal:
         gw.metrics.console_refusals_total.labels(reason=refusal.outcome).inc()
@@ -286,6 +299,21 @@ async def _connect(request: web.Request, server: Server) -> tuple[aiohttp.Client
         raise Refused(code, _sentence(exc.user_message), f"upstream_{exc.kind.name.lower()}") from None
     gw.metrics.upstream_connect_seconds.observe(time.monotonic() - started)
     return upstream, f"{target.host}:{target.port}"
+
+
+def _disarm_heartbeat(upstream: aiohttp.ClientWebSocketResponse) -> None:
+    """aiohttp 3.14 re-arms a closed client WebSocket's heartbeat timer when bytes (the peer's close
+    frame) arrive during close(), and that timer pins the connection with its TLS buffers (~0.4 MB) for
+    a whole keep-alive period after every console. Cancel it once the socket is closed."""
+    cancel = getattr(upstream, "_cancel_heartbeat", None)
+    if upstream.closed and callable(cancel):
+        cancel()
+
+
+async def _close_quietly(upstream: aiohttp.ClientWebSocketResponse) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(2.0):
+            await upstream.close()
 
 
 def _finish(

@@ -1,0 +1,157 @@
+"""The benchmark's byte streams, sans-IO: both sources and the client speak exactly these bytes.
+
+Everything is valid RFB 3.8 so that the gateway's client-message filter parses it as it would a
+real console: the client asks for a stream with a ClientCutText command and measures latency with
+PointerEvents, which the source answers with a 12-byte ServerCutText carrying the same id.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import struct
+from dataclasses import dataclass
+
+__all__ = [
+    "CLIENT_HANDSHAKE",
+    "PONG_SIZE",
+    "SERVER_HANDSHAKE",
+    "Profile",
+    "SourceParser",
+    "ping",
+    "pong_id",
+    "profile",
+    "stream_command",
+]
+
+_PIXEL_FORMAT = struct.pack(">BBBBHHHBBBxxx", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+_NAME = b"bench"
+# Version, security types [None], SecurityResult OK, ServerInit: sent at once on connect, so the
+# first byte is the version a real VNC server sends first.
+SERVER_HANDSHAKE = (
+    b"RFB 003.008\n"
+    + b"\x01\x01"
+    + b"\x00\x00\x00\x00"
+    + struct.pack(">HH", 1280, 800)
+    + _PIXEL_FORMAT
+    + struct.pack(">I", len(_NAME))
+    + _NAME
+)
+# Version, security type None, ClientInit shared=1.
+CLIENT_HANDSHAKE = b"RFB 003.008\n\x01\x01"
+PONG_SIZE = 12
+_MAX_COMMAND = 256
+
+
+def ping(ident: int) -> bytes:
+    """A PointerEvent whose x,y carry a 32-bit id."""
+    return b"\x05\x00" + (ident & 0xFFFFFFFF).to_bytes(4, "big")
+
+
+def pong_id(record: bytes | bytearray | memoryview) -> int:
+    return int.from_bytes(record[8:12], "big")
+
+
+def _pong(ident: bytes) -> bytes:
+    return b"\x03\x00\x00\x00\x00\x00\x00\x04" + ident
+
+
+def stream_command(name: str, total: int) -> bytes:
+    text = f"stream {name} {total}".encode()
+    return b"\x06\x00\x00\x00" + struct.pack(">I", len(text)) + text
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A downstream stream: the sizes of the messages the WebSocket source sends, in order."""
+
+    name: str
+    sizes: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+
+# (share, smallest, largest): a VNC session is mostly small updates (cursor, text, tiles) with
+# occasional large ones (scrolling, a full refresh). Sizes are log-uniform within a band.
+_MIX_BANDS = ((0.50, 16, 256), (0.30, 256, 4096), (0.15, 4096, 65536), (0.05, 65536, 524288))
+
+
+def _band(pick: float) -> tuple[int, int]:
+    for share, low, high in _MIX_BANDS:
+        if pick < share:
+            return low, high
+        pick -= share
+    return _MIX_BANDS[-1][1:]
+
+
+@functools.lru_cache(maxsize=8)
+def profile(name: str, total: int) -> Profile:
+    """`64k`: 64 KiB messages; `mix`: the seeded VNC-like mix. Deterministic for (name, total)."""
+    if name == "64k":
+        return Profile(name, (65536,) * max(1, total // 65536))
+    if name != "mix":
+        raise ValueError(f"unknown profile {name!r}")
+    rng = random.Random(6143)
+    sizes: list[int] = []
+    left = total
+    while left > 0:
+        low, high = _band(rng.random())
+        size = min(left, int(low * (high / low) ** rng.random()))
+        sizes.append(size)
+        left -= size
+    return Profile(name, tuple(sizes))
+
+
+class SourceParser:
+    """What the client asked the source for, from the client's byte stream (chunks of any size)."""
+
+    __slots__ = ("_buf", "_greeted")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._greeted = False
+
+    def feed(self, data: bytes) -> list[Profile | bytes]:
+        """Profiles to stream and pong bytes to send, in order."""
+        buf = self._buf
+        buf += data
+        out: list[Profile | bytes] = []
+        pos = 0
+        if not self._greeted:
+            if len(buf) < len(CLIENT_HANDSHAKE):
+                return out
+            if bytes(buf[: len(CLIENT_HANDSHAKE)]) != CLIENT_HANDSHAKE:
+                raise ValueError("unexpected client handshake")
+            self._greeted = True
+            pos = len(CLIENT_HANDSHAKE)
+        n = len(buf)
+        while pos < n:
+            kind = buf[pos]
+            if kind == 5:  # PointerEvent
+                if n - pos < 6:
+                    break
+                out.append(_pong(bytes(buf[pos + 2 : pos + 6])))
+                pos += 6
+            elif kind == 3:  # FramebufferUpdateRequest: nothing to do
+                if n - pos < 10:
+                    break
+                pos += 10
+            elif kind == 6:  # ClientCutText: a command
+                if n - pos < 8:
+                    break
+                (length,) = struct.unpack_from(">I", buf, pos + 4)
+                if length > _MAX_COMMAND:
+                    raise ValueError("command too long")
+                if n - pos < 8 + length:
+                    break
+                words = bytes(buf[pos + 8 : pos + 8 + length]).decode().split()
+                if len(words) != 3 or words[0] != "stream":
+                    raise ValueError("unknown command")
+                out.append(profile(words[1], int(words[2])))
+                pos += 8 + length
+            else:
+                raise ValueError(f"unexpected client message type {kind}")
+        del buf[:pos]
+        return out

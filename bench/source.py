@@ -1,0 +1,170 @@
+"""The console side, in its own process: a WebSocket source, a TCP source and a simulated ECS API.
+
+The WebSocket source stands in for nova-novncproxy (what the gateway and a direct client connect to);
+the TCP source stands in for the VNC server behind websockify. Both speak bench.protocol, byte for
+byte the same. The ECS API is the project's own simulator; a timing middleware records how long it
+spends on each request so the console-open figure can subtract it.
+
+Run as `python -m bench.source`; it prints one JSON line with its ports and serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from aiohttp import WSMsgType, web
+
+from bench.protocol import SERVER_HANDSHAKE, Profile, SourceParser
+from gateway.sim.ecs_api import SimServer, SimulatedECS
+
+LOOPBACK = "127.0.0.1"
+PROJECT_ID = "be0c0000000000000000000000000001"
+SERVER = SimServer(id="0b3c1e5a-0000-4000-8000-00000000be0c", name="bench-vm")
+_BLOB = memoryview(bytes(1 << 20))
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def raise_nofile() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (10,000 sessions need more than the usual 1,024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+async def _ws_source(request: web.Request) -> web.StreamResponse:
+    ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=0, compress=False)
+    await ws.prepare(request)
+    await ws.send_bytes(SERVER_HANDSHAKE)
+    parser = SourceParser()
+    send = ws.send_bytes
+    while True:
+        msg = await ws.receive()
+        if msg.type is not WSMsgType.BINARY:
+            break
+        for item in parser.feed(msg.data):
+            if isinstance(item, Profile):
+                for size in item.sizes:
+                    await send(_BLOB[:size])
+            else:
+                await send(item)
+    return ws
+
+
+async def _tcp_source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(SERVER_HANDSHAKE)
+    parser = SourceParser()
+    try:
+        while data := await reader.read(65536):
+            for item in parser.feed(data):
+                if isinstance(item, Profile):
+                    for size in item.sizes:
+                        writer.write(_BLOB[:size])
+                        await writer.drain()
+                else:
+                    writer.write(item)
+            await writer.drain()
+    except (ConnectionError, ValueError):
+        pass
+    finally:
+        writer.close()
+
+
+def _console_url(ws_port: int) -> Callable[[SimServer], str]:
+    def issue(_server: SimServer) -> str:
+        # The nova >= 2.6 form: the gateway derives ws://127.0.0.1:PORT/?token=T from it.
+        path = quote("?token=" + secrets.token_urlsafe(16), safe="")
+        return f"http://{LOOPBACK}:{ws_port}/vnc_auto.html?path={path}"
+
+    return issue
+
+
+async def main(args: argparse.Namespace) -> None:
+    raise_nofile()
+    api_times: list[float] = []
+
+    async def times(request: web.Request) -> web.Response:
+        body = list(api_times)
+        if request.method == "POST":
+            api_times.clear()
+        return web.json_response(body)
+
+    ws_app = web.Application()
+    ws_app.router.add_route("*", "/bench/api-times", times)
+    ws_app.router.add_get("/{tail:.*}", _ws_source)
+    ws_runner = web.AppRunner(ws_app, access_log=None)
+    await ws_runner.setup()
+    ws_site = web.TCPSite(ws_runner, LOOPBACK, 0, backlog=4096)
+    await ws_site.start()
+    ws_port = ws_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    tcp = await asyncio.start_server(_tcp_source, LOOPBACK, 0, backlog=4096)
+    tcp_port = tcp.sockets[0].getsockname()[1]
+
+    ecs = SimulatedECS(
+        project_id=PROJECT_ID,
+        access_key=os.environ["BENCH_ACCESS_KEY"],
+        secret_key=os.environ["BENCH_SECRET_KEY"],
+        servers=[SERVER],
+        issue_console=_console_url(ws_port),
+    )
+    api_app = ecs.app()
+
+    @web.middleware
+    async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            return await handler(request)
+        finally:
+            api_times.append(time.perf_counter() - started)
+
+    api_app.middlewares.insert(0, timing)
+    api_runner = web.AppRunner(api_app, access_log=None)
+    await api_runner.setup()
+    api_site = web.TCPSite(api_runner, LOOPBACK, 0)
+    await api_site.start()
+    api_port = api_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    print(json.dumps({"ws": ws_port, "tcp": tcp_port, "api": api_port}), flush=True)
+    await stop.wait()
+    # Thousands of held connections would each wait out a graceful close; nothing here needs one.
+    os._exit(0)
+
+
+def run_loop(coro_fn: Callable[[], Awaitable[None]], loop_name: str) -> None:
+    """Run with uvloop when asked and installed, else asyncio's default loop."""
+    factory = None
+    if loop_name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(coro_fn())  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    ns = parser.parse_args()
+    try:
+        run_loop(lambda: main(ns), ns.loop)
+    except KeyboardInterrupt:
+        sys.exit(0)

@@ -1,0 +1,225 @@
+"""The relay's downstream pass-through (Relay(max_msg_size=...)): frames forwarded as they arrived.
+
+Real sockets on loopback: an aiohttp upstream, the relay in an aiohttp handler, an aiohttp browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType, web
+
+from gateway.relay import REASON_LOST, CloseInfo, Relay
+from gateway.rfb import ClientMessageFilter
+from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream
+
+HANDSHAKE = b"RFB 003.008\n\x01\x01"
+Script = Callable[[web.WebSocketResponse], Awaitable[None]]
+
+
+@dataclass
+class Harness:
+    http: aiohttp.ClientSession
+    runners: list[web.AppRunner] = field(default_factory=list)
+    relays: list[Relay] = field(default_factory=list)
+    results: list[asyncio.Future[CloseInfo]] = field(default_factory=list)
+    requests: list[web.Request] = field(default_factory=list)
+
+    async def serve(self, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> int:
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", handler)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.runners.append(runner)
+        return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def start(self, script: Script, *, max_msg: int = 1 << 20) -> aiohttp.ClientWebSocketResponse:
+        async def upstream(request: web.Request) -> web.StreamResponse:
+            ws = web.WebSocketResponse(protocols=("binary",), compress=False)
+            await ws.prepare(request)
+            await script(ws)
+            return ws
+
+        up_port = await self.serve(upstream)
+
+        async def gateway(request: web.Request) -> web.StreamResponse:
+            browser = web.WebSocketResponse(max_msg_size=1 << 20, compress=False)
+            await browser.prepare(request)
+            self.requests.append(request)
+            up = await open_upstream(
+                self.http,
+                UpstreamTarget("ws", "127.0.0.1", up_port, "/", "T"),
+                allowlist=HostAllowlist(["127.0.0.1"]),
+                ssl_context=None,
+                connect_timeout=5.0,
+                heartbeat=None,
+                max_msg_size=max_msg,
+            )
+            relay = Relay(
+                browser,
+                up,
+                client_filter=ClientMessageFilter(view_only=False),
+                idle_timeout=None,
+                idle_warning=None,
+                max_duration=None,
+                close_timeout=2.0,
+                max_msg_size=max_msg,
+            )
+            self.relays.append(relay)
+            result = asyncio.get_running_loop().create_future()
+            self.results.append(result)
+            result.set_result(await relay.run())
+            return browser
+
+        gw_port = await self.serve(gateway)
+        return await self.http.ws_connect(f"http://127.0.0.1:{gw_port}/", autoclose=True)
+
+    async def result(self) -> CloseInfo:
+        await wait_until(lambda: bool(self.results))
+        return await asyncio.wait_for(self.results[0], 10)
+
+
+@pytest.fixture
+async def harness() -> AsyncIterator[Harness]:
+    async with aiohttp.ClientSession() as http:
+        h = Harness(http)
+        try:
+            yield h
+        finally:
+            for runner in reversed(h.runners):
+                await runner.cleanup()
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Poll a state predicate with a deadline (it checks the state itself; not a sleep as a sync)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.002)
+
+
+async def test_messages_arrive_one_to_one_and_text_is_dropped(harness: Harness) -> None:
+    big = os.urandom(300_000)
+    down = [
+        b"",
+        b"RFB 003.008\n",
+        big,
+        os.urandom(65536),
+        b"\x00",
+        *(os.urandom(i) for i in range(1, 200, 7)),
+    ]
+
+    async def script(ws: web.WebSocketResponse) -> None:
+        await ws.send_bytes(b"greeting")
+        await ws.receive()  # the client's handshake: the relay runs by now
+        await ws.send_str("not for the browser")
+        for m in down:
+            await ws.send_bytes(m)
+        # A fragmented message: aiohttp cannot send one, so write the frames ourselves.
+        ws._writer.transport.write(b"\x02\x03abc" + b"\x8a\x00" + b"\x80\x03def")  # type: ignore[union-attr]
+        await ws.send_bytes(b"end")
+        await ws.receive()
+
+    browser = await harness.start(script)
+    assert (await browser.receive(timeout=5)).data == b"greeting"
+    await browser.send_bytes(HANDSHAKE)
+    got = []
+    async with asyncio.timeout(10):
+        while len(got) < len(down) + 2:
+            msg = await browser.receive()
+            assert msg.type is WSMsgType.BINARY, msg
+            got.append(msg.data)
+    assert got == [*down, b"abcdef", b"end"]
+    relay = harness.relays[0]
+    assert relay._passthrough is not None and relay._passthrough.forwarding  # not message by message
+    assert not relay._passthrough.stepped_aside
+    assert relay.stats.bytes_to_browser == sum(map(len, got)) + len(b"greeting")
+    assert relay.stats.msgs_to_browser == len(got) + 1
+    await browser.close()
+    info = await harness.result()
+    assert info.by == "browser"
+
+
+async def test_upstream_close_code_reaches_the_browser(harness: Harness) -> None:
+    async def script(ws: web.WebSocketResponse) -> None:
+        await ws.send_bytes(b"greeting")
+        await ws.receive()
+        await ws.send_bytes(b"x" * 1000)
+        await ws.close(code=4321, message=b"console gone")
+
+    browser = await harness.start(script)
+    await browser.receive(timeout=5)
+    await browser.send_bytes(HANDSHAKE)
+    assert (await browser.receive(timeout=5)).data == b"x" * 1000
+    msg = await browser.receive(timeout=5)
+    assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 4321, "console gone")
+    info = await harness.result()
+    assert (info.by, info.upstream_code) == ("upstream", 4321)
+
+
+async def test_an_over_long_upstream_message_is_a_lost_link(harness: Harness) -> None:
+    async def script(ws: web.WebSocketResponse) -> None:
+        await ws.send_bytes(b"greeting")
+        await ws.receive()
+        await ws.send_bytes(bytes(4096))
+        await ws.receive()
+
+    browser = await harness.start(script, max_msg=1024)
+    await browser.receive(timeout=5)
+    await browser.send_bytes(HANDSHAKE)
+    msg = await browser.receive(timeout=5)
+    assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 4502, REASON_LOST)
+    passthrough = harness.relays[0]._passthrough
+    assert passthrough is not None and passthrough.forwarding
+
+
+async def test_a_browser_that_stops_reading_pauses_the_upstream_and_loses_nothing(harness: Harness) -> None:
+    total = 32 << 20
+    block = os.urandom(65536)
+    done = asyncio.Event()
+
+    async def script(ws: web.WebSocketResponse) -> None:
+        await ws.send_bytes(b"greeting")
+        await ws.receive()
+        for _ in range(total // len(block)):
+            await ws.send_bytes(block)
+        done.set()
+        await ws.receive()
+
+    browser = await harness.start(script)
+    await browser.receive(timeout=5)
+    await browser.send_bytes(HANDSHAKE)
+    await wait_until(
+        lambda: bool(harness.relays) and getattr(harness.relays[0]._passthrough, "forwarding", False)
+    )
+    relay = harness.relays[0]
+    up_transport = relay._upstream._writer.transport  # type: ignore[union-attr]
+    browser_transport = harness.requests[0].transport
+    assert browser_transport is not None
+    await wait_until(lambda: not up_transport.is_reading())
+    assert not done.is_set()
+    assert relay.stats.bytes_to_browser < total // 2
+    # Bounded by the transport's high-water mark plus one read and one frame.
+    assert browser_transport.get_write_buffer_size() <= 64 * 1024 + 256 * 1024 + 65536 + 1024
+
+    digest, want = hashlib.sha256(), hashlib.sha256(block * (total // len(block)))
+    got = 0
+    async with asyncio.timeout(60):
+        while got < total:
+            msg = await browser.receive()
+            assert msg.type is WSMsgType.BINARY
+            digest.update(msg.data)
+            got += len(msg.data)
+    assert digest.digest() == want.digest()
+    await browser.close()
+    assert (await harness.result()).by == "browser"
