@@ -10,7 +10,6 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audit import AuditLog
-from gateway.clouds.base import CloudProvider
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.services import Gateway, build_provider
@@ -30,18 +29,17 @@ def make_store(config: GatewayConfig) -> StateStore:
     if config.state.backend == "redis":
         from gateway.state.redis import RedisStore
 
-        return RedisStore(config.state.redis)
+        return RedisStore(config.state.redis, console_ttl=config.state.redis.console_ttl)
     return MemoryStore()
 
 
-def build_app(
-    config: GatewayConfig,
-    *,
-    clouds: dict[str, CloudProvider] | None = None,
-    audit: AuditLog | None = None,
-    metrics_routes: bool = True,
-) -> web.Application:
-    """The gateway application; `clouds` lets tests and the demo hand in providers of their own."""
+def sync_interval(config: GatewayConfig) -> float:
+    """Live consoles are re-registered well within the shared TTL, so a live one never expires."""
+    return min(5.0, config.state.redis.console_ttl / 3)
+
+
+def build_app(config: GatewayConfig) -> web.Application:
+    """The gateway application: everything is built from the config when the app starts."""
     app = web.Application(middlewares=[request_context, identify], client_max_size=MAX_BODY)
     app.on_response_prepare.append(add_security_headers)
 
@@ -56,14 +54,12 @@ def build_app(
             connector=aiohttp.TCPConnector(limit=0),
         )
         store = make_store(config)
-        providers = (
-            clouds if clouds is not None else {c.name: build_provider(c, metrics) for c in config.clouds}
-        )
-        registry = ConsoleRegistry(store, replica="")
+        providers = {c.name: build_provider(c, metrics) for c in config.clouds}
+        registry = ConsoleRegistry(store, replica="", sync_interval=sync_interval(config))
         gw = Gateway(
             config=config,
             store=store,
-            audit=audit or AuditLog(config.audit.target),
+            audit=AuditLog(config.audit.target),
             metrics=metrics,
             http=http,
             registry=registry,
@@ -78,7 +74,7 @@ def build_app(
         try:
             yield
         finally:
-            await _shutdown(gw, owns_clouds=clouds is None, owns_audit=audit is None)
+            await _shutdown(gw)
 
     app.cleanup_ctx.append(lifecycle)
     app.add_routes(pages.routes)
@@ -86,8 +82,9 @@ def build_app(
     app.add_routes(oidc_routes.routes)
     app.add_routes(console.routes)
     app.add_routes(admin.routes)
-    if metrics_routes:
-        app.add_routes(health.routes)
+    app.add_routes(health.routes)
+    if not config.server.metrics_listen:
+        app.add_routes(health.metrics_routes)
     app.router.add_static("/static", config.server.static_dir, follow_symlinks=False)
     novnc = config.server.novnc_dir
     for sub in ("core", "vendor"):
@@ -102,6 +99,7 @@ def build_metrics_app(main: web.Application) -> web.Application:
     """Health and metrics on their own listener, sharing the main app's gateway."""
     app = web.Application()
     app.add_routes(health.routes)
+    app.add_routes(health.metrics_routes)
 
     async def share(sub: web.Application) -> None:
         sub[GATEWAY] = main[GATEWAY]
@@ -110,15 +108,13 @@ def build_metrics_app(main: web.Application) -> web.Application:
     return app
 
 
-async def _shutdown(gw: Gateway, *, owns_clouds: bool, owns_audit: bool) -> None:
+async def _shutdown(gw: Gateway) -> None:
     for live in list(gw.registry.local.values()):
         live.terminate(1001, "The gateway is shutting down", "shutdown")
     await gw.registry.wait_empty(5.0)
     await gw.registry.close()
-    if owns_clouds:
-        for provider in gw.clouds.values():
-            with contextlib.suppress(Exception):
-                await provider.close()
+    for provider in gw.clouds.values():
+        with contextlib.suppress(Exception):
+            await provider.close()
     await gw.http.close()
-    if owns_audit:
-        gw.audit.close()
+    gw.audit.close()

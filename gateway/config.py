@@ -319,6 +319,9 @@ class RedisSection(Section):
     sentinel_service: str = "mymaster"
     key_prefix: str = "novnc-gw:"
     fail_open: bool = False
+    # How long a console stays counted after its replica last refreshed it: the bound on ghost
+    # consoles left by a replica that died without releasing them.
+    console_ttl: Duration = Field(default=30.0, ge=3.0)
 
 
 class StateSection(Section):

@@ -33,8 +33,8 @@ from tests.support.rfb_client import RFBClient
 
 WAIT = 10.0
 PER_USER = 2
-CONSOLE_TTL = 30.0  # RedisStore's default console_ttl; the gateway config does not expose it
-SYNC_INTERVAL = 5.0  # ConsoleRegistry's default sync_interval
+CONSOLE_TTL = 6.0  # state.redis.console_ttl for these replicas: the ghost-console bound under test
+SYNC_INTERVAL = 2.0  # min(5, console_ttl / 3): how often a replica re-registers its live consoles
 
 
 @dataclass
@@ -86,7 +86,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
                 drain_timeout=1,
             )
             data["session"]["secure_cookie"] = True
-            data["state"] = {"backend": "redis", "redis": {"url": redis.url}}
+            data["state"] = {"backend": "redis", "redis": {"url": redis.url, "console_ttl": CONSOLE_TTL}}
             data["limits"] = {"per_user": PER_USER}
             data["audit"] = {"target": str(tmp_path / f"audit-{i}.jsonl")}
             configs.append(data)
@@ -383,10 +383,11 @@ async def test_redis_outage_keeps_live_consoles_and_refuses_new_ones(
 
     await still_relaying(client)
     for replica in (a, b):
-        # The session cookie cannot be checked against sign-outs, so the handshake itself is refused.
-        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        # Sign-outs and limits cannot be checked: the console socket is closed with the documented reason.
+        with pytest.raises(ConsoleRefused) as refused:
             await demo.open_console("db-01", via=replica)
-        assert refused.value.status == 503
+        assert refused.value.code == 4429
+        assert refused.value.reason == "The gateway cannot check limits right now; try again shortly"
         status, body = await demo.probe(replica, "/readyz")
         assert status == 503
         assert "shared state unreachable" in body["problems"]
