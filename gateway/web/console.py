@@ -25,7 +25,7 @@ from gateway.state.base import StateUnavailable
 from gateway.upstream import UpstreamError, UpstreamErrorKind, UpstreamURLError, derive_target, open_upstream
 from gateway.web.api import audit_base
 from gateway.web.http import origin_allowed
-from gateway.web.keys import CLIENT, GATEWAY, SESSION
+from gateway.web.keys import CLIENT, GATEWAY, SESSION, STATE_DOWN
 
 log = logging.getLogger("gateway.console")
 routes = web.RouteTableDef()
@@ -47,6 +47,9 @@ _CLOUD_CODES = {
     CloudErrorKind.LOCKED: CLOSE_UNAVAILABLE,
     CloudErrorKind.THROTTLED: CLOSE_LIMIT,
 }
+
+
+STATE_DOWN_REASON = "The gateway cannot check limits right now; try again shortly"
 
 
 class Refused(Exception):
@@ -88,6 +91,10 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
     session = request.get(SESSION)
     if session is None:
         await ws.close(code=CLOSE_UNAUTHENTICATED, message=b"Your sign-in has expired; sign in again")
+        return ws
+    if request.get(STATE_DOWN):
+        gw.metrics.console_refusals_total.labels(reason="state").inc()
+        await ws.close(code=CLOSE_LIMIT, message=STATE_DOWN_REASON.encode())
         return ws
     cloud_name = request.match_info["cloud"]
     server_id = request.match_info["server_id"]
@@ -198,9 +205,7 @@ async def _authorize(request: web.Request, base: dict[str, Any]) -> tuple[Server
     except StateUnavailable as exc:
         if not gw.config.state.redis.fail_open:
             log.warning("console refused: shared state unavailable: %s", exc)
-            raise Refused(
-                CLOSE_LIMIT, "The gateway cannot check limits right now; try again shortly", "state"
-            ) from None
+            raise Refused(CLOSE_LIMIT, STATE_DOWN_REASON, "state") from None
         wait = None
     if wait is not None:
         gw.audit.emit("limit_refused", **base, limit="rate", reason=f"retry in {int(wait) + 1} s")
@@ -241,9 +246,7 @@ async def _acquire(request: web.Request, record: Any, base: dict[str, Any]) -> L
         refusal = await gw.registry.acquire(record, per_user=limits.per_user, global_max=limits.global_max)
     except StateUnavailable as exc:
         log.warning("console refused: shared state unavailable: %s", exc)
-        raise Refused(
-            CLOSE_LIMIT, "The gateway cannot check limits right now; try again shortly", "state"
-        ) from None
+        raise Refused(CLOSE_LIMIT, STATE_DOWN_REASON, "state") from None
     if refusal == "per_user":
         gw.audit.emit("limit_refused", **base, limit="per_user", reason=f"{limits.per_user} consoles open")
         raise Refused(

@@ -21,3 +21,4 @@ SESSION: web.RequestKey[SessionData | None] = web.RequestKey("session", object) 
 AUTH_ERROR: web.RequestKey[AuthError] = web.RequestKey("auth_error", object)  # type: ignore[arg-type]
 SPOOFED: web.RequestKey[bool] = web.RequestKey("spoofed", bool)
 SESSION_CLEARED: web.RequestKey[bool] = web.RequestKey("session_cleared", bool)
+STATE_DOWN: web.RequestKey[bool] = web.RequestKey("state_down", bool)

@@ -18,7 +18,17 @@ from gateway.auth.proxy_headers import IDENTITY_HEADERS
 from gateway.logs import request_id
 from gateway.state.base import StateUnavailable
 from gateway.web.http import client_address, in_networks, json_error, same_origin_post
-from gateway.web.keys import AUTH_ERROR, CLIENT, GATEWAY, HTTPS, REQUEST_ID, SESSION, SESSION_CLEARED, SPOOFED
+from gateway.web.keys import (
+    AUTH_ERROR,
+    CLIENT,
+    GATEWAY,
+    HTTPS,
+    REQUEST_ID,
+    SESSION,
+    SESSION_CLEARED,
+    SPOOFED,
+    STATE_DOWN,
+)
 
 log = logging.getLogger("gateway.web")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -170,9 +180,11 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
             try:
                 revoked = await gw.store.is_revoked(session.sid)
             except StateUnavailable:
-                # Sign-out cannot be checked; with fail_open the signed cookie alone is trusted.
-                if not gw.config.state.redis.fail_open:
+                # Sign-out cannot be checked; with fail_open the signed cookie alone is trusted. The
+                # console socket says so itself after the upgrade (a browser cannot read a 503 there).
+                if not gw.config.state.redis.fail_open and not request.path.startswith("/ws/"):
                     raise
+                request[STATE_DOWN] = not gw.config.state.redis.fail_open
                 revoked = False
             if revoked:
                 log.info("session cookie of %s refused: signed out", session.user)
