@@ -1,4 +1,4 @@
-"""Liveness, readiness and Prometheus metrics; optionally served on a separate listen address."""
+"""Liveness, readiness and Prometheus metrics; metrics move to `server.metrics_listen` when it is set."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from gateway.state.base import StateUnavailable
 from gateway.web.keys import GATEWAY
 
 log = logging.getLogger("gateway.health")
-routes = web.RouteTableDef()
+routes = web.RouteTableDef()  # liveness and readiness: on every listener
+metrics_routes = web.RouteTableDef()  # on the metrics listener when there is one, else on the main one
 
 READY_INTERVAL = 60.0
 
@@ -44,7 +45,7 @@ async def readyz(request: web.Request) -> web.Response:
     return web.json_response({"ready": not problems, "problems": problems}, status=status)
 
 
-@routes.get("/metrics")
+@metrics_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     body, content_type = request.app[GATEWAY].metrics.render()
     response = web.Response(body=body)

@@ -163,7 +163,10 @@ async def test_metrics_on_a_separate_listener(process: Any, cloud: DemoCloud, tm
             assert response.status == 200
         async with http.get(f"http://127.0.0.1:{metrics_port}/login") as response:
             assert response.status == 404, "only health and metrics on the metrics listener"
-    assert gp.pid > 0
+        async with http.get(gp.url + "/metrics") as response:
+            assert response.status == 404, "metrics are not on the public listener when they have their own"
+        async with http.get(gp.url + "/readyz") as response:
+            assert response.status == 200, "probes stay on the main listener"
 
 
 def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
