@@ -20,6 +20,7 @@ from aiohttp import web_response, web_ws
 
 from gateway.sim.novncproxy import NovncProxy
 from tests.support import gateway as gateway_support
+from tests.support.audit_schema import validate_line
 from tests.support.token_scan import SCANNER, TokenScanner
 
 _FORMATTER = logging.Formatter()
@@ -130,7 +131,31 @@ def console_token_never_leaks(tmp_path_factory: pytest.TempPathFactory) -> Itera
     assert not leaks, f"a console token leaked into: {'; '.join(leaks)}"
 
 
+AUDIT_SEEN: dict[str, int] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_audit_line_matches_the_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Every audit trail any test wrote (in-process or by a gateway process) is checked at the end."""
+    yield
+    problems: list[str] = []
+    for path in sorted(Path(tmp_path_factory.getbasetemp()).rglob("audit*.jsonl*")):
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                event = validate_line(line)["event"]
+            except AssertionError as exc:
+                problems.append(f"{path.name}:{number}: {exc}")
+                continue
+            AUDIT_SEEN[event] = AUDIT_SEEN.get(event, 0) + 1
+    assert not problems, "audit lines off the documented schema:\n" + "\n".join(problems[:20])
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if AUDIT_SEEN:
+        seen = ", ".join(f"{event} {count}" for event, count in sorted(AUDIT_SEEN.items()))
+        terminalreporter.write_line(f"audit schema check: {sum(AUDIT_SEEN.values())} lines valid ({seen})")
     if SCANNER.tokens:
         terminalreporter.write_line(
             f"console-token scan: {SCANNER.tokens} tokens issued, {SCANNER.scanned_items} items / "
