@@ -3,7 +3,8 @@
 Every console URL the demo cloud issues (NovncProxy.issue) registers its token with one scanner; every
 HTTP response and WebSocket message an in-process aiohttp server sends (gateway and sims alike; the
 simulated ECS remote_console answer, the token's one legitimate carrier, excepted), everything an
-`Operator` received, every log record, and at the end every file under the run's temporary
+`Operator` received (including the relayed RFB frames, which the relay writes past send_bytes), every
+log record, and at the end every file under the run's temporary
 directories (audit trails, gateway process logs) are scanned as they pass. Nothing is kept but the
 tokens' forms. A leak fails the session in teardown, naming where it was seen.
 """
