@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,8 @@ from playwright.async_api import expect
 from yarl import URL
 
 from gateway.auth.cookie import generate_key
-from gateway.sim.demo import DemoCloud
 from tests.support.browser import chromium, new_page
-from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, start_gateway
+from tests.support.gateway import ConsoleRefused, Operator, RunningGateway
 from tests.support.oidc import start_oidc_provider
 from tests.support.rfb_client import RFBClient
 
@@ -278,69 +277,66 @@ async def test_plain_identity_headers_only_from_trusted_proxies(
     assert any("spoofed identity header" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.browser
-async def test_oidc_sign_in_in_chromium_then_console(cloud: DemoCloud, tmp_path: Path) -> None:
-    """The full redirect dance with a real OpenID provider, then a console opened by the SSO user."""
-    holder: dict[str, Any] = {}
+@pytest.fixture
+async def oidc_gateway(gateways: Callable[..., Any], tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """A gateway signing in through a real oidc-provider registered for that gateway's callback."""
+    providers: list[Any] = []
 
-    def tweak(data: dict[str, Any]) -> None:
-        origin = f"http://{data['server']['listen']}"
-        provider = start_oidc_provider(redirect_uris=[origin + "/auth/oidc/callback"], log_dir=tmp_path)
-        holder["provider"] = provider
-        data["auth"]["oidc"] = {
-            "enabled": True,
-            "issuer": provider.issuer,
-            "client_id": provider.client_id,
-            "client_secret": provider.client_secret,
-            "scopes": ["openid", "profile", "email", "groups"],
-            "groups_claim": "groups",
-        }
-        data["policy"]["rules"].append({"name": "sso-users", "users": ["alice"], "permission": "control"})
+    async def start(**oidc: Any) -> tuple[RunningGateway, Any]:
+        def tweak(data: dict[str, Any]) -> None:
+            origin = f"http://{data['server']['listen']}"
+            provider = start_oidc_provider(redirect_uris=[origin + "/auth/oidc/callback"], log_dir=tmp_path)
+            providers.append(provider)
+            data["auth"]["oidc"] = {
+                "enabled": True,
+                "issuer": provider.issuer,
+                "client_id": provider.client_id,
+                "client_secret": provider.client_secret,
+                **oidc,
+            }
+            data["policy"]["rules"].append({"name": "sso-users", "users": ["alice"], "permission": "control"})
 
-    gateway = await start_gateway(cloud, tmp_path, tweak)
-    provider = holder["provider"]
+        gateway = await gateways(tweak)
+        return gateway, providers[-1]
+
     try:
-        async with chromium() as browser:
-            context, page, _traffic = await new_page(browser)
-            await page.goto(gateway.url + "/login")
-            await page.get_by_test_id("login-sso").click()
-            await page.wait_for_url(provider.issuer + "/**")
-            await page.locator("input[name=login]").fill("alice")
-            await page.locator("input[name=password]").fill("any-password")
-            await page.locator("button[type=submit]").click()
-            consent = page.locator("button[type=submit]")
-            if await consent.count() and not page.url.startswith(gateway.url):
-                await consent.click()
-            await page.wait_for_url(gateway.url + "/servers")
-            await expect(page.get_by_test_id("me-user")).to_have_text("alice")
-            row = page.get_by_test_id("server-row").filter(has_text="web-01")
-            await row.get_by_test_id("server-open").click()
-            await expect(page.get_by_test_id("console-status")).to_have_attribute(
-                "data-state", "connected", timeout=15_000
-            )
-            await context.close()
-        login = await gateway.wait_for_audit("login", method="oidc")
-        assert login["user"] == "alice"
+        yield start
     finally:
-        await gateway.stop()
-        provider.stop()
+        for provider in providers:
+            provider.stop()
 
 
-async def test_oidc_callback_with_forged_state_is_refused(cloud: DemoCloud, tmp_path: Path) -> None:
-    holder: dict[str, Any] = {}
+@pytest.mark.browser
+async def test_oidc_sign_in_in_chromium_then_console(oidc_gateway: Callable[..., Any]) -> None:
+    """The full redirect dance with a real OpenID provider, then a console opened by the SSO user."""
+    gateway, provider = await oidc_gateway(
+        scopes=["openid", "profile", "email", "groups"], groups_claim="groups"
+    )
+    async with chromium() as browser:
+        context, page, _traffic = await new_page(browser)
+        await page.goto(gateway.url + "/login")
+        await page.get_by_test_id("login-sso").click()
+        await page.wait_for_url(provider.issuer + "/**")
+        await page.locator("input[name=login]").fill("alice")
+        await page.locator("input[name=password]").fill("any-password")
+        await page.locator("button[type=submit]").click()
+        consent = page.locator("button[type=submit]")
+        if await consent.count() and not page.url.startswith(gateway.url):
+            await consent.click()
+        await page.wait_for_url(gateway.url + "/servers")
+        await expect(page.get_by_test_id("me-user")).to_have_text("alice")
+        row = page.get_by_test_id("server-row").filter(has_text="web-01")
+        await row.get_by_test_id("server-open").click()
+        await expect(page.get_by_test_id("console-status")).to_have_attribute(
+            "data-state", "connected", timeout=15_000
+        )
+        await context.close()
+    login = await gateway.wait_for_audit("login", method="oidc")
+    assert login["user"] == "alice"
 
-    def tweak(data: dict[str, Any]) -> None:
-        origin = f"http://{data['server']['listen']}"
-        provider = start_oidc_provider(redirect_uris=[origin + "/auth/oidc/callback"], log_dir=tmp_path)
-        holder["provider"] = provider
-        data["auth"]["oidc"] = {
-            "enabled": True,
-            "issuer": provider.issuer,
-            "client_id": provider.client_id,
-            "client_secret": provider.client_secret,
-        }
 
-    gateway = await start_gateway(cloud, tmp_path, tweak)
+async def test_oidc_callback_with_forged_state_is_refused(oidc_gateway: Callable[..., Any]) -> None:
+    gateway, _provider = await oidc_gateway()
     operator = Operator(gateway)
     try:
         status, _ = await operator.get("/auth/oidc/start?next=/servers")
@@ -354,8 +350,6 @@ async def test_oidc_callback_with_forged_state_is_refused(cloud: DemoCloud, tmp_
         assert status == 401
     finally:
         await operator.close()
-        await gateway.stop()
-        holder["provider"].stop()
 
 
 async def test_console_refused_for_user_without_permission(gateways: Callable[..., Any]) -> None:
