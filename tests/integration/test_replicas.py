@@ -177,13 +177,8 @@ class Browser:
                 via.ws_url(path), origin=self.cluster.front, headers=self._forwarded()
             )
         transport = RecordingTransport(ws, self.seen)
-        msg = await ws.receive(timeout=WAIT)
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            transport.notices.append(json.loads(msg.data))
-            return transport
-        # A refusal: the close frame's own code (see close_frame for why not ws.close_code).
-        code = int(msg.data) if msg.type is aiohttp.WSMsgType.CLOSE else 1006
-        raise ConsoleRefused(code, str(msg.extra or "") if msg.type is aiohttp.WSMsgType.CLOSE else None)
+        await transport.hello()  # a refusal raises ConsoleRefused with the close frame's code and reason
+        return transport
 
     async def probe(self, replica: GatewayProcess, path: str) -> tuple[int, Any]:
         """What a load balancer's health check sees: no cookie, no forwarded headers."""
@@ -233,18 +228,11 @@ async def still_relaying(client: RFBClient) -> None:
 
 
 async def close_frame(transport: RecordingTransport) -> tuple[int, str]:
-    """The close frame's code and reason, as a browser's close event reports them.
-
-    Read from the CLOSE message itself: aiohttp's `ws.close_code` turns into 1006 when its automatic
-    close reply races the server's end of the TCP connection, although the frame said otherwise.
-    """
+    """The close frame's code and reason, as a browser's close event reports them."""
     async with asyncio.timeout(WAIT):
-        while True:
-            msg = await transport.ws.receive()
-            if msg.type is aiohttp.WSMsgType.CLOSE:
-                return int(msg.data), str(msg.extra or "")
-            if msg.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
-                return 1006, ""
+        while await transport.recv() is not None:
+            pass
+    return transport.close_code or 1006, transport.close_reason or ""
 
 
 async def poll(check, within: float = WAIT, every: float = 0.1):  # type: ignore[no-untyped-def]
