@@ -34,6 +34,13 @@ def issued(cloud: DemoCloud) -> list[str]:
     return urls
 
 
+async def refusal(operator: Operator, server: str = "web-01") -> ConsoleRefused:
+    """Open a console that must not open; the close code and reason the browser got."""
+    with pytest.raises(ConsoleRefused) as refused:
+        await operator.open_console(server)
+    return refused.value
+
+
 def token_forms(url: str) -> list[str]:
     token = parse_qs(urlsplit(url).query)["token"][0]
     return sorted({url, token, quote(token, safe=""), quote(quote(token, safe=""), safe="")}, key=len)
@@ -117,10 +124,9 @@ async def test_cloud_api_errors_on_remote_console(
     assert cloud.ecs is not None
     fault.path = "remote_console"
     cloud.ecs.inject(fault)
-    with pytest.raises(ConsoleRefused) as refused:
-        await operator.open_console("web-01")
-    assert refused.value.code == code, refused.value.reason
-    assert words in (refused.value.reason or "").lower()
+    refused = await refusal(operator)
+    assert refused.code == code, refused.reason
+    assert words in (refused.reason or "").lower()
     assert "Traceback" not in operator.seen.text()
     assert any(r.name == "gateway.console" and "remote_console" in r.getMessage() for r in caplog.records)
     await assert_no_token(gateway, operator, caplog, issued)
@@ -134,10 +140,9 @@ async def test_cloud_api_down(
     assert cloud._runner is not None
     await cloud._runner.cleanup()
     cloud._runner = None
-    with pytest.raises(ConsoleRefused) as refused:
-        await operator.open_console("web-01")
-    assert refused.value.code == 4520
-    assert "unreachable" in (refused.value.reason or "")
+    refused = await refusal(operator)
+    assert refused.code == 4520
+    assert "unreachable" in (refused.reason or "")
     status, body = await operator.get("/api/servers")
     assert status == 200
     assert body["servers"] == []
@@ -152,10 +157,9 @@ async def test_expired_console_token(
     assert cloud.proxy is not None
     issue = cloud.proxy.issue
     cloud.proxy.issue = lambda host, port, **kw: issue(host, port, ttl=-1)  # type: ignore[method-assign]
-    with pytest.raises(ConsoleRefused) as refused:
-        await operator.open_console("web-01")
-    assert refused.value.code == 4410
-    assert "expired" in (refused.value.reason or "")
+    refused = await refusal(operator)
+    assert refused.code == 4410
+    assert "expired" in (refused.reason or "")
     await assert_no_token(gateway, operator, caplog, issued)
 
 
@@ -165,12 +169,9 @@ async def test_upstream_refuses_connections(
     gateway = await gateways()
     operator = await sign_in(gateway, "demo")
     assert cloud.proxy is not None
-    issue = cloud.proxy.issue
     await cloud.proxy.stop()
-    cloud.proxy.issue = issue  # type: ignore[method-assign]
-    with pytest.raises(ConsoleRefused) as refused:
-        await operator.open_console("web-01")
-    assert refused.value.code == 4530
+    refused = await refusal(operator)
+    assert refused.code == 4530
     await assert_no_token(gateway, operator, caplog, issued)
 
 
@@ -179,10 +180,9 @@ async def test_upstream_tls_not_trusted(
 ) -> None:
     gateway = await gateways(lambda data: data["upstream"].pop("ca_file"))
     operator = await sign_in(gateway, "demo")
-    with pytest.raises(ConsoleRefused) as refused:
-        await operator.open_console("web-01")
-    assert refused.value.code == 4531
-    assert "certificate" in (refused.value.reason or "").lower()
+    refused = await refusal(operator)
+    assert refused.code == 4531
+    assert "certificate" in (refused.reason or "").lower()
     await assert_no_token(gateway, operator, caplog, issued)
 
 
@@ -191,9 +191,8 @@ async def test_upstream_host_not_allowed(
 ) -> None:
     gateway = await gateways(lambda data: data["upstream"].update(allowed_hosts=["*.example.com"]))
     operator = await sign_in(gateway, "demo")
-    with pytest.raises(ConsoleRefused) as refused:
-        await operator.open_console("web-01")
-    assert refused.value.code == 4532
+    refused = await refusal(operator)
+    assert refused.code == 4532
     assert any("not allowed" in r.getMessage() or "allow" in r.getMessage() for r in caplog.records)
     await assert_no_token(gateway, operator, caplog, issued)
 
