@@ -18,13 +18,24 @@ export class ApiError extends Error {
 }
 
 /**
- * A path inside this site, or the fallback. Guards every redirect target we did not build ourselves
- * ("//evil.example" and "/\evil.example" are protocol-relative in browsers, so they are refused).
+ * A path inside this site, or the fallback. Guards every redirect target we did not build ourselves.
+ *
+ * The same rule as the server's `safe_next`: a local absolute path with no backslash and no control
+ * character. "//evil.example" is protocol-relative, browsers read "\" as "/", and they drop tab, CR and
+ * LF anywhere in a URL, so "/<TAB>/evil.example" is navigated to as "//evil.example". As a last check,
+ * the address the browser would actually go to must be on this origin.
  * @param {string|null|undefined} next
  * @param {string} [fallback]
  */
 export function safeNext(next, fallback = "/servers") {
-    if (typeof next !== "string" || !next.startsWith("/") || next.startsWith("//") || next.startsWith("/\\")) {
+    if (typeof next !== "string" || !next.startsWith("/") || next.startsWith("//") || /[\\\x00-\x1f]/.test(next)) {
+        return fallback;
+    }
+    try {
+        if (new URL(next, location.origin).origin !== location.origin) {
+            return fallback;
+        }
+    } catch {
         return fallback;
     }
     return next;
