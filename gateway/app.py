@@ -16,6 +16,7 @@ from gateway.services import Gateway, build_provider
 from gateway.sessions import ConsoleRegistry
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryStore
+from gateway.upstream import upstream_session
 from gateway.web import admin, api, console, health, oidc_routes, pages
 from gateway.web.keys import GATEWAY
 from gateway.web.middleware import add_security_headers, identify, request_context
@@ -45,13 +46,9 @@ def build_app(config: GatewayConfig) -> web.Application:
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         metrics = Metrics()
-        # No cookie jar: nova reads a `token` cookie as a fallback, and nothing we call needs cookies.
-        # No connection cap: every live console holds one upstream connection for its whole life, so
-        # aiohttp's default of 100 would make console 101 wait (limits.global_max is the real cap).
+        # Identity-provider calls (OIDC, JWKS); console proxies get a session of their own.
         http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30), cookie_jar=aiohttp.DummyCookieJar()
         )
         store = make_store(config)
         providers = {c.name: build_provider(c, metrics) for c in config.clouds}
@@ -62,6 +59,7 @@ def build_app(config: GatewayConfig) -> web.Application:
             audit=AuditLog(config.audit.target),
             metrics=metrics,
             http=http,
+            upstream_http=upstream_session(),
             registry=registry,
             clouds=providers,
         )
@@ -117,4 +115,5 @@ async def _shutdown(gw: Gateway) -> None:
         with contextlib.suppress(Exception):
             await provider.close()
     await gw.http.close()
+    await gw.upstream_http.close()
     gw.audit.close()

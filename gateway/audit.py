@@ -75,6 +75,8 @@ FIELDS: dict[str, FieldSpec] = {
     "messages_to_upstream": FieldSpec(int, "WebSocket messages relayed browser -> upstream"),
     "dropped_messages": FieldSpec(int, "client messages dropped by the view-only filter"),
     "upstream": FieldSpec(str, "the upstream host:port (never the URL: it carries the token)"),
+    "upstream_address": FieldSpec(str, "the address the upstream connection actually reached, ip:port"),
+    "failure": FieldSpec(str, "what stopped a console from opening, one word (cloud_error, ...)", word=True),
     "connect_duration": FieldSpec(float, "seconds to obtain the console URL and connect upstream"),
     "limit": FieldSpec(str, "which limit refused, one word (per_user, global, rate, ...)", word=True),
     "current": FieldSpec(int, "the count at the time of the refusal"),
@@ -105,7 +107,12 @@ EVENTS: dict[str, EventSpec] = {
     "console_opened": EventSpec(
         "the relay is up: browser and upstream connected",
         required=("console_id", "server_id", "cloud", "permission", "rule"),
-        optional=(*_SERVER, "upstream", "connect_duration"),
+        optional=(*_SERVER, "upstream", "upstream_address", "connect_duration"),
+    ),
+    "console_failed": EventSpec(
+        "a console that policy and limits allowed did not open (cloud, upstream, lock or sign-out)",
+        required=("console_id", "server_id", "cloud", "failure", "close_code", "reason"),
+        optional=(*_SERVER, "permission", "rule", "upstream"),
     ),
     "console_closed": EventSpec(
         "a console session ended, with its totals",

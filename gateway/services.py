@@ -84,7 +84,8 @@ class Gateway:
     store: StateStore
     audit: AuditLog
     metrics: Metrics
-    http: aiohttp.ClientSession
+    http: aiohttp.ClientSession  # identity providers
+    upstream_http: aiohttp.ClientSession  # console proxies (upstream.upstream_session)
     registry: ConsoleRegistry
     clouds: dict[str, CloudProvider]
     replica: str = field(
@@ -153,8 +154,8 @@ class Gateway:
             pj = config.auth.proxy_jwt
             assertion = AssertionVerifier(
                 header=pj.header,
-                issuer=pj.issuer or None,
-                audience=pj.audience or None,
+                issuer=pj.issuer,
+                audience=pj.audience,
                 jwks=JWKSCache(pj.jwks_url, self.http) if pj.jwks_url else None,
                 public_key_pem=pj.public_key_file.read_text() if pj.public_key_file else None,
                 algorithms=tuple(pj.algorithms),

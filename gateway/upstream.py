@@ -13,8 +13,10 @@ import ipaddress
 import logging
 import re
 import ssl
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import aiohttp
@@ -30,6 +32,8 @@ __all__ = [
     "build_ssl_context",
     "derive_target",
     "open_upstream",
+    "peer_address",
+    "upstream_session",
 ]
 
 log = logging.getLogger(__name__)
@@ -314,6 +318,7 @@ class UpstreamErrorKind(enum.Enum):
     TIMEOUT = "timeout"
     HANDSHAKE = "handshake"
     EXPIRED = "expired"
+    REDIRECT = "redirect"
 
 
 _USER_MESSAGES = {
@@ -323,6 +328,7 @@ _USER_MESSAGES = {
     UpstreamErrorKind.TIMEOUT: "the console proxy did not answer in time",
     UpstreamErrorKind.HANDSHAKE: "the console proxy refused the WebSocket connection",
     UpstreamErrorKind.EXPIRED: "the console link expired or was already used",
+    UpstreamErrorKind.REDIRECT: "the console proxy redirected the gateway elsewhere, which it refuses",
 }
 
 
@@ -343,6 +349,68 @@ def _ssl_detail(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {reason}" if reason else type(cause).__name__
 
 
+class RedirectRefused(aiohttp.ClientError):
+    """A console proxy answered a WebSocket handshake with a redirect (never followed)."""
+
+    def __init__(self, status: int, location_host: str) -> None:
+        super().__init__(f"HTTP {status} to {location_host}")
+        self.status = status
+        self.location_host = location_host
+
+
+async def _refuse_redirects(
+    request: aiohttp.ClientRequest, handler: Callable[[aiohttp.ClientRequest], Any]
+) -> aiohttp.ClientResponse:
+    """aiohttp's ws_connect follows redirects and has no switch for it; the allowlist is checked on the
+    first URL only, so a redirect would carry the console (and the audit's belief about it) elsewhere.
+    This client middleware runs for every hop and ends the handshake at the first 3xx."""
+    response: aiohttp.ClientResponse = await handler(request)
+    if 300 <= response.status < 400:
+        location = response.headers.get(hdrs.LOCATION, "")
+        response.close()
+        raise RedirectRefused(response.status, _location_host(location))
+    return response
+
+
+def _location_host(location: str) -> str:
+    """Only the host of a redirect target is logged: its query may carry a token of its own."""
+    if not location:
+        return "nowhere"
+    try:
+        return urlsplit(location).hostname or "the same host"
+    except ValueError:
+        return "an unparsable address"
+
+
+_GUARDED: weakref.WeakSet[aiohttp.ClientSession] = weakref.WeakSet()
+
+
+def upstream_session() -> aiohttp.ClientSession:
+    """The client session for console proxies: redirects refused, no cookies, no connection cap.
+
+    No cookie jar: nova reads a `token` cookie as a fallback, and nothing we call needs cookies.
+    No connection cap: every live console holds one upstream connection for its whole life, so
+    aiohttp's default of 100 would make console 101 wait (limits.global_max is the real cap).
+    """
+    session = aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        connector=aiohttp.TCPConnector(limit=0),
+        middlewares=(_refuse_redirects,),
+    )
+    _GUARDED.add(session)
+    return session
+
+
+def peer_address(ws: aiohttp.ClientWebSocketResponse) -> str | None:
+    """The address the bytes actually go to (`ip:port`), for the audit trail; None once closed."""
+    peer = ws.get_extra_info("peername")
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        return None
+    host, port = peer[0], peer[1]
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
 async def open_upstream(
     http: aiohttp.ClientSession,
     target: UpstreamTarget,
@@ -360,8 +428,8 @@ async def open_upstream(
     """
     if not allowlist.allows(target.host, target.port):
         raise UpstreamError(UpstreamErrorKind.NOT_ALLOWED, target)
-    if hdrs.ORIGIN in http.headers:
-        raise ValueError("the upstream client session must not send a default Origin header")
+    if http not in _GUARDED:
+        raise ValueError("the upstream client session must come from upstream_session() (redirects)")
 
     if target.scheme == "wss":
         ssl_param: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
@@ -383,6 +451,8 @@ async def open_upstream(
                 max_msg_size=max_msg_size,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=connect_timeout),
             )
+    except RedirectRefused as exc:
+        kind, detail = UpstreamErrorKind.REDIRECT, str(exc)
     except TimeoutError:
         kind, detail = UpstreamErrorKind.TIMEOUT, f"no answer within {connect_timeout:g}s"
     except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:

@@ -22,7 +22,14 @@ from gateway.relay import CLOSE_EXPIRED, CloseInfo, Relay
 from gateway.rfb import ClientMessageFilter
 from gateway.sessions import LiveConsole, new_record
 from gateway.state.base import StateUnavailable
-from gateway.upstream import UpstreamError, UpstreamErrorKind, UpstreamURLError, derive_target, open_upstream
+from gateway.upstream import (
+    UpstreamError,
+    UpstreamErrorKind,
+    UpstreamURLError,
+    derive_target,
+    open_upstream,
+    peer_address,
+)
 from gateway.web.api import audit_base
 from gateway.web.http import origin_allowed
 from gateway.web.keys import CLIENT, GATEWAY, SESSION, STATE_DOWN
@@ -55,11 +62,15 @@ STATE_DOWN_REASON = "The gateway cannot check limits right now; try again shortl
 class Refused(Exception):
     """A console that will not open: the close code, the reason the user reads, and the audit outcome."""
 
-    def __init__(self, code: int, reason: str, outcome: str) -> None:
+    def __init__(
+        self, code: int, reason: str, outcome: str, *, failed: bool = False, upstream: str | None = None
+    ) -> None:
         super().__init__(reason)
         self.code = code
         self.reason = reason
         self.outcome = outcome
+        self.failed = failed  # allowed by policy and limits, then failed: audited as console_failed
+        self.upstream = upstream  # the host:port tried, when it got that far
 
 
 def _reason(text: str) -> str:
@@ -130,6 +141,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
         upstream, upstream_addr = await _connect(request, server)
         base_open = {
             "upstream": upstream_addr,
+            "upstream_address": peer_address(upstream),
             "connect_duration": round(time.monotonic() - connect_started, 3),
         }
         relay = Relay(
@@ -172,6 +184,15 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
         _finish(request, base, relay, info, live)
     except Refused as refusal:
         gw.metrics.console_refusals_total.labels(reason=refusal.outcome).inc()
+        if refusal.failed:
+            gw.audit.emit(
+                "console_failed",
+                **base,
+                failure=refusal.outcome,
+                close_code=refusal.code,
+                reason=_reason(refusal.reason),
+                **({"upstream": refusal.upstream} if refusal.upstream else {}),
+            )
         if not ws.closed:
             await ws.close(code=refusal.code, message=_reason(refusal.reason).encode())
         if live is not None and live.closed_by is None:
@@ -261,7 +282,8 @@ async def _acquire(request: web.Request, record: Any, base: dict[str, Any]) -> L
 
 
 async def _connect(request: web.Request, server: Server) -> tuple[aiohttp.ClientWebSocketResponse, str]:
-    """A fresh console URL for every connection (tokens are one-time), then the upstream WebSocket."""
+    """A fresh console URL for every connection (tokens are one-time), then the upstream WebSocket
+    and the host:port it was opened to (never the URL)."""
     gw = request.app[GATEWAY]
     provider = gw.clouds[server.cloud]
     try:
@@ -269,7 +291,7 @@ async def _connect(request: web.Request, server: Server) -> tuple[aiohttp.Client
     except CloudError as exc:
         log.warning("remote_console for %s failed: %s", server.id, exc)
         raise Refused(
-            _CLOUD_CODES.get(exc.kind, CLOSE_CLOUD), _sentence(exc.user_message), "cloud_error"
+            _CLOUD_CODES.get(exc.kind, CLOSE_CLOUD), _sentence(exc.user_message), "cloud_error", failed=True
         ) from None
     gw.last_cloud_ok = time.time()
     try:
@@ -277,14 +299,18 @@ async def _connect(request: web.Request, server: Server) -> tuple[aiohttp.Client
     except UpstreamURLError as exc:
         log.error("cloud returned an unusable console URL for %s: %s", server.id, exc)
         raise Refused(
-            CLOSE_UPSTREAM_URL, "The cloud returned a console address the gateway cannot use", "upstream_url"
+            CLOSE_UPSTREAM_URL,
+            "The cloud returned a console address the gateway cannot use",
+            "upstream_url",
+            failed=True,
         ) from None
     del console_url
+    tried = f"{target.host}:{target.port}"
     started = time.monotonic()
     up = gw.config.upstream
     try:
         upstream = await open_upstream(
-            gw.http,
+            gw.upstream_http,
             target,
             allowlist=gw.allowlist,
             ssl_context=gw.upstream_ssl if target.scheme == "wss" else None,
@@ -297,11 +323,18 @@ async def _connect(request: web.Request, server: Server) -> tuple[aiohttp.Client
         code = {
             UpstreamErrorKind.TLS: CLOSE_UPSTREAM_TLS,
             UpstreamErrorKind.NOT_ALLOWED: CLOSE_UPSTREAM_URL,
+            UpstreamErrorKind.REDIRECT: CLOSE_UPSTREAM_URL,
             UpstreamErrorKind.EXPIRED: CLOSE_EXPIRED,
         }.get(exc.kind, CLOSE_UPSTREAM)
-        raise Refused(code, _sentence(exc.user_message), f"upstream_{exc.kind.name.lower()}") from None
+        raise Refused(
+            code,
+            _sentence(exc.user_message),
+            f"upstream_{exc.kind.name.lower()}",
+            failed=True,
+            upstream=tried,
+        ) from None
     gw.metrics.upstream_connect_seconds.observe(time.monotonic() - started)
-    return upstream, f"{target.host}:{target.port}"
+    return upstream, tried
 
 
 def _disarm_heartbeat(upstream: aiohttp.ClientWebSocketResponse) -> None:

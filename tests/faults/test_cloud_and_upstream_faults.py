@@ -125,6 +125,33 @@ async def test_upstream_refusal(rig: Rig, caplog: pytest.LogCaptureFixture, kind
     assert any(logged in r.getMessage() for r in caplog.records)
 
 
+async def test_a_redirecting_console_proxy_is_refused_and_nothing_reaches_the_target(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An allow-listed proxy answering 302 to a host off the allow-list: aiohttp's ws_connect would
+    follow it (the allow-list saw only the first URL) and the audit would name the allowed host."""
+    rig.hostile.mode = "upstream:redirect"
+    allowed = f"127.0.0.1:{rig.upstreams.ports['redirect']}"
+
+    async def attempt() -> dict[str, Any]:
+        refusal = await _refused(rig)
+        assert refusal.code == 4532, (refusal.code, refusal.reason)
+        assert "redirected" in (refusal.reason or ""), refusal.reason
+        failed = await rig.gateway.wait_for_audit("console_failed", failure="upstream_redirect")
+        assert failed["upstream"] == allowed and failed["close_code"] == 4532
+        return {"code": refusal.code, "reason": refusal.reason}
+
+    await _run_fault(rig, caplog, "upstream:redirect", attempt, reps=2)
+    assert rig.upstreams.connections.get("redirect-target", 0) == 0, "the gateway followed the redirect"
+    assert any("redirect" in r.getMessage() and "302 to 127.0.0.2" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_audit_names_the_address_the_console_reached(rig: Rig) -> None:
+    healthy = rig.gateway.audit_events()
+    opened = next(e for e in healthy if e["event"] == "console_opened" and e["server_name"] == "web-01")
+    assert opened["upstream_address"] == opened["upstream"] == f"127.0.0.1:{rig.cloud.proxy.port}"
+
+
 @pytest.mark.parametrize("kind", ["close-mid-stream", "stall-stream"])
 async def test_upstream_dies_mid_session(rig: Rig, caplog: pytest.LogCaptureFixture, kind: str) -> None:
     """The console opened (the user saw the hello), then the proxy vanished or froze."""

@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.relay import REASON_LOST, CloseInfo, Relay
 from gateway.rfb import ClientMessageFilter
-from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream
+from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream, upstream_session
 
 HANDSHAKE = b"RFB 003.008\n\x01\x01"
 Script = Callable[[web.WebSocketResponse], Awaitable[None]]
@@ -26,6 +26,7 @@ Script = Callable[[web.WebSocketResponse], Awaitable[None]]
 @dataclass
 class Harness:
     http: aiohttp.ClientSession
+    upstream_http: aiohttp.ClientSession
     runners: list[web.AppRunner] = field(default_factory=list)
     relays: list[Relay] = field(default_factory=list)
     results: list[asyncio.Future[CloseInfo]] = field(default_factory=list)
@@ -55,7 +56,7 @@ class Harness:
             await browser.prepare(request)
             self.requests.append(request)
             up = await open_upstream(
-                self.http,
+                self.upstream_http,
                 UpstreamTarget("ws", "127.0.0.1", up_port, "/", "T"),
                 allowlist=HostAllowlist(["127.0.0.1"]),
                 ssl_context=None,
@@ -89,8 +90,8 @@ class Harness:
 
 @pytest.fixture
 async def harness() -> AsyncIterator[Harness]:
-    async with aiohttp.ClientSession() as http:
-        h = Harness(http)
+    async with aiohttp.ClientSession() as http, upstream_session() as upstream_http:
+        h = Harness(http, upstream_http)
         try:
             yield h
         finally:

@@ -193,7 +193,10 @@ UPSTREAM_KINDS = (
     "close-mid-stream",  # a proper WebSocket, a few RFB bytes, then a TCP reset
     "stall-stream",  # a proper WebSocket, then silence: reads nothing, answers no ping
     "firehose",  # a proper WebSocket that writes as fast as it is allowed to
+    "redirect",  # answers the upgrade with 302 to the redirect target (another host)
 )
+# Where "redirect" sends the gateway: another loopback address, off the allow-list; it counts arrivals.
+REDIRECT_TARGET_HOST = "127.0.0.2"
 
 
 @dataclass
@@ -231,9 +234,15 @@ class HostileUpstreams:
             server = await asyncio.start_server(self._counted(kind, handler), LOOPBACK, 0, ssl=ctx)
             self._servers.append(server)
             self.ports[kind] = server.sockets[0].getsockname()[1]
+        target = await asyncio.start_server(
+            self._counted("redirect-target", self._handshake_then(self._answer_101)), REDIRECT_TARGET_HOST, 0
+        )
+        self._servers.append(target)
+        self.ports["redirect-target"] = target.sockets[0].getsockname()[1]
         for kind, handler in (
             ("firehose", self._ws_firehose),
             ("close-mid-stream", self._ws_close_mid_stream),
+            ("redirect", self._redirect),
         ):
             app = web.Application()
             app.router.add_get("/websockify", handler)
@@ -324,6 +333,11 @@ class HostileUpstreams:
         finally:
             closing.cancel()
         return ws
+
+    async def _redirect(self, request: web.Request) -> web.Response:
+        """An allow-listed proxy (or an open redirect on it) sending the console elsewhere. (The token is
+        left out of the Location only so that the suite's token scan stays about the gateway.)"""
+        raise web.HTTPFound(f"https://{REDIRECT_TARGET_HOST}:{self.ports['redirect-target']}/websockify")
 
     async def _ws_close_mid_stream(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=("binary",))

@@ -27,6 +27,7 @@ from gateway.upstream import (
     build_ssl_context,
     derive_target,
     open_upstream,
+    upstream_session,
 )
 
 SECRET = "S3cr3tT0ken-1234"
@@ -293,7 +294,7 @@ async def servers() -> AsyncIterator[list[Server]]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+    async with upstream_session() as session:
         yield session
 
 
@@ -467,9 +468,46 @@ async def test_tls_verification(tmp_path: Path, servers: list[Server], http: aio
     assert info.value.kind is UpstreamErrorKind.TLS
 
 
-async def test_session_with_default_origin_is_refused() -> None:
-    async with aiohttp.ClientSession(headers={"Origin": "https://gw.example"}) as session:
-        with pytest.raises(ValueError, match="Origin"):
+async def test_only_the_redirect_refusing_session_may_connect() -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ValueError, match="upstream_session"):
             await open_upstream(
                 session, target_for(1), allowlist=HostAllowlist(["127.0.0.1"]), ssl_context=None, **OPEN_ARGS
             )
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+@pytest.mark.parametrize("where", ["same host", "other host"])
+async def test_every_redirect_is_refused(
+    status: int, where: str, servers: list[Server], http: aiohttp.ClientSession
+) -> None:
+    """Even to an allowed host: the allow-list and the audit judge the first URL only."""
+    srv = await Server().start(ws_echo)
+    servers.append(srv)
+    host = "127.0.0.1" if where == "same host" else "127.0.0.2"
+
+    redirect = {
+        301: web.HTTPMovedPermanently,
+        302: web.HTTPFound,
+        303: web.HTTPSeeOther,
+        307: web.HTTPTemporaryRedirect,
+        308: web.HTTPPermanentRedirect,
+    }[status]
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        raise redirect(f"http://{host}:{srv.port}/websockify?token=elsewhere")
+
+    first = await Server().start(answer)
+    servers.append(first)
+    with pytest.raises(UpstreamError) as info:
+        await open_upstream(
+            http,
+            target_for(first.port),
+            allowlist=HostAllowlist(["127.0.0.1", "127.0.0.2"]),
+            ssl_context=None,
+            **OPEN_ARGS,
+        )
+    assert info.value.kind is UpstreamErrorKind.REDIRECT
+    assert f"HTTP {status} to {host}" in str(info.value)
+    assert "elsewhere" not in str(info.value) and SECRET not in str(info.value)
+    assert len(first.requests) == 1 and srv.requests == []
