@@ -24,6 +24,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -200,8 +201,9 @@ class ProxyJWTAuth(Section):
     header: str = "X-Forwarded-Access-Token"
     jwks_url: str = ""
     public_key_file: Path | None = None
-    issuer: str = ""
-    audience: str = ""
+    # Required when enabled: a key alone accepts assertions the same proxy key signed for other applications.
+    issuer: str = Field(default="", validate_default=True)
+    audience: str = Field(default="", validate_default=True)
     algorithms: list[Literal["ES256", "RS256", "ES384", "RS384", "PS256", "EdDSA"]] = Field(
         default_factory=lambda: ["ES256", "RS256"]
     )
@@ -209,6 +211,14 @@ class ProxyJWTAuth(Section):
     email_claim: str = "email"
     groups_claim: str = "groups"
     clock_skew: Duration = 60.0
+
+    @field_validator("issuer", "audience")
+    @classmethod
+    def _required_when_enabled(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("enabled") and not value.strip():
+            claim = "iss" if info.field_name == "issuer" else "aud for this gateway"
+            raise ValueError(f"required when proxy_jwt is enabled (the assertion's {claim})")
+        return value
 
     @model_validator(mode="after")
     def _key_source(self) -> ProxyJWTAuth:

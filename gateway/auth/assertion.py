@@ -22,8 +22,8 @@ class AssertionVerifier:
         self,
         *,
         header: str,
-        issuer: str | None,
-        audience: str | None,
+        issuer: str,
+        audience: str,
         jwks: JWKSCache | None = None,
         public_key_pem: str | None = None,
         algorithms: Sequence[str] = ("ES256", "RS256"),
@@ -36,6 +36,9 @@ class AssertionVerifier:
             raise ValueError("assertion verification needs exactly one of a JWKS URL or a public key")
         if not header:
             raise ValueError("assertion header name must not be empty")
+        if not issuer or not audience:
+            # Without both, an assertion the same proxy key signed for another application would pass.
+            raise ValueError("assertion verification needs an issuer and an audience")
         self.header = header
         self.issuer = issuer
         self.audience = audience

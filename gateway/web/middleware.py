@@ -137,7 +137,7 @@ def clear_session(request: web.Request, response: web.StreamResponse) -> None:
 async def _proxy_identity(request: web.Request) -> Identity | None:
     gw = request.app[GATEWAY]
     if gw.assertion is not None:
-        token = request.headers.get(gw.assertion.header)
+        token = gw.assertion.token_from_headers(request.headers)
         if token:
             try:
                 return await gw.assertion.verify(token)

@@ -255,6 +255,37 @@ async def test_signed_proxy_assertion(
 
 
 async def test_plain_identity_headers_only_from_trusted_proxies(
+async def test_bearer_assertion_signs_in_through_the_middleware(
+    gateways: Callable[..., Any], tmp_path: Path
+) -> None:
+    """oauth2-proxy's --pass-authorization-header form: the assertion arrives as `Authorization: Bearer`."""
+    key, public = _es256_pair(tmp_path)
+
+    def tweak(data: dict[str, Any]) -> None:
+        data["auth"]["proxy_jwt"] = {
+            "enabled": True,
+            "header": "Authorization",
+            "public_key_file": str(public),
+            "issuer": "https://sso.example",
+            "audience": "novnc-gateway",
+        }
+
+    gateway = await gateways(tweak)
+    good = _assertion(key, email="erin@example.com", groups=["sso-ops"])
+    foreign = _assertion(key, email="erin@example.com", aud="another-app")
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        for scheme in ("Bearer", "bearer"):
+            headers = {"Authorization": f"{scheme} {good}"}
+            async with http.get(gateway.url + "/api/me", headers=headers) as response:
+                assert response.status == 200, scheme
+                me = await response.json()
+            assert (me["user"], me["method"]) == ("erin@example.com", "proxy-jwt")
+        refused = {"Authorization": f"Bearer {foreign}"}
+        async with http.get(gateway.url + "/api/me", headers=refused) as response:
+            assert response.status == 401
+            assert (await response.json())["reason"] == "proxy_refused"
+
+
     gateways: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     def trusting(networks: list[str]) -> Callable[[dict[str, Any]], None]:

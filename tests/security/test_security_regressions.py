@@ -50,7 +50,12 @@ async def gateway(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     )
 
     def tweak(data: dict[str, Any]) -> None:
-        data["auth"]["proxy_jwt"] = {"enabled": True, "public_key_file": str(pem), "audience": "gw"}
+        data["auth"]["proxy_jwt"] = {
+            "enabled": True,
+            "public_key_file": str(pem),
+            "issuer": "https://sso.example",
+            "audience": "gw",
+        }
 
     running = await start_gateway(cloud, workdir, tweak)
     try:

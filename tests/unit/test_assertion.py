@@ -168,14 +168,12 @@ async def test_nested_claims_and_string_groups(
     nested = AssertionVerifier(
         header="h",
         issuer=ISSUER,
-        audience=None,
+        audience=AUDIENCE,
         jwks=JWKSCache(jwks_server.url, http),
         username_claim="user.name",
         groups_claim="https://example.test/roles",
     )
-    token = es_key.sign(
-        claims(aud="something-else", user={"name": "alice"}, **{"https://example.test/roles": "a b,c"})
-    )
+    token = es_key.sign(claims(user={"name": "alice"}, **{"https://example.test/roles": "a b,c"}))
     identity = await nested.verify(token, now=NOW)
     assert (identity.user, identity.groups) == ("alice", ("a", "b", "c"))
 
@@ -250,8 +248,8 @@ async def test_hs256_refused_even_with_pem_verifier(rs_key: Key) -> None:
     with pytest.raises(ValueError, match=r"only asymmetric algorithms"):
         AssertionVerifier(
             header="h",
-            issuer=None,
-            audience=None,
+            issuer=ISSUER,
+            audience=AUDIENCE,
             public_key_pem=rs_key.public_pem,
             algorithms=("RS256", "HS256"),
         )
@@ -332,17 +330,20 @@ async def test_oversize_jwks_is_refused(http: aiohttp.ClientSession, jwks_server
 
 
 def test_token_from_headers() -> None:
-    v = AssertionVerifier(
-        header="Authorization",
-        issuer=None,
-        audience=None,
-        public_key_pem=Key("k", "ES256", ec.generate_private_key(ec.SECP256R1())).public_pem,
-    )
+    pem = Key("k", "ES256", ec.generate_private_key(ec.SECP256R1())).public_pem
+    v = AssertionVerifier(header="Authorization", issuer=ISSUER, audience=AUDIENCE, public_key_pem=pem)
     assert v.token_from_headers({"authorization": "Bearer abc.def.ghi"}) == "abc.def.ghi"
     assert v.token_from_headers({"Authorization": "abc.def.ghi"}) == "abc.def.ghi"
     assert v.token_from_headers({"Other": "x"}) is None
     with pytest.raises(ValueError, match=r"exactly one"):
-        AssertionVerifier(header="h", issuer=None, audience=None)
+        AssertionVerifier(header="h", issuer=ISSUER, audience=AUDIENCE)
+
+
+def test_issuer_and_audience_are_required(es_key: Key) -> None:
+    """Without both, an assertion the proxy's key signed for another application would sign in here."""
+    for issuer, audience in ((ISSUER, ""), ("", AUDIENCE)):
+        with pytest.raises(ValueError, match=r"needs an issuer and an audience"):
+            AssertionVerifier(header="h", issuer=issuer, audience=audience, public_key_pem=es_key.public_pem)
 
 
 async def test_default_now_is_the_wall_clock(es_key: Key) -> None:

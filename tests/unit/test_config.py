@@ -192,3 +192,18 @@ def test_every_config_key_is_documented_in_its_section() -> None:
     assert {"server", "session", "auth.local", "clouds", "upstream", "console", "limits", "state"} <= set(
         parts
     )
+
+
+def test_proxy_jwt_needs_issuer_and_audience(tmp_path: Path) -> None:
+    """A key alone would accept assertions minted for any other application sharing the proxy's key."""
+    key_only = MINIMAL + '[auth.proxy_jwt]\nenabled = true\njwks_url = "https://sso.example/jwks"\n'
+    result = run_cli("check-config", str(write(tmp_path, key_only)))
+    assert result.returncode == 2
+    assert "auth.proxy_jwt.issuer: required" in result.stderr
+    assert "auth.proxy_jwt.audience: required" in result.stderr
+    found = problems(tmp_path, key_only + 'issuer = "https://sso.example"\n')
+    assert [p for p in found if "proxy_jwt" in p] == [
+        "auth.proxy_jwt.audience: required when proxy_jwt is enabled (the assertion's aud for this gateway)"
+    ]
+    complete = key_only + 'issuer = "https://sso.example"\naudience = "novnc-gateway"\n'
+    assert load_config(write(tmp_path, complete), {}).auth.proxy_jwt.audience == "novnc-gateway"
