@@ -19,7 +19,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 _ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-+/%")
 _MASK = bytes(1 if i in _ALPHABET else 0 for i in range(256))
 _FIND_BELOW = 2000  # fewer forms than this: search each form with C `in`; more: slide windows over a set
-_MAX_FILE = 64 * 1024 * 1024
+# Files are read in chunks, so size costs only time: the 30-minute soak's audit trail (~100 MB) is read whole.
+_MAX_FILE = 1024 * 1024 * 1024
 _CHUNK = 4 * 1024 * 1024
 
 
