@@ -254,7 +254,6 @@ async def test_signed_proxy_assertion(
     assert len(refusals) == len(bad_cases)
 
 
-async def test_plain_identity_headers_only_from_trusted_proxies(
 async def test_bearer_assertion_signs_in_through_the_middleware(
     gateways: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -286,6 +285,7 @@ async def test_bearer_assertion_signs_in_through_the_middleware(
             assert (await response.json())["reason"] == "proxy_refused"
 
 
+async def test_plain_identity_headers_only_from_trusted_proxies(
     gateways: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     def trusting(networks: list[str]) -> Callable[[dict[str, Any]], None]:
