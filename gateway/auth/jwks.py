@@ -13,8 +13,8 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 import aiohttp
 import jwt
@@ -42,6 +42,7 @@ ASYMMETRIC_ALGS = frozenset(
 )
 _KTY_FOR_ALG = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 _MAX_JWKS_BYTES = 512 * 1024
+T = TypeVar("T")
 
 
 def safe_algorithms(algorithms: Sequence[str], *, what: str) -> tuple[str, ...]:
@@ -100,6 +101,68 @@ def _to_pyjwk(jwk: Mapping[str, Any], alg: str) -> jwt.PyJWK:
         raise AuthError(f"signing key {_shown(jwk.get('kid'))} is not a usable {alg} key") from None
 
 
+class FetchedCache(Generic[T]):
+    """One document fetched from an identity service (a JWKS, OIDC discovery), kept for `ttl` seconds.
+
+    A failed fetch keeps the last good copy, and fetch attempts (failed ones and forced refetches alike)
+    happen at most once per `min_refetch` seconds, so neither sign-ins nor hostile tokens can turn the
+    gateway into a load generator against the identity provider.
+    """
+
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        ttl: float,
+        min_refetch: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._fetch = fetch
+        self._what = what
+        self._ttl = ttl
+        self._min_refetch = min_refetch
+        self._clock = clock
+        self.value: T | None = None
+        self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._lock = asyncio.Lock()
+        self.fetches = 0  # observable for tests and metrics
+
+    async def get(self) -> T:
+        """The cached value, fetched first when missing or older than the TTL."""
+        if self.value is None or self._clock() - self._fetched_at >= self._ttl:
+            await self.refresh(force=False)
+        assert self.value is not None  # refresh raises when it has nothing to offer
+        return self.value
+
+    async def refresh(self, *, force: bool) -> bool:
+        """Fetch unless rate-limited; True when the value is fresh (fetched by us or by a peer task)."""
+        seen = self._fetched_at
+        async with self._lock:
+            if self._fetched_at != seen:
+                return True  # another task fetched while we waited for the lock
+            now = self._clock()
+            if not force and self.value is not None and now - self._fetched_at < self._ttl:
+                return True
+            if now - self._attempted_at < self._min_refetch:
+                if self.value is None:
+                    raise AuthError(f"{self._what} unavailable (last fetch failed; retry limited)")
+                return False
+            self._attempted_at = now
+            self.fetches += 1
+            try:
+                value = await self._fetch()
+            except AuthError:
+                if self.value is None:
+                    raise
+                log.warning("%s refresh failed; keeping the previous copy", self._what)
+                return False
+            self.value = value
+            self._fetched_at = now
+            return True
+
+
 class JWKSCache:
     def __init__(
         self,
@@ -113,66 +176,38 @@ class JWKSCache:
     ) -> None:
         self.url = url
         self._http = http
-        self._ttl = ttl
-        self._min_refetch = min_refetch
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
-        self._clock = clock
-        self._keys: list[dict[str, Any]] | None = None
-        self._fetched_at = float("-inf")
-        self._attempted_at = float("-inf")
-        self._lock = asyncio.Lock()
-        self.fetches = 0  # observable for tests and metrics
+        self._cache = FetchedCache(
+            self._fetch, what=f"JWKS from {url}", ttl=ttl, min_refetch=min_refetch, clock=clock
+        )
 
     def __repr__(self) -> str:
-        return f"JWKSCache({self.url!r}, keys={len(self._keys or ())})"
+        return f"JWKSCache({self.url!r}, keys={len(self._cache.value or ())})"
+
+    @property
+    def fetches(self) -> int:
+        return self._cache.fetches
 
     async def key_for(self, kid: str | None, alg: str) -> jwt.PyJWK:
         if alg not in ASYMMETRIC_ALGS:
             raise AuthError(f"algorithm {_shown(alg)} not allowed")
-        if self._keys is None or self._clock() - self._fetched_at >= self._ttl:
-            await self._refresh(force=False)
-        found = self._find(kid, alg)
-        if found is None and await self._refresh(force=True):
-            found = self._find(kid, alg)
+        found = self._find(await self._cache.get(), kid, alg)
+        if found is None and await self._cache.refresh(force=True):
+            found = self._find(self._cache.value or [], kid, alg)
         if found is None:
             raise AuthError(f"unknown signing key id {_shown(kid)} for {alg} (JWKS {self.url})")
         return _to_pyjwk(found, alg)
 
-    def _find(self, kid: str | None, alg: str) -> dict[str, Any] | None:
-        candidates = [k for k in self._keys or () if _usable(k, alg)]
+    @staticmethod
+    def _find(keys: list[dict[str, Any]], kid: str | None, alg: str) -> dict[str, Any] | None:
+        candidates = [k for k in keys if _usable(k, alg)]
         if kid is not None:
             matching = [k for k in candidates if k.get("kid") == kid]
             return matching[0] if matching else None
         # No kid: only unambiguous when one key fits.
         return candidates[0] if len(candidates) == 1 else None
 
-    async def _refresh(self, *, force: bool) -> bool:
-        """Fetch unless rate-limited; True when the keys are fresh (fetched by us or by a peer task)."""
-        seen = self._fetched_at
-        async with self._lock:
-            if self._fetched_at != seen:
-                return True  # another task fetched while we waited for the lock
-            now = self._clock()
-            if not force and self._keys is not None and now - self._fetched_at < self._ttl:
-                return True
-            if now - self._attempted_at < self._min_refetch:
-                if self._keys is None:
-                    raise AuthError(f"JWKS from {self.url} unavailable (last fetch failed; retry limited)")
-                return False
-            self._attempted_at = now
-            try:
-                keys = await self._fetch()
-            except AuthError:
-                if self._keys is None:
-                    raise
-                log.warning("JWKS refresh from %s failed; keeping the previous keys", self.url)
-                return False
-            self._keys = keys
-            self._fetched_at = now
-            return True
-
     async def _fetch(self) -> list[dict[str, Any]]:
-        self.fetches += 1
         try:
             async with self._http.get(
                 self.url,

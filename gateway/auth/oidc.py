@@ -22,11 +22,13 @@ from typing import Any
 import aiohttp
 
 from .identity import AuthError, Identity, claim_value, identity_from_claims
-from .jwks import JWKSCache, read_limited, safe_algorithms, verify_jwt
+from .jwks import FetchedCache, JWKSCache, read_limited, safe_algorithms, verify_jwt
 
 log = logging.getLogger("gateway.auth")
 
 PENDING_LIFETIME = 600.0  # seconds a user may spend at the identity provider
+DISCOVERY_TTL = 3600.0  # provider metadata is refetched this often (as the JWKS is), not per sign-in
+DISCOVERY_MIN_REFETCH = 30.0  # after a failed discovery, sign-ins fail fast until this has passed
 _MAX_RESPONSE_BYTES = 1024 * 1024
 _TIMEOUT = aiohttp.ClientTimeout(total=15)
 _FAILED = "Sign-in with your identity provider failed. Please try again."
@@ -105,6 +107,12 @@ class OIDCClient:
         self.metadata: dict[str, Any] | None = None
         self.jwks: JWKSCache | None = None
         self._auth_method = "client_secret_basic"
+        self._discovery = FetchedCache(
+            self._fetch_metadata,
+            what=f"OIDC discovery for {settings.issuer}",
+            ttl=DISCOVERY_TTL,
+            min_refetch=DISCOVERY_MIN_REFETCH,
+        )
 
     def __repr__(self) -> str:
         return f"OIDCClient(issuer={self.settings.issuer!r}, client_id={self.settings.client_id!r})"
@@ -137,6 +145,14 @@ class OIDCClient:
         return doc
 
     async def discover(self) -> None:
+        """The provider's metadata and signing keys, from cache (both live for an hour, not one sign-in)."""
+        meta = await self._discovery.get()
+        self.metadata = meta
+        if self.jwks is None or self.jwks.url != meta["jwks_uri"]:
+            ssl_context = self._ssl if isinstance(self._ssl, ssl.SSLContext) else None
+            self.jwks = JWKSCache(meta["jwks_uri"], self._http, ssl_context=ssl_context)
+
+    async def _fetch_metadata(self) -> dict[str, Any]:
         url = self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
         meta = await self._get_json(url, "OIDC discovery")
         if meta.get("issuer") != self.settings.issuer:
@@ -168,9 +184,7 @@ class OIDCClient:
                 f"({list(self._algs)!r})",
                 _FAILED,
             )
-        self.metadata = meta
-        ssl_context = self._ssl if isinstance(self._ssl, ssl.SSLContext) else None
-        self.jwks = JWKSCache(meta["jwks_uri"], self._http, ssl_context=ssl_context)
+        return meta
 
     def _meta(self) -> dict[str, Any]:
         if self.metadata is None:

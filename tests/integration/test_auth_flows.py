@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from yarl import URL
 from gateway.auth.cookie import generate_key
 from tests.support.browser import chromium, new_page
 from tests.support.gateway import ConsoleRefused, Operator, RunningGateway
-from tests.support.oidc import start_oidc_provider
+from tests.support.oidc import sign_in, start_oidc_provider
 from tests.support.rfb_client import RFBClient
 
 
@@ -381,6 +382,32 @@ async def test_oidc_callback_with_forged_state_is_refused(oidc_gateway: Callable
         assert status == 401
     finally:
         await operator.close()
+
+
+async def test_oidc_discovery_and_jwks_are_fetched_once_not_per_sign_in(
+    oidc_gateway: Callable[..., Any],
+) -> None:
+    """Issue 10 item 12: every start and callback fetched both afresh; now they are cached with a TTL."""
+    gateway, provider = await oidc_gateway()
+    for _ in range(2):
+        operator = Operator(gateway)
+        try:
+            for _abandoned_then_real in range(2):
+                async with operator.http.get(
+                    gateway.url + "/auth/oidc/start?next=/servers", allow_redirects=False
+                ) as response:
+                    assert response.status == 302
+                    authorization_url = response.headers["Location"]
+            query = await sign_in(authorization_url, redirect_uri=provider.redirect_uri)
+            status, _ = await operator.get("/auth/oidc/callback?" + urllib.parse.urlencode(query))
+            assert status == 302
+            status, me = await operator.get("/api/me")
+            assert (status, me["user"]) == (200, "alice")
+        finally:
+            await operator.close()
+    assert provider.requests("/.well-known/openid-configuration") == 1
+    assert provider.requests("/jwks") == 1
+    assert provider.requests("/token") == 2, "the count is of real traffic: one code exchange per sign-in"
 
 
 async def test_console_refused_for_user_without_permission(gateways: Callable[..., Any]) -> None:

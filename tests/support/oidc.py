@@ -47,6 +47,11 @@ class OIDCProvider:
         except OSError:
             return ""
 
+    def requests(self, path: str) -> int:
+        """How many requests for `path` the provider has served (it logs each path, without the query)."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return sum(1 for line in lines if line.startswith("request ") and line.rsplit(" ", 1)[-1] == path)
+
     def stop(self, timeout: float = 5.0) -> None:
         """End the node process we started, by its PID (SIGTERM, then SIGKILL)."""
         proc = self.process

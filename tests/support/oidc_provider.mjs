@@ -135,6 +135,8 @@ await new Promise((resolve, reject) => {
 });
 const issuer = `http://127.0.0.1:${server.address().port}`;
 const provider = new Provider(issuer, configuration);
+// One stderr line per request, the path without its query (which carries codes): tests count fetches.
+server.on('request', (req) => process.stderr.write(`request ${req.method} ${req.url.split('?')[0]}\n`));
 server.on('request', provider.callback());
 
 function stop() {
