@@ -5,7 +5,11 @@ EXPIRE. Because it cannot be read without counting, `check()` itself counts the 
 to multiples of `window` on the wall clock, so the wait is known without asking the store for a TTL.
 
 - per user: attempts since the last successful sign-in (a success resets it), against password guessing;
-- per address: every attempt from the address in the window, against spraying many user names.
+- per address: every attempt from the address in the window, against spraying many user names. It is
+  counted first, and an attempt it refuses does not count the name, so a refused address adds no keys.
+
+Stores: `RedisStore` (keys expire in Redis) or, on one replica, `WindowCounters` in gateway/state/memory.py
+(O(1) per attempt, bounded, names tried once are evicted before hammered counters).
 """
 
 from __future__ import annotations
@@ -25,41 +29,6 @@ class CounterStore(Protocol):
         ...
 
     async def reset(self, key: str) -> None: ...
-
-
-class MemoryCounterStore:
-    """In-process store for a single replica; bounded so a flood of distinct names cannot exhaust memory."""
-
-    def __init__(self, *, max_keys: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self._max_keys = max_keys
-        self._clock = clock
-        self._counters: dict[str, tuple[float, int]] = {}  # key -> (expires at, count); insertion ordered
-
-    def __len__(self) -> int:
-        return len(self._counters)
-
-    async def incr(self, key: str, window: float) -> int:
-        now = self._clock()
-        entry = self._counters.get(key)
-        if entry is None or entry[0] <= now:
-            self._counters.pop(key, None)
-            if len(self._counters) >= self._max_keys:
-                self._evict(now)
-            self._counters[key] = (now + window, 1)
-            return 1
-        count = entry[1] + 1
-        self._counters[key] = (entry[0], count)
-        return count
-
-    async def reset(self, key: str) -> None:
-        self._counters.pop(key, None)
-
-    def _evict(self, now: float) -> None:
-        for key in [k for k, (expires, _) in self._counters.items() if expires <= now]:
-            del self._counters[key]
-        # Still full: drop the oldest windows first (dict order is creation order).
-        while len(self._counters) >= self._max_keys:
-            del self._counters[next(iter(self._counters))]
 
 
 def _subject(kind: str, value: str) -> str:
@@ -94,16 +63,16 @@ class SignInThrottle:
     async def check(self, user: str, address: str) -> float | None:
         """Count this attempt; None if allowed, else the seconds until the window ends."""
         index, remaining = self._window()
-        user_count = await self._store.incr(f"{_subject('user', user)}:{index}", self.window)
         address_count = await self._store.incr(f"{_subject('addr', address)}:{index}", self.window)
-        if user_count > self.per_user or address_count > self.per_address:
-            if user_count == self.per_user + 1 or address_count == self.per_address + 1:
-                log.warning(
-                    "sign-in throttled (user attempts %d, address attempts %d) for %.0f s",
-                    user_count,
-                    address_count,
-                    remaining,
-                )
+        if address_count > self.per_address:
+            # Refused before the name is counted: a spraying address adds no key per name it tries.
+            if address_count == self.per_address + 1:
+                log.warning("sign-in throttled (address attempts %d) for %.0f s", address_count, remaining)
+            return max(remaining, 1.0)
+        user_count = await self._store.incr(f"{_subject('user', user)}:{index}", self.window)
+        if user_count > self.per_user:
+            if user_count == self.per_user + 1:
+                log.warning("sign-in throttled (user attempts %d) for %.0f s", user_count, remaining)
             return max(remaining, 1.0)
         return None
 

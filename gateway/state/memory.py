@@ -3,21 +3,81 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from gateway.state.base import Command, CommandHandler, ConsoleRecord, StateStore
 
 _MAX_KEYS = 100_000
+# Expired counters dropped per increment, per table: more than the one key an increment can add, so the
+# sweep keeps pace with arrivals.
+_SWEEP = 2
+
+
+class WindowCounters:
+    """Fixed-window counters (the sign-in throttle's): O(1) per increment, never more than `max_keys`.
+
+    Unauthenticated callers choose the keys (every user name tried, every address), so the table must
+    neither grow without bound nor cost more per attempt as it fills. Keys live in two tables ordered
+    oldest first: counted once, and counted again (moved there on their second count). Each increment
+    drops up to `_SWEEP` expired keys from the front of each. When the table is full, the oldest key
+    counted once is evicted, and a repeat only when no such key is left: a spray of fresh names evicts
+    other fresh names, not the count of a user or an address being hammered. An attacker who repeats
+    each sprayed name can still push out the oldest repeats, at about `max_keys` requests for one reset
+    counter (see docs/security.md, item 9).
+    """
+
+    def __init__(self, *, max_keys: int = _MAX_KEYS, clock: Callable[[], float] = time.monotonic) -> None:
+        if max_keys < 1:
+            raise ValueError("max_keys must be positive")
+        self.max_keys = max_keys
+        self._clock = clock
+        # key -> (expires at, count); OrderedDict, not dict: removing from the front of a plain dict
+        # leaves holes that the next look at its front walks over again.
+        self._once: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._again: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._once) + len(self._again)
+
+    async def incr(self, key: str, window: float) -> int:
+        now = self._clock()
+        self._sweep(self._once, now)
+        self._sweep(self._again, now)
+        entry = self._once.pop(key, None) or self._again.get(key)
+        if entry is not None and entry[0] > now:
+            count = entry[1] + 1
+            self._again[key] = (entry[0], count)  # a repeat keeps its place in `_again`
+            return count
+        self._again.pop(key, None)
+        if len(self) >= self.max_keys:
+            (self._once or self._again).popitem(last=False)
+        self._once[key] = (now + window, 1)
+        return 1
+
+    async def reset(self, key: str) -> None:
+        self._once.pop(key, None)
+        self._again.pop(key, None)
+
+    @staticmethod
+    def _sweep(table: OrderedDict[str, tuple[float, int]], now: float) -> None:
+        for _ in range(_SWEEP):
+            if not table:
+                return
+            key = next(iter(table))
+            if table[key][0] > now:
+                return
+            del table[key]
 
 
 class MemoryStore(StateStore):
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_counters: int = _MAX_KEYS) -> None:
         self._clock = clock
         self._consoles: dict[str, ConsoleRecord] = {}
         self._locks: dict[str, str] = {}
         self._revoked: dict[str, float] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
-        self._counters: dict[str, tuple[int, float]] = {}
+        self.counters = WindowCounters(max_keys=max_counters, clock=clock)
         self._handler: CommandHandler | None = None
 
     async def start(self, on_command: CommandHandler) -> None:
@@ -74,18 +134,10 @@ class MemoryStore(StateStore):
         return (1.0 - tokens) / rate
 
     async def incr(self, key: str, window: float) -> int:
-        now = self._clock()
-        count, until = self._counters.get(key, (0, now + window))
-        if until <= now:
-            count, until = 0, now + window
-        count += 1
-        self._counters[key] = (count, until)
-        if len(self._counters) > _MAX_KEYS:
-            self._counters = {k: v for k, v in self._counters.items() if v[1] > now}
-        return count
+        return await self.counters.incr(key, window)
 
     async def reset(self, key: str) -> None:
-        self._counters.pop(key, None)
+        await self.counters.reset(key)
 
     async def ping(self) -> None:
         return None

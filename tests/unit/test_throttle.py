@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auth.throttle import MemoryCounterStore, SignInThrottle
+from gateway.auth.throttle import SignInThrottle
+from gateway.state.memory import MemoryStore
 
 
 class Clock:
@@ -19,7 +20,7 @@ def clock() -> Clock:
 
 
 def throttle(clock: Clock, **limits: int) -> SignInThrottle:
-    return SignInThrottle(MemoryCounterStore(clock=clock), clock=clock, **limits)
+    return SignInThrottle(MemoryStore(clock=clock), clock=clock, **limits)
 
 
 async def fail(t: SignInThrottle, user: str, address: str) -> float | None:
@@ -70,7 +71,7 @@ async def test_per_address_limit_covers_many_user_names(clock: Clock) -> None:
 
 
 async def test_memory_store_fixed_window_and_reset(clock: Clock) -> None:
-    store = MemoryCounterStore(clock=clock)
+    store = MemoryStore(clock=clock)
     assert [await store.incr("k", 10) for _ in range(3)] == [1, 2, 3]
     clock.now += 10
     assert await store.incr("k", 10) == 1
@@ -79,20 +80,78 @@ async def test_memory_store_fixed_window_and_reset(clock: Clock) -> None:
     await store.reset("never-set")
 
 
-async def test_memory_store_is_bounded(clock: Clock) -> None:
-    store = MemoryCounterStore(max_keys=3, clock=clock)
-    for key in "abc":
-        await store.incr(key, 10)
-    clock.now += 5
-    await store.incr("d", 100)  # full: nothing expired, the oldest key goes
-    assert len(store) == 3
-    assert await store.incr("a", 10) == 1  # "a" was evicted, "b" goes now
-    clock.now += 6  # "c" expired
-    await store.incr("e", 10)
-    assert len(store) == 3
-    assert await store.incr("d", 100) == 2
+class CountingKey(str):
+    """A key that counts how often a table hashes it: the work an increment does, without a stopwatch."""
+
+    hashes = 0
+
+    def __hash__(self) -> int:
+        CountingKey.hashes += 1
+        return str.__hash__(self)
+
+
+async def test_a_million_distinct_names_cost_the_same_per_attempt_in_bounded_memory(clock: Clock) -> None:
+    """Issue 10, item 9: past 100,000 keys every increment rebuilt the whole table and nothing expired."""
+    store = MemoryStore(clock=clock)
+    cap = store.counters.max_keys
+    most = 0
+    for i in range(1_000_000):
+        key = CountingKey(f"signin:user:{i}")
+        before = CountingKey.hashes
+        assert await store.incr(key, 300) == 1
+        most = max(most, CountingKey.hashes - before)
+        assert most <= 16, f"attempt {i} hashed {most} keys"  # the old table rehashed all, 100,000
+        assert len(store.counters) <= cap, f"{len(store.counters)} keys after {i + 1} names"
+        clock.now += 0.001  # 1,000 names a second: the window holds 300,000 of them, more than the cap
+    assert len(store.counters) == cap
+
+
+async def test_expired_counters_are_swept_as_new_ones_arrive(clock: Clock) -> None:
+    store = MemoryStore(clock=clock)
+    for i in range(1000):
+        await store.incr(f"old-{i}", 10)
+    clock.now += 10
+    for i in range(1000):
+        await store.incr(f"new-{i}", 10)
+    assert len(store.counters) == 1000  # each increment dropped expired keys from the front
+
+
+async def test_when_full_names_tried_once_go_before_hammered_counters(clock: Clock) -> None:
+    store = MemoryStore(clock=clock, max_counters=3)
+    assert [await store.incr("hammered", 100) for _ in range(3)] == [1, 2, 3]
+    for key in "abcdef":
+        await store.incr(key, 100)
+    assert len(store.counters) == 3
+    assert await store.incr("hammered", 100) == 4  # kept while the flood of new names evicted each other
+    assert await store.incr("a", 100) == 1  # "a" was evicted by a later name
+
+
+async def test_an_address_over_its_limit_adds_no_per_name_counters(clock: Clock) -> None:
+    store = MemoryStore(clock=clock)
+    t = SignInThrottle(store, clock=clock, per_user=5, per_address=3)
+    for i in range(3):
+        assert await fail(t, f"user{i}", "192.0.2.1") is None
+    size = len(store.counters)
+    for i in range(1000):
+        assert await t.check(f"sprayed{i}", "192.0.2.1") is not None
+    assert len(store.counters) == size
+
+
+async def test_a_flood_of_new_names_does_not_evict_the_counters_under_attack(clock: Clock) -> None:
+    """Spraying from many addresses fills the table with counters at 1: those are evicted first."""
+    store = MemoryStore(clock=clock, max_counters=1000)
+    t = SignInThrottle(store, clock=clock, per_user=5, per_address=20)
+    for i in range(5):  # guessing alice's password from several addresses
+        assert await fail(t, "alice", f"198.51.100.{i}") is None
+    for i in range(20):  # one address trying many names
+        assert await fail(t, f"guess{i}", "203.0.113.9") is None
+    for i in range(200_000):  # then a botnet sprays fresh names
+        await t.check(f"name{i}", f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}")
+    assert len(store.counters) <= 1000
+    assert await t.check("alice", "192.0.2.200") is not None
+    assert await t.check("someone", "203.0.113.9") is not None
 
 
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError):
-        SignInThrottle(MemoryCounterStore(), per_user=0)
+        SignInThrottle(MemoryStore(), per_user=0)
