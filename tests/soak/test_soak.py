@@ -44,11 +44,13 @@ SERVERS = ("web-01", "db-01", "build-runner")
 IDLE = min(900.0, SECONDS / 2)
 INPUT_EVERY = IDLE / 3  # the idle warning comes at 2/3 of IDLE without input: never reached
 XK_SHIFT_L = 0xFFE1  # a key press that types nothing
-# Flat memory, after the first quarter (allocator arenas and caches warm): a least-squares line through
-# the gateway's RSS against consoles opened may rise at most SLOPE_LIMIT bytes per open, or, on runs too
-# short for RSS noise (a few pages either way) to average out, at most NOISE_FLOOR over the whole fit.
+# Flat memory: a least-squares line through the gateway's RSS against consoles opened, after the first
+# quarter, may rise at most SLOPE_LIMIT bytes per open, or NOISE_FLOOR over the whole fit. The process
+# climbs 10-20 MB over its first two thousand or so consoles (malloc's heap settling around 1.9 MB
+# frames) and then stays flat; the floor covers that on short runs, so the 60-second smoke catches
+# gross leaks (several KiB per console) and the 30-minute run anything above SLOPE_LIMIT.
 SLOPE_LIMIT = 256
-NOISE_FLOOR = 8 * MB
+NOISE_FLOOR = 16 * MB
 
 
 class _Forgetful(Seen):
