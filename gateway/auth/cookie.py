@@ -199,19 +199,25 @@ class SessionCodec:
         """Seal a short-lived value (e.g. a pending OIDC login) under the session keys.
 
         The purpose is bound into the authenticated data, so such a value can never pass as a session.
+        The payload is one member of an envelope (`{"t": issued, "p": payload}`), never merged into it,
+        so no key of the caller's can collide with the envelope's own fields. Values sealed by releases
+        before this envelope (pending OIDC sign-ins, at most 10 minutes old) read as malformed: that
+        sign-in starts again; session cookies do not use sealing and are unaffected.
         """
-        return self._seal({**payload, "_t": now}, _AAD_LABEL + b"/" + purpose.encode())
+        return self._seal({"t": now, "p": payload}, _AAD_LABEL + b"/" + purpose.encode())
 
     def unseal(self, value: str, *, purpose: str, max_age: float, now: float) -> dict[str, object]:
         plain, _kid = self._open(value, _AAD_LABEL + b"/" + purpose.encode())
         try:
-            obj = json.loads(plain)
-            issued = float(obj.pop("_t"))
-        except (ValueError, KeyError, TypeError, AttributeError):
+            envelope = json.loads(plain)
+            issued, payload = float(envelope["t"]), envelope["p"]
+            if not isinstance(payload, dict):
+                raise TypeError("payload")
+        except (ValueError, KeyError, TypeError):
             raise SessionError(f"{purpose} cookie malformed (authenticated but unreadable payload)") from None
-        if not isinstance(obj, dict) or now - issued > max_age:
+        if now - issued > max_age:
             raise SessionError(f"{purpose} cookie expired")
-        return obj
+        return payload
 
     def decode(self, value: str, *, now: float) -> SessionData:
         plain, kid = self._open(value)

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from gateway.auth.cookie import (
+    _AAD_LABEL,
     COOKIE_NAME,
     MAX_COOKIE_VALUE,
     SessionCodec,
@@ -201,3 +202,17 @@ def test_session_data_from_identity_fields() -> None:
     assert isinstance(data, SessionData)
     assert (data.user, data.groups, data.email, data.method) == ("alice", ALICE.groups, ALICE.email, "oidc")
     assert data.created == data.last_seen == NOW
+
+
+def test_sealed_payload_keys_never_meet_the_envelope() -> None:
+    c = codec(os.urandom(32))
+    for payload in ({"_t": ""}, {"t": "x", "p": {}}, {}):
+        sealed = c.seal(payload, purpose="oidc", now=NOW)
+        assert c.unseal(sealed, purpose="oidc", max_age=60, now=NOW) == payload
+    with pytest.raises(SessionError, match="expired"):
+        c.unseal(c.seal({}, purpose="oidc", now=NOW), purpose="oidc", max_age=60, now=NOW + 61)
+    # A value sealed in the previous, merged format (a sign-in in flight across the upgrade) is refused
+    # as malformed, never misread: that sign-in starts again.
+    legacy = c._seal({"state": "s", "_t": NOW}, _AAD_LABEL + b"/oidc")
+    with pytest.raises(SessionError, match="malformed"):
+        c.unseal(legacy, purpose="oidc", max_age=60, now=NOW)
