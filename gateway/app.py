@@ -116,4 +116,5 @@ async def _shutdown(gw: Gateway) -> None:
             await provider.close()
     await gw.http.close()
     await gw.upstream_http.close()
+    gw.passwords.close()
     gw.audit.close()

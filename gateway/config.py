@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.auth.passwords import check_hash
 from gateway.policy import PolicyConfig
 
 ENV_PREFIX = "NOVNC_GATEWAY__"
@@ -153,6 +154,7 @@ class LocalUser(Section):
     def _hash(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith("scrypt$"):
             raise ValueError("must be a scrypt hash made by `novnc-gateway hash-password`")
+        check_hash(value.get_secret_value())  # a typo fails here, not as a 500 at the first sign-in
         return value
 
 

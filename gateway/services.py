@@ -21,6 +21,7 @@ from gateway.auth.assertion import AssertionVerifier
 from gateway.auth.cookie import SessionCodec, parse_key
 from gateway.auth.jwks import JWKSCache
 from gateway.auth.oidc import OIDCClient, OIDCSettings
+from gateway.auth.passwords import PasswordPool
 from gateway.auth.proxy_headers import TrustedHeaders
 from gateway.auth.throttle import SignInThrottle
 from gateway.clouds.base import CloudProvider
@@ -94,6 +95,7 @@ class Gateway:
     draining: bool = False
     last_cloud_ok: float = 0.0
     started: float = field(default_factory=time.time)
+    passwords: PasswordPool = field(default_factory=PasswordPool)
 
     # Rebuilt from config by `apply_config`.
     policy: Policy = field(init=False)

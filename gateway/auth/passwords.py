@@ -6,12 +6,15 @@ The parameters travel with the hash so they can be raised later without invalida
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import os
+import threading
 import unicodedata
+from concurrent.futures import Future, ThreadPoolExecutor
 
 DEFAULT_LN = 15
 DEFAULT_R = 8
@@ -23,6 +26,11 @@ _HASH_BYTES = 32
 _LN_RANGE = range(10, 21)
 _R_RANGE = range(1, 33)
 _P_RANGE = range(1, 17)
+# Off-loop checks: at most this many at once (CPU, and 32 MiB each at the default cost) ...
+HASH_WORKERS = 2
+# ... and at most this many running or waiting; beyond that a sign-in is refused at once. At ~100 ms a
+# check, the last one waits about 1.6 s.
+MAX_PENDING = 32
 
 # A hash of a random password nobody knows. Verifying against it for unknown users makes their sign-in take
 # as long as a real user's, so response time does not reveal which user names exist.
@@ -101,3 +109,51 @@ def verify_unknown_user(password: str) -> bool:
     """Spend the same time as a real verification, then fail: use it when the user name does not exist."""
     verify_password(password, DUMMY_HASH)
     return False
+
+
+class PasswordPoolBusy(Exception):
+    """More checks are running or waiting than the pool allows: refuse now rather than queue more."""
+
+
+class PasswordPool:
+    """Password checks on a few worker threads, never on the event loop.
+
+    scrypt takes about 100 ms a check; on the loop that froze every console on the replica for as long,
+    once per sign-in attempt. `hashlib.scrypt` releases the GIL, so the loop relays on while a worker
+    hashes. `workers` bounds the CPU and memory in use; `max_pending` bounds the work a sign-in spray
+    can pile up. A check counts until its thread is done with it, even if the request that asked for it
+    has gone, so abandoned requests cannot queue unbounded work either.
+    """
+
+    def __init__(self, *, workers: int = HASH_WORKERS, max_pending: int = MAX_PENDING) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="password-check")
+        self._max_pending = max_pending
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    async def verify(self, password: str, encoded: str | None) -> bool:
+        """`verify_password`, or for an unknown user (`encoded` None) `verify_unknown_user`, off the loop.
+
+        Raises PasswordPoolBusy when `max_pending` checks are already running or waiting."""
+        with self._lock:
+            if self._pending >= self._max_pending:
+                raise PasswordPoolBusy
+            self._pending += 1
+        try:
+            if encoded is None:
+                work = self._executor.submit(verify_unknown_user, password)
+            else:
+                work = self._executor.submit(verify_password, password, encoded)
+        except BaseException:
+            self._done(None)
+            raise
+        work.add_done_callback(self._done)
+        return await asyncio.wrap_future(work)
+
+    def _done(self, _: Future[bool] | None) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def close(self) -> None:
+        """Drop checks not yet started and wait for the running ones (at most one scrypt each)."""
+        self._executor.shutdown(wait=True, cancel_futures=True)

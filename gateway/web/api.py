@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway.auth.cookie import SessionData
 from gateway.auth.identity import Identity
-from gateway.auth.passwords import DUMMY_HASH, verify_password
+from gateway.auth.passwords import PasswordPoolBusy
 from gateway.clouds.base import CloudError, CloudErrorKind, Server
 from gateway.policy import Decision, Permission
 from gateway.sessions import CLOSE_LOGGED_OUT
@@ -76,8 +76,13 @@ async def login(request: web.Request) -> web.Response:
             retry_after=int(wait) + 1,
         )
     stored = gw.local_users.get(user)
-    # Verify against a dummy hash for unknown users so timing does not reveal who exists.
-    ok = verify_password(password, stored[0] if stored else DUMMY_HASH) and stored is not None
+    try:
+        # Unknown users are checked against a dummy hash, so timing does not reveal who exists.
+        ok = await gw.passwords.verify(password, stored[0] if stored else None)
+    except PasswordPoolBusy:
+        gw.metrics.signins_total.labels(method="local", outcome="busy").inc()
+        gw.audit.emit("login_failed", **audit_base(request), user=user, method="local", reason="busy")
+        return json_error(503, "Too many sign-ins at once; try again in a moment", code="busy", retry_after=1)
     if not ok or stored is None:
         await gw.throttle.failed(user, client)
         gw.metrics.signins_total.labels(method="local", outcome="failed").inc()

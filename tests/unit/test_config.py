@@ -12,7 +12,7 @@ from gateway.auth.cookie import generate_key
 from gateway.config import ConfigError, load_config, parse_duration
 
 KEY = generate_key()
-HASH = "scrypt$ln=4,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$" + "A" * 43
+HASH = "scrypt$ln=10,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$" + "A" * 43
 
 MINIMAL = f"""
 [session]
@@ -124,6 +124,21 @@ def test_secret_values_never_appear_in_errors(tmp_path: Path) -> None:
 )
 def test_malformed_configs_name_the_problem(tmp_path: Path, text: str, expected: str) -> None:
     assert any(expected in p for p in problems(tmp_path, text)), problems(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("encoded", "expected"),
+    [
+        ("scrypt$ln=10,r=8,p=1$AAAA$AAAAAAAAAAAAAAAAAAAAAA", "salt is shorter"),
+        ("scrypt$ln=30,r=8,p=1$AAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAA", "out of range"),
+        ("scrypt$ln=10,r=8,p=1$AAAAAAAAAAA$not*base64", "digest is not valid base64"),
+    ],
+)
+def test_a_malformed_password_hash_fails_at_start_up(tmp_path: Path, encoded: str, expected: str) -> None:
+    """Not at the first sign-in, where verifying it raised and the user got a 500."""
+    found = problems(tmp_path, MINIMAL.replace(HASH, encoded))
+    assert any(p.startswith("auth.local.users[0].password_hash") and expected in p for p in found), found
+    assert not any(encoded.split("$")[2] in p for p in found)  # a hash is a secret: never quoted back
 
 
 def test_durations() -> None:
