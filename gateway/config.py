@@ -48,7 +48,7 @@ def parse_duration(value: object) -> object:
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError(f"{value!r} is not a duration (use seconds, or a number with ms/s/m/h/d)")
+            raise ValueError("not a duration (use seconds, or a number with ms/s/m/h/d)")
         return float(match.group(1)) * _UNITS[match.group(2)]
     return value
 
@@ -60,11 +60,11 @@ def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:
     """Split ``host:port`` / ``[v6]:port``; the port is mandatory so a listen address is never ambiguous."""
     match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d+)|([^:\[\]]+):(\d+)", value.strip())
     if not match:
-        raise ValueError(f"{what} {value!r} must look like host:port or [v6addr]:port")
+        raise ValueError(f"{what} must look like host:port or [v6addr]:port")
     host = match.group(1) or match.group(3)
     port = int(match.group(2) or match.group(4))
     if not 0 <= port <= 65535:
-        raise ValueError(f"port {port} is out of range")
+        raise ValueError(f"{what} has a port out of range (0-65535)")
     return host, port
 
 
@@ -99,19 +99,19 @@ class ServerSection(Section):
     @field_validator("public_origins")
     @classmethod
     def _origins(cls, values: list[str]) -> list[str]:
-        for origin in values:
+        for i, origin in enumerate(values):
             if not re.fullmatch(r"https?://[^/\s?#]+", origin):
-                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+                raise ValueError(f"entry {i} is not an origin (scheme://host[:port], no path)")
         return [o.lower() for o in values]
 
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
-        for network in values:
+        for i, network in enumerate(values):
             try:
                 ipaddress.ip_network(network, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{network!r} is not an IP network: {exc}") from None
+            except ValueError:  # its message quotes the value
+                raise ValueError(f"entry {i} is not an IP address or network (like 10.0.0.0/8)") from None
         return values
 
     @model_validator(mode="after")
@@ -168,9 +168,9 @@ class LocalAuth(Section):
     @model_validator(mode="after")
     def _unique(self) -> LocalAuth:
         names = [u.name for u in self.users]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = [i for i, n in enumerate(names) if names.count(n) > 1]
         if dupes:
-            raise ValueError(f"duplicate local user(s): {', '.join(dupes)}")
+            raise ValueError(f"users: entries {', '.join(map(str, dupes))} have the same name")
         return self
 
 
@@ -360,9 +360,9 @@ class GatewayConfig(Section):
                 "session.keys: at least one key is required (make one with `novnc-gateway keygen`)"
             )
         names = [c.name for c in self.clouds]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = [i for i, n in enumerate(names) if names.count(n) > 1]
         if dupes:
-            raise ValueError(f"clouds: duplicate cloud name(s): {', '.join(dupes)}")
+            raise ValueError(f"clouds: entries {', '.join(map(str, dupes))} have the same name")
         auth = self.auth
         if not (
             auth.local.enabled or auth.oidc.enabled or auth.proxy_jwt.enabled or auth.proxy_headers.enabled
@@ -372,7 +372,12 @@ class GatewayConfig(Section):
 
 
 class ConfigError(Exception):
-    """Every problem found, one per line, each naming its key; never the value of a secret."""
+    """Every problem found, one per line, each naming its key and what was expected.
+
+    No line quotes a value from the configuration, so a secret pasted under the wrong key never reaches a
+    log. The one exception is the policy section: its rule names and match entries (users, groups, tags)
+    are access vocabulary that audit lines and `explain` output carry anyway.
+    """
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
@@ -464,10 +469,10 @@ def _read_secret_files(node: Any, path: tuple[str, ...], problems: list[str]) ->
             try:
                 content = Path(value).read_text(encoding="utf-8").strip()
             except OSError as exc:
-                problems.append(f"{_dotted((*path, key))}: cannot read {value}: {exc.strerror}")
+                problems.append(f"{_dotted((*path, key))}: cannot read the file it names: {exc.strerror}")
                 continue
             except ValueError:  # a NUL in the path, or a file that is not UTF-8 text
-                problems.append(f"{_dotted((*path, key))}: cannot read {value!r}: not a UTF-8 text file path")
+                problems.append(f"{_dotted((*path, key))}: cannot read the file it names (path or UTF-8)")
                 continue
             del node[key]
             if base == "keys":

@@ -1,5 +1,6 @@
 """Config loading from hostile files and environments: a GatewayConfig or a ConfigError naming keys,
-never another exception, and never the value of a secret in the error text."""
+never another exception, and never a value from the configuration in the error text (the policy section
+excepted, see ConfigError): SECRET, placed under any key, stands for a secret pasted in the wrong place."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.config import ConfigError, GatewayConfig, load_config
@@ -93,12 +94,16 @@ def _load(path: Path | None, env: dict[str, str]) -> None:
     except ConfigError as exc:
         text = str(exc)
         assert text and all(line.strip() for line in exc.problems)
-        assert SECRET not in text, "a secret value was echoed in a config error"
+        echoed = [line for line in exc.problems if SECRET in line and not line.startswith("policy")]
+        assert not echoed, "a value was echoed in a config error"
         return
     assert isinstance(config, GatewayConfig)
 
 
 @given(config_docs())
+@example({"session": {"idle_lifetime": SECRET}})  # `make fuzz` found it: the value was quoted back
+@example({"server": {"listen": SECRET, "public_origins": [SECRET], "trusted_proxies": [SECRET]}})
+@example({"session": {"keys_file": SECRET}, "clouds": [{"secret_key_file": "/nonexistent/" + SECRET}]})
 def test_config_shaped_documents(doc: dict[str, Any]) -> None:
     tried("config: config-shaped TOML")
     path = _DIR / "doc.toml"
