@@ -24,7 +24,7 @@ class RFBProtocolError(ValueError):
 class FilterResult:
     forward: bytes  # exactly the bytes to send upstream (may be the fed object itself)
     dropped: int  # whole messages dropped in this call (counted when their header is seen)
-    input_events: int  # key/pointer/clipboard messages seen, forwarded or dropped
+    input_events: int  # key/pointer/clipboard messages forwarded (dropped input is not activity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +216,8 @@ class ClientMessageFilter:
                         self._note_encodings(buf, pos, size)
                         pos += size
                         continue
-                if kind.is_input:
-                    inputs += 1
+                    if kind.is_input:
+                        inputs += 1
                 take = min(size, avail)
                 pos += take
                 self._skip = size - take

@@ -394,12 +394,9 @@ def _greeter(holder: list[WsUpstream]) -> WsScript:
     return script
 
 
-@pytest.mark.parametrize("view_only", [False, True])
-async def test_idle_warning_then_idle_close(peers: Peers, view_only: bool) -> None:
+async def test_idle_warning_then_idle_close(peers: Peers) -> None:
     holder: list[WsUpstream] = []
-    gw, upstream = await peers.via_ws(
-        _greeter(holder), view_only=view_only, idle_timeout=0.8, idle_warning=0.4
-    )
+    gw, upstream = await peers.via_ws(_greeter(holder), idle_timeout=0.8, idle_warning=0.4)
     holder.append(upstream)
     browser = await peers.browser(gw)
     await receive_bytes(browser, len(GREETING))
@@ -413,7 +410,7 @@ async def test_idle_warning_then_idle_close(peers: Peers, view_only: bool) -> No
 
     assert await next_notice() == {"type": "idle_warning", "seconds_left": 1}
     last_input_before = gw.relays[0].stats.last_input
-    await browser.send_bytes(KEY)  # input (dropped in view-only, still activity)
+    await browser.send_bytes(KEY)  # input: activity
     assert await next_notice() == {"type": "idle_warning", "seconds_left": 1}  # a new idle period
     assert gw.relays[0].stats.last_input > last_input_before
     assert await receive_close(browser) == (4408, "Closed after 0.8 seconds without input")
@@ -421,6 +418,31 @@ async def test_idle_warning_then_idle_close(peers: Peers, view_only: bool) -> No
     assert upstream.close_code == 1000
     info = await gw.result()
     assert (info.by, info.code) == ("gateway", 4408)
+    await gw.assert_clean()
+
+
+async def test_input_dropped_in_view_only_does_not_reset_the_idle_timer(peers: Peers) -> None:
+    """Issue 10 item 12: a viewer's keys and pointer go nowhere, so they are not activity either."""
+    holder: list[WsUpstream] = []
+    gw, upstream = await peers.via_ws(_greeter(holder), view_only=True, idle_timeout=0.8, idle_warning=0.4)
+    holder.append(upstream)
+    browser = await peers.browser(gw)
+    await receive_bytes(browser, len(GREETING))
+    await browser.send_bytes(HANDSHAKE + FBUR)
+    async with asyncio.timeout(5):
+        warning = await browser.receive()
+    assert warning.type is WSMsgType.TEXT and json.loads(warning.data)["type"] == "idle_warning"
+    last_input_before = gw.relays[0].stats.last_input
+    await browser.send_bytes(KEY + POINTER + cut_text(b"typed at a viewer"))
+    # No second warning, no new idle period: the close comes next, on the first period's schedule.
+    async with asyncio.timeout(5):
+        msg = await browser.receive()
+    assert (msg.type, msg.data) == (WSMsgType.CLOSE, 4408), msg  # old code: a second warning here
+    assert msg.extra == "Closed after 0.8 seconds without input"
+    assert gw.relays[0].stats.last_input == last_input_before
+    assert gw.relays[0].stats.dropped == 3
+    await asyncio.wait_for(upstream.done.wait(), 5)
+    assert upstream.received == [HANDSHAKE + FBUR]  # the input went nowhere
     await gw.assert_clean()
 
 
