@@ -46,9 +46,9 @@ INPUT_EVERY = IDLE / 3  # the idle warning comes at 2/3 of IDLE without input: n
 XK_SHIFT_L = 0xFFE1  # a key press that types nothing
 # Flat memory: a least-squares line through the gateway's RSS against consoles opened, after the first
 # quarter, may rise at most SLOPE_LIMIT bytes per open, or NOISE_FLOOR over the whole fit. The process
-# climbs 10-20 MB over its first two thousand or so consoles (malloc's heap settling around 1.9 MB
-# frames) and then stays flat; the floor covers that on short runs, so the 60-second smoke catches
-# gross leaks (several KiB per console) and the 30-minute run anything above SLOPE_LIMIT.
+# climbs 10-20 MB over its first two thousand or so consoles (allocator and caches warming up) and then
+# stays flat; the floor covers that on short runs, so the 60-second smoke catches gross leaks (several
+# KiB per console) and the 30-minute run anything above SLOPE_LIMIT.
 SLOPE_LIMIT = 256
 NOISE_FLOOR = 16 * MB
 
