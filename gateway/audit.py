@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gateway.logs import json_line
+
 __all__ = ["COMMON_FIELDS", "EVENTS", "FIELDS", "AuditLog", "EventSpec", "FieldSpec", "format_ts", "scrub"]
 
 log = logging.getLogger(__name__)
@@ -284,7 +286,8 @@ class AuditLog:
 
     def emit(self, event: str, **fields: object) -> dict[str, object]:
         record = build_record(event, format_ts(self._clock()), fields)
-        line = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n"
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        line = json_line(text) + "\n"  # one line even for NEL / U+2028 in a reason
         with self._lock:
             if self._closed:  # late events during shutdown: say so, do not crash the caller
                 self.write_errors += 1

@@ -17,8 +17,34 @@ _SECRET_PARAM = re.compile(
 )
 
 
+# What a reader could take for the end of a line or a terminal could act on: C0 (LF, CR, ESC, ...), DEL, C1
+# (NEL, ...), and the Unicode line and paragraph separators (str.splitlines() breaks on all of these).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Of those, what json.dumps(ensure_ascii=False) leaves raw; it can only occur inside a JSON string.
+_JSON_RAW = re.compile("[\x7f-\x9f\u2028\u2029]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def scrub(text: str) -> str:
     return _SECRET_PARAM.sub(r"\1***", text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def one_line(text: str) -> str:
+    """`text` with every control character escaped (`\\n`, `\\x1b`, `\\u2028`): one record, one line,
+    whatever a user put into a value (a close reason, a server id from the URL)."""
+    return _CONTROL.sub(_escape, text)
+
+
+def json_line(text: str) -> str:
+    """A `json.dumps(..., ensure_ascii=False)` result with the line breaks it leaves raw (NEL, U+2028,
+    U+2029) and the other C1 controls written as `\\uXXXX` escapes: still the same JSON, on one line."""
+    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 class _Context(logging.Filter):
@@ -28,14 +54,31 @@ class _Context(logging.Filter):
 
 
 class PlainFormatter(logging.Formatter):
+    """One line per record, control characters escaped; a traceback follows on lines of its own, each
+    indented, so every line that starts at column 0 starts a record the gateway wrote."""
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        return scrub(super().format(record))
+        # Not super().format(): it caches the traceback text on the record, shared with other handlers.
+        record.message = record.getMessage()
+        record.asctime = self.formatTime(record, self.datefmt)
+        text = one_line(self.formatMessage(record))
+        extra = []
+        if record.exc_info:
+            extra.append(self.formatException(record.exc_info))
+        if record.stack_info:
+            extra.append(self.formatStack(record.stack_info))
+        for block in extra:
+            text += "".join(f"\n    {one_line(line)}" for line in block.split("\n"))
+        return scrub(text)
 
 
 class JSONFormatter(logging.Formatter):
+    """One JSON object per line. Values are masked before encoding: masking the encoded text could take
+    the backslash of an escaped quote and leave the line unparseable."""
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -43,11 +86,11 @@ class JSONFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
-            "message": record.getMessage(),
+            "message": scrub(record.getMessage()),
         }
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return scrub(json.dumps(entry, ensure_ascii=False))
+            entry["exception"] = scrub(self.formatException(record.exc_info))
+        return json_line(json.dumps(entry, ensure_ascii=False))
 
 
 def setup_logging(fmt: str = "plain", level: str = "info") -> None:

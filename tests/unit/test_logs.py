@@ -55,3 +55,30 @@ def test_plain_lines_carry_request_id_and_no_token() -> None:
     line = _emit(PlainFormatter(), "connect to %s", "https://h/vnc_auto.html?token=SECRET&lang=EN")
     assert "[req-42]" in line
     assert "SECRET" not in line
+
+
+def test_plain_tracebacks_cannot_start_a_line_of_their_own() -> None:
+    """Exception text is indented under its record, so a line break in its message forges nothing."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(_Context())
+    handler.setFormatter(PlainFormatter())
+    logger = logging.getLogger("test.logs.exc")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        raise ValueError("bad id x\n2026-01-01 00:00:00,000 INFO gateway forged\r\x1b[2K")
+    except ValueError:
+        logger.exception("refused %s", "y\u2028z")
+    finally:
+        logger.removeHandler(handler)
+    first, *rest = stream.getvalue().rstrip("\n").split("\n")
+    assert first.endswith("refused y\\u2028z")
+    assert rest and all(line.startswith("    ") for line in rest), rest
+    assert any("forged\\r\\x1b[2K" in line for line in rest)
+
+
+def test_json_lines_stay_one_valid_object_whatever_the_message() -> None:
+    line = _emit(JSONFormatter(), "id %s", 'token=abc"x\u2028y\x85z\n')
+    assert len(line.splitlines()) == 1
+    assert json.loads(line)["message"] == 'id token=***"x\u2028y\x85z\n'
