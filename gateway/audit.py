@@ -96,6 +96,11 @@ _SERVER = ("server_name", "project_id", "region")
 EVENTS: dict[str, EventSpec] = {
     "login": EventSpec("a user signed in", required=("user", "method")),
     "login_failed": EventSpec("a sign-in attempt failed", required=("method", "reason")),
+    "identity_changed": EventSpec(
+        "the identity source now gives a signed-in user other groups or e-mail (groups: the new ones); "
+        "their session was updated and their live consoles re-decided",
+        required=("user", "method"),
+    ),
     "logout": EventSpec(
         "a user signed out (or the session was ended)",
         required=("user",),

@@ -13,33 +13,10 @@ from aiohttp import web
 
 from gateway.app import build_app, build_metrics_app
 from gateway.config import GatewayConfig, load_config, parse_host_port
-from gateway.policy import Permission
-from gateway.sessions import CLOSE_DRAINING, CLOSE_POLICY
+from gateway.sessions import CLOSE_DRAINING
 from gateway.web.keys import GATEWAY
 
 log = logging.getLogger("gateway")
-
-
-def reapply_policy(app: web.Application) -> int:
-    """After a reload, close live consoles whose permission went down (control->view, or none)."""
-    gw = app[GATEWAY]
-    order = {Permission.NONE: 0, Permission.VIEW: 1, Permission.CONTROL: 2}
-    closed = 0
-    for live in list(gw.registry.local.values()):
-        if live.server is None:
-            continue
-        record = live.record
-        decision = gw.policy.decide(record.user, record.groups, live.server)
-        if order[decision.permission] < order[Permission(record.permission)]:
-            live.terminate(
-                CLOSE_POLICY,
-                "Your permission on this server changed; reopen the console"
-                if decision.permission is not Permission.NONE
-                else "Your access to this server was withdrawn",
-                "policy",
-            )
-            closed += 1
-    return closed
 
 
 def reload(app: web.Application, path: Path | None) -> None:
@@ -52,9 +29,10 @@ def reload(app: web.Application, path: Path | None) -> None:
         gw.audit.emit("config_reloaded", request_id=None, outcome="error", error=str(exc).splitlines()[0])
         return
     gw.audit.reopen()
-    closed = reapply_policy(app)
+    # Users, their groups and the policy may all have changed: re-decide every live console on this replica.
+    closed = gw.redecide(lambda r: gw.current_groups(r.user, r.method, r.groups))
     gw.audit.emit("config_reloaded", request_id=None, outcome="ok", terminated=closed)
-    log.info("config reloaded; %d console(s) closed by reduced permissions", closed)
+    log.info("config reloaded; %d console(s) closed by reduced permissions or removed users", closed)
 
 
 async def drain(app: web.Application, grace: float) -> None:

@@ -12,6 +12,7 @@ import secrets
 import socket
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -19,6 +20,7 @@ import aiohttp
 from gateway.audit import AuditLog
 from gateway.auth.assertion import AssertionVerifier
 from gateway.auth.cookie import SessionCodec, parse_key
+from gateway.auth.identity import Identity
 from gateway.auth.jwks import JWKSCache
 from gateway.auth.oidc import OIDCClient, OIDCSettings
 from gateway.auth.passwords import PasswordPool
@@ -30,13 +32,15 @@ from gateway.clouds.huawei.iam import IAMTokenAuth
 from gateway.clouds.huawei.signer import Credentials
 from gateway.config import CloudSection, GatewayConfig
 from gateway.metrics import Metrics
-from gateway.policy import Policy
-from gateway.sessions import ConsoleRegistry
-from gateway.state.base import StateStore
+from gateway.policy import Permission, Policy
+from gateway.sessions import CLOSE_EXPIRED, CLOSE_POLICY, ConsoleRegistry
+from gateway.state.base import ConsoleRecord, StateStore
 from gateway.upstream import HostAllowlist, build_ssl_context
 from gateway.web.http import IPNetwork, parse_networks
 
 log = logging.getLogger("gateway")
+
+REASON_REMOVED = "Your sign-in is no longer valid; the console was closed"
 
 
 def _secret(value: object) -> str:
@@ -112,6 +116,7 @@ class Gateway:
 
     def __post_init__(self) -> None:
         self.apply_config(self.config)
+        self.registry.on_identity = self.identity_changed
 
     def apply_config(self, config: GatewayConfig) -> None:
         """Build every config-derived part first, then swap them in together (no half-applied reload)."""
@@ -194,3 +199,55 @@ class Gateway:
         self.assertion = assertion
         self.trusted_headers = headers
         self.local_users = users
+
+    def current_groups(self, user: str, method: str, last_known: Sequence[str]) -> tuple[str, ...] | None:
+        """The groups that govern `user` now. A local user's come from the running config (None once the
+        user is removed, or local sign-in is off); anyone else's are what their identity source last
+        asserted (`last_known`), since the gateway learns a change only when the source says so."""
+        if method != "local":
+            return tuple(last_known)
+        entry = self.local_users.get(user)
+        return None if entry is None else entry[1]
+
+    def redecide(self, groups_of: Callable[[ConsoleRecord], Sequence[str] | None]) -> int:
+        """Re-decide this replica's live consoles with each user's current groups and the current policy.
+
+        The one mechanism behind a reload and an identity change: `groups_of` says a console's user's
+        groups now (None: the user no longer exists, the console closes with 4004). A console whose
+        permission went down closes with 4003 and the reason; the page offers to reopen, which gives the
+        new permission (view, or a refusal). A live relay is not switched to view-only in place: the page
+        and the RFB stream were set up for control (cursor, keyboard capture, clipboard), and a clean reopen
+        is easier to reason about than a mid-stream change of the filter. Returns how many were closed.
+        """
+        rank = {Permission.NONE: 0, Permission.VIEW: 1, Permission.CONTROL: 2}
+        closed = 0
+        for live in list(self.registry.local.values()):
+            if live.server is None or live.closed_by is not None:
+                continue
+            record = live.record
+            groups = groups_of(record)
+            if groups is None:
+                live.terminate(CLOSE_EXPIRED, REASON_REMOVED, "user_removed")
+                closed += 1
+                continue
+            record.groups = list(groups)
+            permission = self.policy.decide(record.user, groups, live.server).permission
+            if rank[permission] < rank[Permission(record.permission)]:
+                live.terminate(
+                    CLOSE_POLICY,
+                    "Your access to this server was withdrawn"
+                    if permission is Permission.NONE
+                    else "Your permission on this server changed; reopen the console",
+                    "policy",
+                )
+                closed += 1
+        return closed
+
+    def identity_changed(self, identity: Identity) -> int:
+        """Re-decide the live consoles of `identity`'s user (signed in by its method) with its groups."""
+        closed = self.redecide(
+            lambda r: identity.groups if (r.user, r.method) == (identity.user, identity.method) else r.groups
+        )
+        if closed:
+            log.info("%d console(s) of %s closed: their groups changed", closed, identity.user)
+        return closed

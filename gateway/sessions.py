@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.auth.identity import Identity
 from gateway.clouds.base import Server
 from gateway.relay import Relay
 from gateway.state.base import Command, ConsoleRecord, StateStore, StateUnavailable
@@ -57,6 +58,9 @@ class ConsoleRegistry:
         self.store = store
         self.replica = replica
         self.local: dict[str, LiveConsole] = {}
+        # Re-decides this replica's consoles when a user's identity changed (set by the Gateway, which
+        # knows the policy); fed by `publish_identity` from whichever replica saw the change.
+        self.on_identity: Callable[[Identity], int] | None = None
         self._sync_interval = sync_interval
         self._tick = tick
         self._sync_task: asyncio.Task[None] | None = None
@@ -127,6 +131,17 @@ class ConsoleRegistry:
             {"op": "terminate", "by": by, "code": code, "reason": reason, "match": match}
         )
 
+    async def publish_identity(self, identity: Identity) -> None:
+        """Ask every replica to re-decide the live consoles of `identity`'s user with its groups now."""
+        await self.store.publish(
+            {
+                "op": "identity",
+                "user": identity.user,
+                "method": identity.method,
+                "groups": list(identity.groups),
+            }
+        )
+
     def terminate_local(
         self, predicate: Callable[[ConsoleRecord], bool], *, code: int, reason: str, by: str
     ) -> int:
@@ -136,6 +151,11 @@ class ConsoleRegistry:
         return len(hits)
 
     async def _on_command(self, command: Command) -> None:
+        if command.get("op") == "identity":
+            if self.on_identity is not None:
+                groups = tuple(str(g) for g in command.get("groups", ()))
+                self.on_identity(Identity(str(command["user"]), groups, method=str(command["method"])))
+            return
         if command.get("op") != "terminate":
             return
         match = {k: v for k, v in command.get("match", {}).items() if v is not None}

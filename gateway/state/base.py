@@ -31,6 +31,7 @@ class ConsoleRecord:
     started: float
     replica: str
     groups: list[str] = field(default_factory=list)
+    method: str = ""  # how the user signed in: with `user`, whose identity a re-decision concerns
     bytes_to_browser: int = 0
     bytes_to_upstream: int = 0
     state: str = "connecting"

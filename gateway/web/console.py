@@ -125,6 +125,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
             id=console_id,
             user=session.user,
             groups=list(session.groups),
+            method=session.method,
             sid=session.sid,
             cloud=cloud_name,
             server_id=server.id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import logging
@@ -16,6 +17,8 @@ from gateway.auth.cookie import SessionData, SessionError, cookie_attributes, co
 from gateway.auth.identity import AuthError, Identity
 from gateway.auth.proxy_headers import IDENTITY_HEADERS
 from gateway.logs import request_id
+from gateway.services import REASON_REMOVED
+from gateway.sessions import CLOSE_EXPIRED
 from gateway.state.base import StateUnavailable
 from gateway.web.http import client_address, in_networks, json_error, same_origin_post
 from gateway.web.keys import (
@@ -160,6 +163,65 @@ def _spoofed_headers(request: web.Request) -> bool:
     return False
 
 
+def _current_identity(request: web.Request, session: SessionData) -> Identity | None:
+    """The session's user as known now: a local user per the running config (None once removed)."""
+    groups = request.app[GATEWAY].current_groups(session.user, session.method, session.groups)
+    return None if groups is None else dataclasses.replace(session.identity, groups=groups)
+
+
+async def _identity_changed(request: web.Request, session: SessionData, current: Identity) -> None:
+    """Other groups or e-mail than the cookie holds: update the session, and when the groups changed,
+    have every replica re-decide the user's live consoles (a removed group must not keep its rights)."""
+    gw = request.app[GATEWAY]
+    regrouped = set(current.groups) != set(session.groups)
+    session.groups, session.email = current.groups, current.email
+    gw.audit.emit(
+        "identity_changed",
+        request_id=request[REQUEST_ID],
+        user=session.user,
+        groups=list(session.groups),
+        client=request[CLIENT],
+        method=session.method,
+    )
+    if not regrouped:
+        return
+    log.info("groups of %s changed (%s); re-deciding their live consoles", session.user, session.method)
+    try:
+        await gw.registry.publish_identity(current)
+    except StateUnavailable:
+        log.warning(
+            "shared state unreachable: re-deciding the consoles of %s on this replica only", session.user
+        )
+        gw.identity_changed(current)
+
+
+async def _end_removed_user(request: web.Request, session: SessionData) -> None:
+    """A local user no longer in the running config: the session ends, and so do their live consoles."""
+    gw = request.app[GATEWAY]
+    log.info("session of %s ended: no longer a configured local user", session.user)
+    request[AUTH_ERROR] = SessionError("local user removed from the configuration")
+    gw.audit.emit(
+        "logout",
+        request_id=request[REQUEST_ID],
+        user=session.user,
+        groups=list(session.groups),
+        client=request[CLIENT],
+        method=session.method,
+        reason="removed from auth.local.users",
+    )
+    try:
+        # Revoked, so this is said once; the running config refuses the cookie regardless.
+        await gw.store.revoke_session(session.sid, gw.config.session.absolute_lifetime)
+        await gw.registry.terminate(
+            by="user_removed", code=CLOSE_EXPIRED, reason=REASON_REMOVED, user=session.user, method="local"
+        )
+    except StateUnavailable:
+        log.warning(
+            "shared state unreachable: consoles of removed user %s close on each replica's reload",
+            session.user,
+        )
+
+
 @web.middleware
 async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Resolve request[SESSION] from the cookie or a trusted SSO proxy; refresh or clear the cookie."""
@@ -207,9 +269,18 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
             client=request[CLIENT],
             method=proxied.method,
         )
-    elif session is not None and gw.codec.needs_refresh(session, now=now):
-        session.last_seen = now
-        reissue = True
+    elif session is not None:
+        # What the identity source says now governs this request, not what the cookie remembers.
+        current = proxied if proxied is not None else _current_identity(request, session)
+        if current is None:
+            await _end_removed_user(request, session)
+            session, clear = None, True
+        elif set(current.groups) != set(session.groups) or current.email != session.email:
+            await _identity_changed(request, session, current)
+            reissue = True
+        elif gw.codec.needs_refresh(session, now=now):
+            session.last_seen = now
+            reissue = True
     request[SESSION] = session
 
     if request.method in _UNSAFE:

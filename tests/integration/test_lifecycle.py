@@ -101,6 +101,46 @@ async def test_sighup_reloads_policy_closes_downgraded_consoles_and_reopens_audi
     await again.close()
 
 
+async def test_sighup_ends_removed_local_users_and_redecides_demoted_ones(
+    process: Any, cloud: DemoCloud, tmp_path: Path
+) -> None:
+    """Issue 10 item 5: a local user's groups come from the running config, not from their cookie."""
+    data = config(cloud, tmp_path)
+    gp = await process(data)
+    demo, viewer = await process.operator(gp, "demo"), await process.operator(gp, "viewer")
+    consoles = {}
+    for op in (demo, viewer):
+        transport = await op.open_console("web-01")
+        client = RFBClient(transport)
+        await client.handshake()
+        consoles[op] = (transport, client)
+    assert consoles[demo][0].notices[0]["permission"] == "control"
+
+    users = data["auth"]["local"]["users"]
+    users[:] = [u for u in users if u["name"] != "viewer"]  # removed
+    next(u for u in users if u["name"] == "demo")["groups"] = ["support"]  # demoted: control -> view
+    write_config(data, gp.config_path)
+    gp.signal(signal.SIGHUP)
+
+    for op, code, words in ((viewer, 4004, "sign-in"), (demo, 4003, "permission")):
+        transport, client = consoles[op]
+        await asyncio.wait_for(client.wait_closed(), 10)
+        assert transport.close_code == code and words in (transport.close_reason or "")
+    status, _ = await viewer.get("/api/me")
+    assert status == 401, "the removed user's cookie no longer signs in"
+    status, me = await demo.get("/api/me")
+    assert (status, me["groups"]) == (200, ["support"])
+    again = await demo.open_console("web-01")
+    assert again.notices[0]["permission"] == "view"
+    await again.close()
+    reloaded = await eventually(
+        lambda: [e for e in audit(tmp_path) if e["event"] == "config_reloaded"], "config_reloaded"
+    )
+    assert reloaded[0]["terminated"] == 2
+    ended = [e for e in audit(tmp_path) if e["event"] == "logout"]
+    assert [(e["user"], e["reason"]) for e in ended] == [("viewer", "removed from auth.local.users")]
+
+
 async def test_sighup_with_a_broken_config_keeps_running(
     process: Any, cloud: DemoCloud, tmp_path: Path
 ) -> None:
