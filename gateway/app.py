@@ -52,7 +52,12 @@ def build_app(config: GatewayConfig) -> web.Application:
         )
         store = make_store(config)
         providers = {c.name: build_provider(c, metrics) for c in config.clouds}
-        registry = ConsoleRegistry(store, replica="", sync_interval=sync_interval(config))
+        registry = ConsoleRegistry(
+            store,
+            replica="",
+            sync_interval=sync_interval(config),
+            termination_ttl=config.session.absolute_lifetime,
+        )
         gw = Gateway(
             config=config,
             store=store,

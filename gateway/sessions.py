@@ -29,6 +29,9 @@ CLOSE_POLICY = 4003
 CLOSE_EXPIRED = 4004
 CLOSE_DRAINING = 4012
 
+REASON_LOCKED = "Your account was locked by an administrator"
+REASON_LOGGED_OUT = "You signed out; the console was closed"
+
 
 @dataclass(slots=True)
 class LiveConsole:
@@ -53,10 +56,19 @@ class ConsoleRegistry:
     """Local relays plus the shared store; a periodic sync keeps byte counts (and Redis TTLs) fresh."""
 
     def __init__(
-        self, store: StateStore, *, replica: str, sync_interval: float = 5.0, tick: float = 1.0
+        self,
+        store: StateStore,
+        *,
+        replica: str,
+        sync_interval: float = 5.0,
+        tick: float = 1.0,
+        termination_ttl: float = 86400.0,
     ) -> None:
+        """`termination_ttl` keeps a termination request in the shared state for at least as long as the
+        console could live (the sign-in's absolute lifetime)."""
         self.store = store
         self.replica = replica
+        self._termination_ttl = termination_ttl
         self.local: dict[str, LiveConsole] = {}
         # Re-decides this replica's consoles when a user's identity changed (set by the Gateway, which
         # knows the policy); fed by `publish_identity` from whichever replica saw the change.
@@ -126,10 +138,44 @@ class ConsoleRegistry:
         return sorted(records.values(), key=lambda r: r.started)
 
     async def terminate(self, *, by: str, code: int, reason: str, **match: str) -> None:
-        """Ask every replica to close the consoles matching all of `match` (console_id, user or sid)."""
-        await self.store.publish(
-            {"op": "terminate", "by": by, "code": code, "reason": reason, "match": match}
-        )
+        """Ask every replica to close the consoles matching all of `match` (console_id, user or sid).
+
+        The command is the fast path; a replica that misses it (its pub/sub connection dropped) finds the
+        same verdict in the state when it reconciles: a lock or a revocation is state already, and a
+        termination by console or user is recorded per console here first."""
+        command = {"op": "terminate", "by": by, "code": code, "reason": reason, "match": match}
+        if "console_id" in match or "user" in match:
+            for record in await self.store.consoles():
+                if _matches(record, match):
+                    verdict = {"code": code, "reason": reason, "by": by}
+                    await self.store.request_termination(record.id, verdict, self._termination_ttl)
+        await self.store.publish(command)
+
+    async def reconcile(self) -> int:
+        """Close the local consoles that the shared state says must end: their user is locked, their
+        sign-in revoked, or a termination was requested. Runs every sync interval and after the command
+        channel reconnects, so no verdict depends on one pub/sub message arriving."""
+        lives = [live for live in self.local.values() if live.closed_by is None]
+        if not lives:
+            return 0
+        locked = await self.store.locked_users()
+        revoked = await self.store.revoked_sessions({live.record.sid for live in lives})
+        requested = await self.store.termination_requests([live.record.id for live in lives])
+        ended = 0
+        for live in lives:
+            record = live.record
+            verdict = requested.get(record.id)
+            if verdict is not None:
+                live.terminate(int(verdict["code"]), str(verdict["reason"]), str(verdict["by"]))
+            elif record.user in locked:
+                live.terminate(CLOSE_LOCKED, REASON_LOCKED, "admin")
+            elif record.sid in revoked:
+                live.terminate(CLOSE_LOGGED_OUT, REASON_LOGGED_OUT, "logout")
+            else:
+                continue
+            ended += 1
+            log.info("console %s of %s closed on reconciliation (%s)", record.id, record.user, live.closed_by)
+        return ended
 
     async def publish_identity(self, identity: Identity) -> None:
         """Ask every replica to re-decide the live consoles of `identity`'s user with its groups now."""
@@ -151,6 +197,12 @@ class ConsoleRegistry:
         return len(hits)
 
     async def _on_command(self, command: Command) -> None:
+        if command.get("op") == "resync":
+            try:
+                await self.reconcile()
+            except StateUnavailable as exc:
+                log.warning("reconciliation after reconnect failed: %s", exc)
+            return
         if command.get("op") == "identity":
             if self.on_identity is not None:
                 groups = tuple(str(g) for g in command.get("groups", ()))
@@ -159,14 +211,12 @@ class ConsoleRegistry:
         if command.get("op") != "terminate":
             return
         match = {k: v for k, v in command.get("match", {}).items() if v is not None}
-        field_of = {"console_id": "id", "user": "user", "sid": "sid"}
-
-        def predicate(record: ConsoleRecord) -> bool:
-            return all(getattr(record, field_of.get(k, k), None) == v for k, v in match.items())
-
         if match:
             self.terminate_local(
-                predicate, code=int(command["code"]), reason=str(command["reason"]), by=str(command["by"])
+                lambda record: _matches(record, match),
+                code=int(command["code"]),
+                reason=str(command["reason"]),
+                by=str(command["by"]),
             )
 
     def _refresh(self, live: LiveConsole) -> None:
@@ -191,6 +241,12 @@ class ConsoleRegistry:
             if time.monotonic() - last_sync < self._sync_interval:
                 continue
             last_sync = time.monotonic()
+            try:
+                await self.reconcile()
+            except StateUnavailable:
+                continue
+            except Exception:
+                log.exception("console reconciliation failed")
             for live in list(self.local.values()):
                 self._refresh(live)
                 try:
@@ -200,6 +256,13 @@ class ConsoleRegistry:
                 except Exception:
                     log.exception("console registry sync failed")
                     break
+
+
+_FIELD_OF = {"console_id": "id", "user": "user", "sid": "sid"}
+
+
+def _matches(record: ConsoleRecord, match: dict[str, str]) -> bool:
+    return all(getattr(record, _FIELD_OF.get(k, k), None) == v for k, v in match.items())
 
 
 def new_record(**fields: object) -> ConsoleRecord:

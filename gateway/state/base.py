@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -85,6 +85,18 @@ class StateStore(abc.ABC):
 
     @abc.abstractmethod
     async def is_revoked(self, sid: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def revoked_sessions(self, sids: Collection[str]) -> set[str]:
+        """Which of `sids` are revoked, in one round trip (the registry's reconciliation)."""
+
+    @abc.abstractmethod
+    async def request_termination(self, console_id: str, command: Command, ttl: float) -> None:
+        """Record that a console must end (code, reason, by), for replicas that miss the command."""
+
+    @abc.abstractmethod
+    async def termination_requests(self, console_ids: Collection[str]) -> dict[str, Command]:
+        """The recorded termination requests among `console_ids`."""
 
     @abc.abstractmethod
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from gateway.state.base import Command, CommandHandler, ConsoleRecord, StateStore
 
@@ -76,6 +76,7 @@ class MemoryStore(StateStore):
         self._consoles: dict[str, ConsoleRecord] = {}
         self._locks: dict[str, str] = {}
         self._revoked: dict[str, float] = {}
+        self._terminations: dict[str, tuple[Command, float]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
         self.counters = WindowCounters(max_keys=max_counters, clock=clock)
         self._handler: CommandHandler | None = None
@@ -120,6 +121,21 @@ class MemoryStore(StateStore):
     async def is_revoked(self, sid: str) -> bool:
         until = self._revoked.get(sid)
         return until is not None and until > self._clock()
+
+    async def revoked_sessions(self, sids: Collection[str]) -> set[str]:
+        now = self._clock()
+        return {sid for sid in sids if self._revoked.get(sid, now) > now}
+
+    async def request_termination(self, console_id: str, command: Command, ttl: float) -> None:
+        now = self._clock()
+        for key in [k for k, (_, until) in self._terminations.items() if until <= now]:
+            del self._terminations[key]
+        self._terminations[console_id] = (dict(command), now + ttl)
+
+    async def termination_requests(self, console_ids: Collection[str]) -> dict[str, Command]:
+        now = self._clock()
+        found = ((i, self._terminations.get(i)) for i in console_ids)
+        return {i: dict(entry[0]) for i, entry in found if entry is not None and entry[1] > now}
 
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
         now = self._clock()

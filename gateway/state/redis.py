@@ -7,7 +7,9 @@ Design (docs/scaling.md has the long form):
   scores in the past before counting, so a replica that dies without releasing leaves ghosts that stop
   counting at most `console_ttl` seconds after its last refresh.
 - Every clock read happens inside Redis (`TIME` in the scripts, TTLs), so replica clock skew is irrelevant.
-- Commands travel over pub/sub on `<p>commands`; a listener task resubscribes with backoff after an outage.
+- Commands travel over pub/sub on `<p>commands`; a listener task resubscribes with backoff after an outage
+  and then hands the registry `{"op": "resync"}`. Pub/sub is only the fast path: locks, revocations and
+  termination requests (`<p>terminate:<id>`) are also state, which the registry reconciles against.
 - Every Redis failure becomes `StateUnavailable`; timeouts are short so a dead Redis fails in about a second.
 
 Only a single Redis (optionally behind Sentinel) is supported: the scripts touch several keys that a
@@ -21,7 +23,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Collection, Iterator
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
@@ -318,6 +320,9 @@ class RedisStore(StateStore):
                     if not self._subscribed.is_set():
                         log.info("command listener subscribed to %s", self.channel)
                     self._subscribed.set()
+                    # Every (re)subscription, redis-py's silent reconnects included, may follow a gap in
+                    # which commands were lost: the handler reconciles from the state.
+                    await self._deliver(json.dumps({"op": "resync"}))
                 elif kind == "message":
                     await self._deliver(message.get("data"))
                 continue
@@ -415,6 +420,34 @@ class RedisStore(StateStore):
     async def is_revoked(self, sid: str) -> bool:
         return bool(await self._call(self._client.exists(self._key("revoked", sid))))
 
+    async def revoked_sessions(self, sids: Collection[str]) -> set[str]:
+        wanted = list(sids)
+        if not wanted:
+            return set()
+        with _translated():
+            pipe = self._client.pipeline(transaction=False)
+            for sid in wanted:
+                pipe.exists(self._key("revoked", sid))
+            flags = await pipe.execute()
+        return {sid for sid, flag in zip(wanted, flags, strict=True) if flag}
+
+    async def request_termination(self, console_id: str, command: Command, ttl: float) -> None:
+        value = json.dumps(command, separators=(",", ":"))
+        await self._call(self._client.set(self._key("terminate", console_id), value, px=_ms(ttl)))
+
+    async def termination_requests(self, console_ids: Collection[str]) -> dict[str, Command]:
+        ids = list(console_ids)
+        found: dict[str, Command] = {}
+        with _translated():
+            for start in range(0, len(ids), _MGET_CHUNK):
+                chunk = ids[start : start + _MGET_CHUNK]
+                values = await self._client.mget([self._key("terminate", i) for i in chunk])
+                for console_id, raw in zip(chunk, values, strict=True):
+                    command = _json_object(raw)
+                    if command is not None:
+                        found[console_id] = command
+        return found
+
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
@@ -443,6 +476,16 @@ def _decode(raw: str | None) -> ConsoleRecord | None:
     except (ValueError, TypeError):
         log.warning("skipped an unreadable console record")
         return None
+
+
+def _json_object(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def _host_port(value: str) -> tuple[str, int]:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.auth.cookie import SessionData
 from gateway.policy import Permission
-from gateway.sessions import CLOSE_LOCKED, CLOSE_TERMINATED
+from gateway.sessions import CLOSE_LOCKED, CLOSE_TERMINATED, REASON_LOCKED
 from gateway.web.api import audit_base
 from gateway.web.http import json_error
 from gateway.web.keys import GATEWAY
@@ -114,7 +114,7 @@ async def lock_user(request: web.Request) -> web.Response:
     reason = await _reason(request)
     await gw.store.lock_user(user, reason)
     await gw.registry.terminate(
-        by="admin", code=CLOSE_LOCKED, reason="Your account was locked by an administrator", user=user
+        by="admin", code=CLOSE_LOCKED, reason=REASON_LOCKED, user=user
     )
     gw.audit.emit("admin_lock", **audit_base(request, session), target_user=user, reason=reason)
     return web.json_response({"locked": user})

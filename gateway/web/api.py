@@ -14,7 +14,7 @@ from gateway.auth.identity import Identity
 from gateway.auth.passwords import PasswordPoolBusy
 from gateway.clouds.base import CloudError, CloudErrorKind, Server
 from gateway.policy import Decision, Permission
-from gateway.sessions import CLOSE_LOGGED_OUT
+from gateway.sessions import CLOSE_LOGGED_OUT, REASON_LOGGED_OUT
 from gateway.web.http import json_error, safe_next
 from gateway.web.keys import CLIENT, GATEWAY, REQUEST_ID, SESSION_CLEARED
 from gateway.web.middleware import clear_session, current, issue_session
@@ -109,7 +109,7 @@ async def logout(request: web.Request) -> web.Response:
     session = current(request)
     await gw.store.revoke_session(session.sid, gw.config.session.absolute_lifetime)
     await gw.registry.terminate(
-        by="logout", code=CLOSE_LOGGED_OUT, reason="You signed out; the console was closed", sid=session.sid
+        by="logout", code=CLOSE_LOGGED_OUT, reason=REASON_LOGGED_OUT, sid=session.sid
     )
     gw.audit.emit("logout", **audit_base(request, session), method=session.method)
     redirect = "/login?signed_out=1"

@@ -20,7 +20,14 @@ from gateway.clouds.base import CloudError, CloudErrorKind, Server
 from gateway.policy import Permission
 from gateway.relay import CLOSE_EXPIRED, CloseInfo, Relay
 from gateway.rfb import ClientMessageFilter
-from gateway.sessions import LiveConsole, new_record
+from gateway.sessions import (
+    CLOSE_LOCKED,
+    CLOSE_LOGGED_OUT,
+    REASON_LOCKED,
+    REASON_LOGGED_OUT,
+    LiveConsole,
+    new_record,
+)
 from gateway.state.base import StateUnavailable
 from gateway.upstream import (
     UpstreamError,
@@ -115,12 +122,8 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
     live: LiveConsole | None = None
     relay: Relay | None = None
     try:
-        server, permission, rule = await _authorize(request, base)
-        base.update(
-            server_name=server.name, project_id=server.project_id, permission=str(permission), rule=rule
-        )
+        await _admit(request, base)
         console_id = secrets.token_urlsafe(9)
-        base["console_id"] = console_id
         record = new_record(
             id=console_id,
             user=session.user,
@@ -128,16 +131,26 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
             method=session.method,
             sid=session.sid,
             cloud=cloud_name,
-            server_id=server.id,
-            server_name=server.name,
-            project_id=server.project_id,
-            permission=str(permission),
+            server_id=server_id,
+            server_name="",
+            project_id="",
+            permission="",
             client=request[CLIENT],
             replica=gw.replica,
         )
+        # Registered before the cloud is asked anything (that can take seconds): from here on a lock,
+        # sign-out or termination finds this console, and _still_wanted covers what came before.
         live = await _acquire(request, record, base)
-        live.server = server
+        base["console_id"] = console_id
         live.expires = session.created + gw.config.session.absolute_lifetime
+        server, permission, rule = await _decide(request, base)
+        base.update(
+            server_name=server.name, project_id=server.project_id, permission=str(permission), rule=rule
+        )
+        record.server_name, record.project_id = server.name, server.project_id
+        record.permission = str(permission)
+        live.server = server
+        _unless_terminated(live)  # ended while the cloud answered: do not ask it for a console token
         connect_started = time.monotonic()
         upstream, upstream_addr = await _connect(request, server)
         base_open = {
@@ -148,13 +161,16 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
         relay = Relay(
             ws,
             upstream,
-            client_filter=ClientMessageFilter(view_only=permission is Permission.VIEW),
+            client_filter=ClientMessageFilter(
+                view_only=permission is Permission.VIEW, allow_exclusive=console.allow_exclusive
+            ),
             idle_timeout=console.idle_timeout or None,
             idle_warning=console.idle_warning or None,
             max_duration=console.max_duration or None,
             max_msg_size=console.max_message_size,  # as the upstream was opened: frames pass through
         )
         try:
+            await _still_wanted(request, live)
             await ws.send_json(
                 {
                     "type": "hello",
@@ -166,8 +182,9 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
                 }
             )
         except BaseException as exc:
-            # Nobody will relay this upstream (the browser left while we connected, or the handler is
-            # being cancelled): close it now rather than leave it, and its keep-alive pings, behind.
+            # Nobody will relay this upstream (refused at the last moment, the browser left while we
+            # connected, or the handler is being cancelled): close it now rather than leave it, and its
+            # keep-alive pings, behind.
             await _close_quietly(upstream)
             if isinstance(exc, ConnectionError):
                 log.info("console %s for %s: the browser left before it opened", console_id, session.user)
@@ -196,7 +213,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
             )
         if not ws.closed:
             await ws.close(code=refusal.code, message=_reason(refusal.reason).encode())
-        if live is not None and live.closed_by is None:
+        if live is not None and live.server is not None and live.closed_by is None:
             gw.metrics.sessions_ended_total.labels(outcome=refusal.outcome).inc()
     finally:
         if live is not None:
@@ -206,7 +223,8 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _authorize(request: web.Request, base: dict[str, Any]) -> tuple[Server, Permission, str | None]:
+async def _admit(request: web.Request, base: dict[str, Any]) -> None:
+    """What needs no cloud call: draining, a known cloud, the user's lock and request rate."""
     gw = request.app[GATEWAY]
     session = request[SESSION]
     if gw.draining:
@@ -234,6 +252,13 @@ async def _authorize(request: web.Request, base: dict[str, Any]) -> tuple[Server
         raise Refused(
             CLOSE_LIMIT, f"Too many console requests; try again in {int(wait) + 1} s", "rate_limited"
         )
+
+
+async def _decide(request: web.Request, base: dict[str, Any]) -> tuple[Server, Permission, str | None]:
+    """The server as the cloud describes it now, and what policy grants on it."""
+    gw = request.app[GATEWAY]
+    session = request[SESSION]
+    provider = gw.clouds[base["cloud"]]
     try:
         server = await provider.get_server(base["server_id"])
     except CloudError as exc:
@@ -259,6 +284,33 @@ async def _authorize(request: web.Request, base: dict[str, Any]) -> tuple[Server
     if unavailable:
         raise Refused(CLOSE_UNAVAILABLE, f"The console cannot open: {unavailable}", "unavailable")
     return server, decision.permission, decision.rule
+
+
+async def _still_wanted(request: web.Request, live: LiveConsole) -> None:
+    """The last word before the first relayed byte. Lock and sign-out were checked before the cloud call,
+    which can take seconds; one that landed before this console was registered reached no relay, so the
+    state is read again now. From registration on, a termination reaches `live` itself (pending_close)."""
+    gw = request.app[GATEWAY]
+    session = request[SESSION]
+    try:
+        locked = await gw.store.is_locked(session.user)
+        revoked = await gw.store.is_revoked(session.sid)
+    except StateUnavailable as exc:
+        if gw.config.state.redis.fail_open:
+            return
+        log.warning("console refused: shared state unavailable: %s", exc)
+        raise Refused(CLOSE_LIMIT, STATE_DOWN_REASON, "state", failed=True) from None
+    if locked:  # the words a lock or sign-out use when they close a live console
+        raise Refused(CLOSE_LOCKED, REASON_LOCKED, "admin", failed=True)
+    if revoked:
+        raise Refused(CLOSE_LOGGED_OUT, REASON_LOGGED_OUT, "logout", failed=True)
+    _unless_terminated(live)
+
+
+def _unless_terminated(live: LiveConsole) -> None:
+    if live.pending_close is not None:
+        code, reason, by = live.pending_close
+        raise Refused(code, reason, by, failed=True)
 
 
 async def _acquire(request: web.Request, record: Any, base: dict[str, Any]) -> LiveConsole:

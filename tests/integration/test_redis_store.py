@@ -16,7 +16,14 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from gateway.config import RedisSection
-from gateway.sessions import CLOSE_TERMINATED, ConsoleRegistry
+from gateway.sessions import (
+    CLOSE_LOCKED,
+    CLOSE_LOGGED_OUT,
+    CLOSE_TERMINATED,
+    REASON_LOCKED,
+    REASON_LOGGED_OUT,
+    ConsoleRegistry,
+)
 from gateway.sim.certs import make_self_signed
 from gateway.state.base import Command, ConsoleRecord, StateUnavailable
 from gateway.state.redis import RedisStore
@@ -100,13 +107,18 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float, step: 
 
 
 class Inbox:
-    """A command handler that lets a test await the next command."""
+    """A command handler that lets a test await the next command; resyncs (after each subscription) are
+    counted apart."""
 
     def __init__(self) -> None:
         self.queue: asyncio.Queue[Command] = asyncio.Queue()
+        self.resyncs = 0
 
     async def __call__(self, command: Command) -> None:
-        await self.queue.put(command)
+        if command == {"op": "resync"}:
+            self.resyncs += 1
+        else:
+            await self.queue.put(command)
 
     async def next(self, within: float = 1.0) -> Command:
         return await asyncio.wait_for(self.queue.get(), within)
@@ -312,6 +324,76 @@ async def test_terminate_from_one_registry_closes_the_console_on_another(make_st
         await admin.close()
 
 
+def holds(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return predicate()
+
+    return check
+
+
+async def test_every_subscription_is_followed_by_a_resync(
+    make_store: StoreFactory, own_redis: RedisServer
+) -> None:
+    a = make_store(own_redis)
+    inbox = Inbox()
+    await a.start(inbox)
+    await eventually(holds(lambda: inbox.resyncs == 1), within=1.0)
+    raw = Redis(host="127.0.0.1", port=own_redis.port, socket_connect_timeout=1)
+    try:
+        await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+    finally:
+        await raw.aclose()
+    await eventually(holds(lambda: inbox.resyncs == 2), within=5.0)
+
+
+async def test_a_replica_that_missed_commands_reconciles_from_state(
+    make_store: StoreFactory, shared_redis: RedisServer
+) -> None:
+    """Pub/sub is the fast path only: a replica whose subscription was cut while a lock, a sign-out and a
+    terminate were published closes those consoles once it can read the state again."""
+    user = f"r{uuid.uuid4().hex[:8]}"
+    raw = Redis(host="127.0.0.1", port=shared_redis.port, socket_connect_timeout=1)
+    await raw.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all")
+    relaying = ConsoleRegistry(
+        make_store(url=f"redis://{user}:pw@127.0.0.1:{shared_redis.port}/0"), replica="a", sync_interval=3600
+    )
+    admin = ConsoleRegistry(make_store(), replica="b")
+    await relaying.start()
+    await admin.start()
+    try:
+        locked, signed_out, terminated = record("lena", sid="s1"), record("omar", sid="s2"), record("pia")
+        for rec in (locked, signed_out, terminated):
+            assert await relaying.acquire(rec, per_user=5, global_max=50) is None
+        # No channel may be subscribed any more: the listener is cut off and cannot come back.
+        await raw.execute_command("ACL", "SETUSER", user, "resetchannels")
+        await raw.execute_command("CLIENT", "KILL", "USER", user, "TYPE", "pubsub")
+        store = relaying.store
+        assert isinstance(store, RedisStore)
+        await eventually(holds(lambda: not store.listening), within=5.0)
+
+        await admin.store.lock_user("lena", "incident")
+        await admin.terminate(by="admin", code=CLOSE_LOCKED, reason=REASON_LOCKED, user="lena")
+        await admin.store.revoke_session("s2", 60)
+        await admin.terminate(by="logout", code=CLOSE_LOGGED_OUT, reason=REASON_LOGGED_OUT, sid="s2")
+        await admin.terminate(
+            by="admin", code=CLOSE_TERMINATED, reason="maintenance", console_id=terminated.id
+        )
+        assert all(live.pending_close is None for live in relaying.local.values()), "a command got through"
+
+        await raw.execute_command("ACL", "SETUSER", user, "&*")  # the listener resubscribes, then resyncs
+        await eventually(
+            holds(lambda: all(live.pending_close for live in relaying.local.values())), within=5.0
+        )
+        assert relaying.local[locked.id].pending_close == (CLOSE_LOCKED, REASON_LOCKED, "admin")
+        assert relaying.local[signed_out.id].pending_close == (CLOSE_LOGGED_OUT, REASON_LOGGED_OUT, "logout")
+        assert relaying.local[terminated.id].pending_close == (CLOSE_TERMINATED, "maintenance", "admin")
+    finally:
+        await relaying.close()
+        await admin.close()
+        await raw.execute_command("ACL", "DELUSER", user)
+        await raw.aclose()
+
+
 async def test_bad_handler_does_not_stop_the_listener(make_store: StoreFactory) -> None:
     a = make_store()
     inbox = Inbox()
@@ -319,6 +401,8 @@ async def test_bad_handler_does_not_stop_the_listener(make_store: StoreFactory) 
 
     async def flaky(command: Command) -> None:
         nonlocal calls
+        if command == {"op": "resync"}:
+            return
         calls += 1
         if calls == 1:
             raise RuntimeError("boom")
