@@ -31,9 +31,9 @@ from aiohttp import WSMsgType, web
 from gateway.rfb import ClientMessageFilter, RFBProtocolError
 
 __all__ = [
-    "CLOSE_EXPIRED",
     "CLOSE_IDLE",
     "CLOSE_INTERNAL",
+    "CLOSE_LINK_EXPIRED",
     "CLOSE_MAX_DURATION",
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_UPSTREAM_CODE",
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 CLOSE_PROTOCOL_ERROR: Final = 4400
 CLOSE_IDLE: Final = 4408
 CLOSE_MAX_DURATION: Final = 4409
-CLOSE_EXPIRED: Final = 4410
+CLOSE_LINK_EXPIRED: Final = 4410
 CLOSE_UPSTREAM_CODE: Final = 4500  # the upstream closed with a code that is not ours to repeat
 CLOSE_UPSTREAM_LOST: Final = 4502
 CLOSE_INTERNAL: Final = 1011
@@ -92,7 +92,7 @@ def browser_close_for_upstream(code: int, reason: str, *, upstream_spoke: bool) 
     means the one-time link was spent or stale; later it means the console went away.
     """
     if code == _ABNORMAL:
-        return (CLOSE_UPSTREAM_LOST, REASON_LOST) if upstream_spoke else (CLOSE_EXPIRED, REASON_EXPIRED)
+        return (CLOSE_UPSTREAM_LOST, REASON_LOST) if upstream_spoke else (CLOSE_LINK_EXPIRED, REASON_EXPIRED)
     if code in (0, _NO_STATUS):
         return 1000, ""
     if _sendable(code):

@@ -33,7 +33,7 @@ from gateway.clouds.huawei.signer import Credentials
 from gateway.config import CloudSection, GatewayConfig
 from gateway.metrics import Metrics
 from gateway.policy import Permission, Policy
-from gateway.sessions import CLOSE_EXPIRED, CLOSE_POLICY, ConsoleRegistry
+from gateway.sessions import CLOSE_POLICY, CLOSE_SIGNIN_EXPIRED, ConsoleRegistry
 from gateway.state.base import ConsoleRecord, StateStore
 from gateway.upstream import HostAllowlist, build_ssl_context
 from gateway.web.http import IPNetwork, parse_networks
@@ -227,7 +227,7 @@ class Gateway:
             record = live.record
             groups = groups_of(record)
             if groups is None:
-                live.terminate(CLOSE_EXPIRED, REASON_REMOVED, "user_removed")
+                live.terminate(CLOSE_SIGNIN_EXPIRED, REASON_REMOVED, "user_removed")
                 closed += 1
                 continue
             record.groups = list(groups)

@@ -26,7 +26,7 @@ CLOSE_TERMINATED = 4000
 CLOSE_LOGGED_OUT = 4001
 CLOSE_LOCKED = 4002
 CLOSE_POLICY = 4003
-CLOSE_EXPIRED = 4004
+CLOSE_SIGNIN_EXPIRED = 4004
 CLOSE_DRAINING = 4012
 
 REASON_LOCKED = "Your account was locked by an administrator"
@@ -228,7 +228,7 @@ class ConsoleRegistry:
         """Consoles must not outlive the sign-in that opened them."""
         return self.terminate_local(
             lambda r: self.local[r.id].expires <= now,
-            code=CLOSE_EXPIRED,
+            code=CLOSE_SIGNIN_EXPIRED,
             reason="Your sign-in expired; sign in again to reopen the console",
             by="session_expired",
         )

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway.clouds.base import CloudError, CloudErrorKind, Server
 from gateway.policy import Permission
-from gateway.relay import CLOSE_EXPIRED, CloseInfo, Relay
+from gateway.relay import CLOSE_LINK_EXPIRED, CloseInfo, Relay
 from gateway.rfb import ClientMessageFilter
 from gateway.sessions import (
     CLOSE_LOCKED,
@@ -377,7 +377,7 @@ async def _connect(request: web.Request, server: Server) -> tuple[aiohttp.Client
             UpstreamErrorKind.TLS: CLOSE_UPSTREAM_TLS,
             UpstreamErrorKind.NOT_ALLOWED: CLOSE_UPSTREAM_URL,
             UpstreamErrorKind.REDIRECT: CLOSE_UPSTREAM_URL,
-            UpstreamErrorKind.EXPIRED: CLOSE_EXPIRED,
+            UpstreamErrorKind.EXPIRED: CLOSE_LINK_EXPIRED,
         }.get(exc.kind, CLOSE_UPSTREAM)
         raise Refused(
             code,

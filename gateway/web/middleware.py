@@ -18,7 +18,7 @@ from gateway.auth.identity import AuthError, Identity
 from gateway.auth.proxy_headers import IDENTITY_HEADERS
 from gateway.logs import request_id
 from gateway.services import REASON_REMOVED
-from gateway.sessions import CLOSE_EXPIRED
+from gateway.sessions import CLOSE_SIGNIN_EXPIRED
 from gateway.state.base import StateUnavailable
 from gateway.web.http import client_address, in_networks, json_error, same_origin_post
 from gateway.web.keys import (
@@ -213,7 +213,11 @@ async def _end_removed_user(request: web.Request, session: SessionData) -> None:
         # Revoked, so this is said once; the running config refuses the cookie regardless.
         await gw.store.revoke_session(session.sid, gw.config.session.absolute_lifetime)
         await gw.registry.terminate(
-            by="user_removed", code=CLOSE_EXPIRED, reason=REASON_REMOVED, user=session.user, method="local"
+            by="user_removed",
+            code=CLOSE_SIGNIN_EXPIRED,
+            reason=REASON_REMOVED,
+            user=session.user,
+            method="local",
         )
     except StateUnavailable:
         log.warning(
