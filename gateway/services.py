@@ -12,7 +12,7 @@ import secrets
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -33,7 +33,7 @@ from gateway.clouds.huawei.signer import Credentials
 from gateway.config import CloudSection, GatewayConfig
 from gateway.metrics import Metrics
 from gateway.policy import Permission, Policy
-from gateway.sessions import CLOSE_POLICY, CLOSE_SIGNIN_EXPIRED, ConsoleRegistry
+from gateway.sessions import CLOSE_POLICY, CLOSE_SIGNIN_EXPIRED, ConsoleRegistry, LiveConsole
 from gateway.state.base import ConsoleRecord, StateStore
 from gateway.upstream import HostAllowlist, build_ssl_context
 from gateway.web.http import IPNetwork, parse_networks
@@ -209,8 +209,13 @@ class Gateway:
         entry = self.local_users.get(user)
         return None if entry is None else entry[1]
 
-    def redecide(self, groups_of: Callable[[ConsoleRecord], Sequence[str] | None]) -> int:
-        """Re-decide this replica's live consoles with each user's current groups and the current policy.
+    def redecide(
+        self,
+        groups_of: Callable[[ConsoleRecord], Sequence[str] | None],
+        consoles: Iterable[LiveConsole] | None = None,
+    ) -> int:
+        """Re-decide live consoles (all of this replica's by default) with each user's current groups and
+        the current policy.
 
         The one mechanism behind a reload and an identity change: `groups_of` says a console's user's
         groups now (None: the user no longer exists, the console closes with 4004). A console whose
@@ -221,7 +226,7 @@ class Gateway:
         """
         rank = {Permission.NONE: 0, Permission.VIEW: 1, Permission.CONTROL: 2}
         closed = 0
-        for live in list(self.registry.local.values()):
+        for live in list(self.registry.local.values() if consoles is None else consoles):
             if live.server is None or live.closed_by is not None:
                 continue
             record = live.record
@@ -245,9 +250,12 @@ class Gateway:
 
     def identity_changed(self, identity: Identity) -> int:
         """Re-decide the live consoles of `identity`'s user (signed in by its method) with its groups."""
-        closed = self.redecide(
-            lambda r: identity.groups if (r.user, r.method) == (identity.user, identity.method) else r.groups
-        )
+        theirs = [
+            live
+            for live in self.registry.local.values()
+            if (live.record.user, live.record.method) == (identity.user, identity.method)
+        ]
+        closed = self.redecide(lambda _record: identity.groups, theirs)
         if closed:
             log.info("%d console(s) of %s closed: their groups changed", closed, identity.user)
         return closed

@@ -71,7 +71,8 @@ class ConsoleRegistry:
         self._termination_ttl = termination_ttl
         self.local: dict[str, LiveConsole] = {}
         # Re-decides this replica's consoles when a user's identity changed (set by the Gateway, which
-        # knows the policy); fed by `publish_identity` from whichever replica saw the change.
+        # knows the policy); fed by `publish_identity` from whichever replica saw the change, and by
+        # reconciliation with the groups `remember_groups` recorded.
         self.on_identity: Callable[[Identity], int] | None = None
         self._sync_interval = sync_interval
         self._tick = tick
@@ -153,8 +154,9 @@ class ConsoleRegistry:
 
     async def reconcile(self) -> int:
         """Close the local consoles that the shared state says must end: their user is locked, their
-        sign-in revoked, or a termination was requested. Runs every sync interval and after the command
-        channel reconnects, so no verdict depends on one pub/sub message arriving."""
+        sign-in revoked, or a termination was requested; and re-decide those whose user's groups an SSO
+        proxy changed. Runs every sync interval and after the command channel reconnects, so no verdict
+        depends on one pub/sub message arriving."""
         lives = [live for live in self.local.values() if live.closed_by is None]
         if not lives:
             return 0
@@ -175,7 +177,17 @@ class ConsoleRegistry:
                 continue
             ended += 1
             log.info("console %s of %s closed on reconciliation (%s)", record.id, record.user, live.closed_by)
+        if self.on_identity is not None:
+            # Groups an SSO proxy asserted on another replica: this one may have missed the command.
+            users = {(live.record.user, live.record.method) for live in lives}
+            for (user, method), groups in (await self.store.recorded_groups(users)).items():
+                ended += self.on_identity(Identity(user, tuple(groups), method=method))
         return ended
+
+    async def remember_groups(self, identity: Identity) -> None:
+        """Record the groups an SSO proxy asserts for a user (at sign-in and on each change), so that a
+        replica which misses an `identity` command still re-decides the user's consoles on reconciling."""
+        await self.store.record_groups(identity.user, identity.method, identity.groups, self._termination_ttl)
 
     async def publish_identity(self, identity: Identity) -> None:
         """Ask every replica to re-decide the live consoles of `identity`'s user with its groups now."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -97,6 +97,14 @@ class StateStore(abc.ABC):
     @abc.abstractmethod
     async def termination_requests(self, console_ids: Collection[str]) -> dict[str, Command]:
         """The recorded termination requests among `console_ids`."""
+
+    @abc.abstractmethod
+    async def record_groups(self, user: str, method: str, groups: Sequence[str], ttl: float) -> None:
+        """Record the groups an identity source last asserted for `user` (signed in by `method`)."""
+
+    @abc.abstractmethod
+    async def recorded_groups(self, users: Collection[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+        """The recorded groups of each (user, method) in `users` that has them."""
 
     @abc.abstractmethod
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:

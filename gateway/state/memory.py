@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 
 from gateway.state.base import Command, CommandHandler, ConsoleRecord, StateStore
 
@@ -77,6 +77,7 @@ class MemoryStore(StateStore):
         self._locks: dict[str, str] = {}
         self._revoked: dict[str, float] = {}
         self._terminations: dict[str, tuple[Command, float]] = {}
+        self._groups: dict[tuple[str, str], tuple[list[str], float]] = {}
         self._buckets: dict[str, tuple[float, float]] = {}
         self.counters = WindowCounters(max_keys=max_counters, clock=clock)
         self._handler: CommandHandler | None = None
@@ -136,6 +137,17 @@ class MemoryStore(StateStore):
         now = self._clock()
         found = ((i, self._terminations.get(i)) for i in console_ids)
         return {i: dict(entry[0]) for i, entry in found if entry is not None and entry[1] > now}
+
+    async def record_groups(self, user: str, method: str, groups: Sequence[str], ttl: float) -> None:
+        now = self._clock()
+        for key in [k for k, (_, until) in self._groups.items() if until <= now]:
+            del self._groups[key]
+        self._groups[(user, method)] = (list(groups), now + ttl)
+
+    async def recorded_groups(self, users: Collection[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+        now = self._clock()
+        found = ((u, self._groups.get(u)) for u in users)
+        return {u: list(entry[0]) for u, entry in found if entry is not None and entry[1] > now}
 
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
         now = self._clock()

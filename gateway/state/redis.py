@@ -23,7 +23,7 @@ import contextlib
 import json
 import logging
 import random
-from collections.abc import Awaitable, Collection, Iterator
+from collections.abc import Awaitable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
@@ -437,16 +437,30 @@ class RedisStore(StateStore):
 
     async def termination_requests(self, console_ids: Collection[str]) -> dict[str, Command]:
         ids = list(console_ids)
-        found: dict[str, Command] = {}
+        commands = await self._json_objects([self._key("terminate", i) for i in ids])
+        return {i: command for i, command in zip(ids, commands, strict=True) if command is not None}
+
+    async def record_groups(self, user: str, method: str, groups: Sequence[str], ttl: float) -> None:
+        value = json.dumps({"groups": list(groups)}, separators=(",", ":"))
+        await self._call(self._client.set(self._key("groups", method, user), value, px=_ms(ttl)))
+
+    async def recorded_groups(self, users: Collection[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+        wanted = list(users)
+        found = await self._json_objects([self._key("groups", method, user) for user, method in wanted])
+        return {
+            u: [str(g) for g in doc["groups"]]
+            for u, doc in zip(wanted, found, strict=True)
+            if doc is not None and isinstance(doc.get("groups"), list)
+        }
+
+    async def _json_objects(self, keys: list[str]) -> list[dict[str, Any] | None]:
+        """MGET in chunks: each value as a JSON object, or None when missing or unreadable."""
+        values: list[dict[str, Any] | None] = []
         with _translated():
-            for start in range(0, len(ids), _MGET_CHUNK):
-                chunk = ids[start : start + _MGET_CHUNK]
-                values = await self._client.mget([self._key("terminate", i) for i in chunk])
-                for console_id, raw in zip(chunk, values, strict=True):
-                    command = _json_object(raw)
-                    if command is not None:
-                        found[console_id] = command
-        return found
+            for start in range(0, len(keys), _MGET_CHUNK):
+                chunk = await self._client.mget(keys[start : start + _MGET_CHUNK])
+                values += [_json_object(raw) for raw in chunk]
+        return values
 
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
         if rate <= 0 or burst < 1:

@@ -186,6 +186,8 @@ async def _identity_changed(request: web.Request, session: SessionData, current:
     if not regrouped:
         return
     log.info("groups of %s changed (%s); re-deciding their live consoles", session.user, session.method)
+    if current.method != "local":  # a local user's groups come from each replica's own config
+        await _remember_groups(request, current)
     try:
         await gw.registry.publish_identity(current)
     except StateUnavailable:
@@ -193,6 +195,14 @@ async def _identity_changed(request: web.Request, session: SessionData, current:
             "shared state unreachable: re-deciding the consoles of %s on this replica only", session.user
         )
         gw.identity_changed(current)
+
+
+async def _remember_groups(request: web.Request, identity: Identity) -> None:
+    """Proxy-asserted groups go to the shared state as well (see ConsoleRegistry.remember_groups)."""
+    try:
+        await request.app[GATEWAY].registry.remember_groups(identity)
+    except StateUnavailable:
+        log.warning("shared state unreachable: groups of %s not recorded for other replicas", identity.user)
 
 
 async def _end_removed_user(request: web.Request, session: SessionData) -> None:
@@ -273,6 +283,7 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
             client=request[CLIENT],
             method=proxied.method,
         )
+        await _remember_groups(request, proxied)
     elif session is not None:
         # What the identity source says now governs this request, not what the cookie remembers.
         current = proxied if proxied is not None else _current_identity(request, session)

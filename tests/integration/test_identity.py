@@ -16,24 +16,18 @@ import pytest
 from yarl import URL
 
 from gateway.auth.cookie import generate_key
-from tests.support.gateway import WAIT, ConsoleRefused, Operator, RecordingTransport, RunningGateway
+from tests.support.gateway import (
+    WAIT,
+    ConsoleRefused,
+    Operator,
+    RecordingTransport,
+    RunningGateway,
+    as_asserted,
+    behind_sso_proxy,
+)
 from tests.support.redis_server import RedisServer
 from tests.support.rfb_client import RFBClient
 from tests.support.ws_peers import wait_for
-
-
-def _behind_proxy(data: dict[str, Any]) -> None:
-    """The tests' peer (127.0.0.1) is the trusted SSO proxy, sending oauth2-proxy's X-Auth-Request-*."""
-    data["auth"]["proxy_headers"] = {"enabled": True, "trusted_networks": ["127.0.0.1/32"]}
-
-
-async def _as_asserted(op: Operator, groups: str) -> dict[str, Any]:
-    """Every later request from `op` carries what the proxy now asserts; returns /api/me as seen then."""
-    op.http.headers.update({"X-Auth-Request-User": "pat", "X-Auth-Request-Groups": groups})
-    status, me = await op.get("/api/me")
-    assert status == 200, me
-    op.csrf = me["csrf"]
-    return me
 
 
 async def _closed(transport: RecordingTransport, client: RFBClient) -> tuple[int | None, str]:
@@ -51,15 +45,15 @@ async def _connected(op: Operator, name: str) -> tuple[RecordingTransport, RFBCl
 async def test_groups_the_proxy_asserts_now_govern_the_session_and_live_consoles(
     gateways: Callable[..., Any],
 ) -> None:
-    gateway: RunningGateway = await gateways(_behind_proxy)
+    gateway: RunningGateway = await gateways(behind_sso_proxy)
     op = Operator(gateway)
     try:
-        assert (await _as_asserted(op, "operators"))["groups"] == ["operators"]
+        assert (await as_asserted(op, "pat", "operators"))["groups"] == ["operators"]
         control, control_client = await _connected(op, "web-01")
         assert control.notices[0]["permission"] == "control"
 
         # The identity provider moved pat from operators to support: the next request says so.
-        assert (await _as_asserted(op, "support"))["groups"] == ["support"]
+        assert (await as_asserted(op, "pat", "support"))["groups"] == ["support"]
         code, reason = await _closed(control, control_client)
         assert code == 4003 and "permission" in reason
         del op.http.headers["X-Auth-Request-User"], op.http.headers["X-Auth-Request-Groups"]
@@ -68,7 +62,7 @@ async def test_groups_the_proxy_asserts_now_govern_the_session_and_live_consoles
 
         view, view_client = await _connected(op, "web-01")
         assert view.notices[0]["permission"] == "view"
-        assert (await _as_asserted(op, ""))["groups"] == [], "no group left at the identity provider"
+        assert (await as_asserted(op, "pat", ""))["groups"] == [], "no group left at the identity provider"
         code, reason = await _closed(view, view_client)
         assert code == 4003 and "withdrawn" in reason
         with pytest.raises(ConsoleRefused) as refused:
@@ -80,6 +74,7 @@ async def test_groups_the_proxy_asserts_now_govern_the_session_and_live_consoles
             ("pat", ["support"], "proxy-header"),
             ("pat", [], "proxy-header"),
         ]
+
         def closed_by() -> list[str]:
             return [e["closed_by"] for e in gateway.audit_events() if e["event"] == "console_closed"]
 
@@ -104,19 +99,19 @@ async def test_a_group_change_seen_by_one_replica_closes_a_console_on_another(
     key = generate_key()
 
     def replica(data: dict[str, Any]) -> None:
-        _behind_proxy(data)
+        behind_sso_proxy(data)
         data["session"]["keys"] = [key]
         data["state"] = {"backend": "redis", "redis": {"url": redis.url}}
 
     one, other = await gateways(replica), await gateways(replica)
     at_one, at_other = Operator(one), Operator(other)
     try:
-        await _as_asserted(at_other, "operators")
+        await as_asserted(at_other, "pat", "operators")
         control, control_client = await _connected(at_other, "web-01")
         assert control.notices[0]["permission"] == "control"
         # The same browser session (one cookie) reaches the other replica with the new groups.
         at_one.http.cookie_jar.update_cookies(at_other.http.cookie_jar.filter_cookies(URL(other.url)))
-        assert (await _as_asserted(at_one, "support"))["groups"] == ["support"]
+        assert (await as_asserted(at_one, "pat", "support"))["groups"] == ["support"]
         code, reason = await _closed(control, control_client)
         assert code == 4003 and "permission" in reason
         closed = await other.wait_for_audit("console_closed")

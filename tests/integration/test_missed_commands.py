@@ -15,10 +15,17 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from gateway.sessions import CLOSE_LOCKED, CLOSE_LOGGED_OUT, CLOSE_TERMINATED
+from gateway.sessions import CLOSE_LOCKED, CLOSE_LOGGED_OUT, CLOSE_POLICY, CLOSE_TERMINATED
 from gateway.sim.demo import PROJECT_ID, DemoCloud, demo_config_data
 from gateway.sim.ecs_api import Fault
-from tests.support.gateway import ConsoleRefused, Operator, RecordingTransport, server_id
+from tests.support.gateway import (
+    ConsoleRefused,
+    Operator,
+    RecordingTransport,
+    as_asserted,
+    behind_sso_proxy,
+    server_id,
+)
 from tests.support.processes import GatewayProcess, free_port
 from tests.support.redis_server import RedisServer
 from tests.support.rfb_client import RFBClient
@@ -43,13 +50,16 @@ class Pair:
 
 
 @pytest.fixture
-async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+async def pair(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
+    """Parametrize indirectly with a config tweak for both replicas to change their set-up."""
     cloud = DemoCloud(tmp_path / "cloud")
     await cloud.start()
     server = RedisServer(tmp_path / "redis").start()
     redis = Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=1)
     await redis.execute_command("ACL", "SETUSER", B_USER, "on", ">b-secret", "~*", "&*", "+@all")
     base = demo_config_data(cloud, port=0)  # one config: one set of session keys for both replicas
+    if hasattr(request, "param"):
+        request.param(base)
     replicas: list[GatewayProcess] = []
     try:
         for name, url in (
@@ -163,3 +173,25 @@ async def test_a_lock_that_misses_the_opening_replica_still_stops_the_console(
     with pytest.raises(ConsoleRefused) as refused:
         await opening
     assert refused.value.code == CLOSE_LOCKED
+
+
+@pytest.mark.parametrize("pair", [behind_sso_proxy], indirect=True)
+async def test_a_group_change_reaches_a_replica_that_missed_the_command(
+    pair: Pair, operators: list[Operator]
+) -> None:
+    """Issue 10 item 3 under item 7's rule: the re-decision must not depend on one pub/sub message."""
+    at_b = Operator(pair.b)  # type: ignore[arg-type]
+    operators.append(at_b)
+    await as_asserted(at_b, "pat", "operators")
+    console = await at_b.open_console("web-01")
+    assert console.notices[0]["permission"] == "control"
+    await streaming(console)
+    await pair.cut_b_off()
+
+    acted = time.monotonic()
+    assert (await as_asserted(via(at_b, pair.a), "pat", "support"))["groups"] == ["support"]
+    seen = await closed_within(console, BOUND + 5.0)
+    seconds = time.monotonic() - acted
+    print(f"\nclosed with {seen} {seconds:.2f} s after the group change (bound {BOUND:.0f} s)")
+    assert seen == CLOSE_POLICY and "permission" in (console.close_reason or "")
+    assert seconds <= BOUND + 0.5

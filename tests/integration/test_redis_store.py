@@ -242,6 +242,23 @@ async def test_locks_and_revocations_are_shared(make_store: StoreFactory) -> Non
     await eventually(lapsed, within=1.5)
 
 
+async def test_recorded_groups_are_shared_per_user_and_method_and_lapse(make_store: StoreFactory) -> None:
+    a, b = make_store(), make_store()
+    await a.record_groups("pat", "proxy-header", ["support"], ttl=0.3)
+    await a.record_groups("pat:x", "proxy-jwt", [], ttl=60)  # a colon in the name stays its own key
+    wanted = {("pat", "proxy-header"), ("pat", "proxy-jwt"), ("pat:x", "proxy-jwt")}
+    assert await b.recorded_groups(wanted) == {
+        ("pat", "proxy-header"): ["support"],
+        ("pat:x", "proxy-jwt"): [],
+    }
+    assert await b.recorded_groups(set()) == {}
+
+    async def lapsed() -> bool:
+        return ("pat", "proxy-header") not in await b.recorded_groups(wanted)
+
+    await eventually(lapsed, within=1.5)
+
+
 async def test_token_bucket_is_shared_and_atomic(make_store: StoreFactory) -> None:
     a, b = make_store(), make_store()
     assert await a.take_token("user:x", rate=0.5, burst=3) is None

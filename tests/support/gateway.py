@@ -213,3 +213,17 @@ class Operator:
         transport = RecordingTransport(ws, self.seen)
         await transport.hello()
         return transport
+
+
+def behind_sso_proxy(data: dict[str, Any]) -> None:
+    """Config tweak: the tests' peer (127.0.0.1) is a trusted SSO proxy sending oauth2-proxy's headers."""
+    data["auth"]["proxy_headers"] = {"enabled": True, "trusted_networks": ["127.0.0.1/32"]}
+
+
+async def as_asserted(op: Operator, user: str, groups: str) -> dict[str, Any]:
+    """From now on every request of `op` carries what the SSO proxy asserts; returns /api/me as seen then."""
+    op.http.headers.update({"X-Auth-Request-User": user, "X-Auth-Request-Groups": groups})
+    status, me = await op.get("/api/me")
+    assert status == 200, me
+    op.csrf = me["csrf"]
+    return dict(me)
