@@ -18,7 +18,14 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from gateway.relay import REASON_EXPIRED, REASON_LOST
-from gateway.upstream import HostAllowlist, UpstreamError, UpstreamErrorKind, UpstreamTarget, open_upstream
+from gateway.upstream import (
+    HostAllowlist,
+    UpstreamError,
+    UpstreamErrorKind,
+    UpstreamTarget,
+    open_upstream,
+    upstream_session,
+)
 from tests.support.ws_peers import (
     GatewayHarness,
     RelayOptions,
@@ -332,7 +339,7 @@ async def test_websockify_token_plugin_rejection_is_reported_as_expired(peers: P
         "", peers.tmp / "wsk-token.log", "--token-plugin", "TokenFile", "--token-source", str(tokens)
     )
     peers.websockifies.append(wsk)
-    async with aiohttp.ClientSession() as http:
+    async with upstream_session() as http:
         ok = await open_upstream(
             http, UpstreamTarget("ws", "127.0.0.1", wsk.port, "/websockify", "good"), **UPSTREAM_ARGS
         )

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from gateway.relay import CloseInfo, Relay
 from gateway.rfb import ClientMessageFilter
-from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream
+from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream, upstream_session
 
 WEBSOCKIFY = str(Path(sys.executable).with_name("websockify"))
 
@@ -221,7 +221,7 @@ class GatewayHarness:
         self._http: aiohttp.ClientSession | None = None
 
     async def start(self) -> GatewayHarness:
-        self._http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        self._http = upstream_session()
         app = web.Application()
         app.router.add_get("/ws", self._handle)
         self._runner = web.AppRunner(app, handle_signals=False)
