@@ -45,10 +45,16 @@ async def _connected(op: Operator, name: str) -> tuple[RecordingTransport, RFBCl
 async def test_groups_the_proxy_asserts_now_govern_the_session_and_live_consoles(
     gateways: Callable[..., Any],
 ) -> None:
-    gateway: RunningGateway = await gateways(behind_sso_proxy)
+    def operators_administer(data: dict[str, Any]) -> None:
+        behind_sso_proxy(data)
+        data["policy"]["admins"]["groups"] = ["operators"]
+
+    gateway: RunningGateway = await gateways(operators_administer)
     op = Operator(gateway)
     try:
-        assert (await as_asserted(op, "pat", "operators"))["groups"] == ["operators"]
+        me = await as_asserted(op, "pat", "operators")
+        assert (me["groups"], me["admin"]) == (["operators"], True)
+        assert (await op.get("/api/admin/sessions"))[0] == 200
         control, control_client = await _connected(op, "web-01")
         assert control.notices[0]["permission"] == "control"
 
@@ -59,6 +65,7 @@ async def test_groups_the_proxy_asserts_now_govern_the_session_and_live_consoles
         del op.http.headers["X-Auth-Request-User"], op.http.headers["X-Auth-Request-Groups"]
         status, me = await op.get("/api/me")
         assert (status, me["groups"]) == (200, ["support"]), "the cookie was reissued with the new groups"
+        assert (await op.get("/api/admin/sessions"))[0] == 403, "admin rights went with the group"
 
         view, view_client = await _connected(op, "web-01")
         assert view.notices[0]["permission"] == "view"
