@@ -304,6 +304,9 @@ class ConsoleSection(Section):
     max_duration: Duration = 8 * 3600.0
     keepalive: Duration = 20.0
     max_message_size: int = Field(default=1024 * 1024, ge=65536, le=64 * 1024 * 1024)
+    # A client asking for exclusive access makes QEMU and Xvnc drop every other client: off, the
+    # gateway tells the server "shared" for every console; on, control sessions may ask (never view).
+    allow_exclusive: bool = False
 
     @model_validator(mode="after")
     def _warning(self) -> ConsoleSection:

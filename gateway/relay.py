@@ -7,11 +7,12 @@ watchdog or `terminate()` to report decides the close codes, and `run()` then cl
 (aborting a transport whose peer does not take its close frame in time) and waits for its tasks.
 
 Downstream (console to browser) is where the bytes are, and it needs no RFB filtering: once the
-relay runs, whole binary frames from the console proxy are written to the browser's socket as they
-arrived, header and payload, without being decoded into messages and encoded again (a server
-frame to a client is the same bytes on both hops). Control frames still go to aiohttp, so pings,
-close handshakes and errors behave as before. `FrameSplitter` is the sans-IO part; it is used only
-when aiohttp's internals look as expected, else the relay falls back to receive/send.
+RFB handshake no longer depends on the server's side (the filter reads it, `feed_server`), whole
+binary frames from the console proxy are written to the browser's socket as they arrived, header
+and payload, without being decoded into messages and encoded again (a server frame to a client is
+the same bytes on both hops). Control frames still go to aiohttp, so pings, close handshakes and
+errors behave as before. `FrameSplitter` is the sans-IO part; it is used only when aiohttp's
+internals look as expected, else the relay falls back to receive/send.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -555,12 +557,20 @@ class Relay:
         stats = self.stats
         binary = WSMsgType.BINARY
         passthrough = self._passthrough
+        # The filter follows the server's side of the RFB handshake (it decides what the client
+        # may send next), fed before the browser sees it; then never again, and frames pass through.
+        filt = self._filter
+        follow_server: Callable[[bytes], bool] | None = filt.feed_server
         while True:
-            if passthrough is not None and passthrough.try_forward():
+            if follow_server is not None and not filt.follows_server:
+                follow_server = None
+            if passthrough is not None and follow_server is None and passthrough.try_forward():
                 passthrough = None
             msg = await receive()
             if msg.type is binary:
                 data = msg.data
+                if follow_server is not None:
+                    follow_server(data)
                 try:
                     await send(data)
                 except (ConnectionError, aiohttp.ClientError):
@@ -587,7 +597,9 @@ class Relay:
     async def _pump_browser(self) -> CloseInfo:
         receive = self._browser.receive
         send = self._upstream.send_bytes
-        feed = self._filter.feed
+        filt = self._filter
+        feed = filt.feed
+        handshake = True
         stats = self.stats
         binary = WSMsgType.BINARY
         monotonic = time.monotonic
@@ -600,6 +612,12 @@ class Relay:
                 except RFBProtocolError as exc:
                     log.warning("closing a console session on a client protocol error: %s", exc)
                     return CloseInfo("gateway", CLOSE_PROTOCOL_ERROR, REASON_PROTOCOL, 1000)
+                if handshake and not filt.follows_server:
+                    # The client's reply ended the handshake; the server waits for it, so frames
+                    # can pass through from now on (the upstream pump learns only on its next one).
+                    handshake = False
+                    if self._passthrough is not None:
+                        self._passthrough.try_forward()
                 if result.input_events:
                     stats.last_input = monotonic()
                 if result.dropped:

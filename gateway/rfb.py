@@ -1,9 +1,19 @@
-"""Sans-IO parsing of the RFB client-to-server stream (RFC 6143 plus the extensions noVNC sends).
+"""Sans-IO parsing of the RFB stream (RFC 6143 plus the extensions noVNC sends): every message the
+client sends, and the server's side of the handshake.
 
 View-only is enforced here, on the server, because a browser flag is a request, not a control:
 the filter forwards only the handshake and the messages that ask for pixels, and drops every
-byte of key, pointer, clipboard, power (xvp) and resize messages. It is fed raw bytes as they
-arrive, in chunks of any size, and returns the bytes to send on.
+byte of key, pointer, clipboard, power (xvp) and resize messages.
+
+Every console, view or control, is shared: ClientInit goes upstream as 1, because a client asking
+for exclusive access (0) makes QEMU (`share=allow-exclusive`) and Xvnc (`-DisconnectClients`)
+drop every other client. Only control sessions may ask, and only with `allow_exclusive`. Finding
+that byte means following the handshake as the server leads it (in RFB 3.3 the server picks the
+security type, and the lower of the two versions is the one spoken), so the relay also feeds the
+server's bytes (`feed_server`) until the client's side no longer depends on them. A handshake the
+filter cannot follow (another security type, garbage) is refused, since it could hide ClientInit;
+only control sessions allowed exclusive access, with nothing to enforce, pass it through as before.
+Bytes are fed as they arrive, in chunks of any size.
 """
 
 from __future__ import annotations
@@ -11,13 +21,14 @@ from __future__ import annotations
 import re
 import struct
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 __all__ = ["ClientMessageFilter", "FilterResult", "RFBProtocolError"]
 
 
 class RFBProtocolError(ValueError):
-    """The client sent something that is not a well-formed RFB client stream."""
+    """The client sent something that is not a well-formed RFB client stream, or the handshake went
+    where the gateway cannot follow it."""
 
 
 @dataclass(slots=True)
@@ -53,49 +64,82 @@ _VERSION_RE: Final = re.compile(rb"RFB (\d{3})\.(\d{3})\n")
 _SECURITY_NONE: Final = 1
 _SECURITY_VNC_AUTH: Final = 2
 _FENCE_MAX_PAYLOAD: Final = 64
+_SHARED: Final = 1
+# No server sends more than its version, security types, challenge and result before the client
+# answers; one that runs this far ahead is not followed (the client then gets no further).
+_SERVER_AHEAD_MAX: Final = 4096
 
-# Stream states.
-_VERSION, _SECURITY, _VNC_AUTH, _CLIENT_INIT, _MESSAGES, _PASSTHROUGH, _FAILED = range(7)
+# Client stream states. _AWAIT_SERVER: what the client sends next depends on what the server has
+# not said yet (its version; in 3.3 the security type), so a byte there is out of turn (a real
+# client waits, and the relay feeds the server's bytes here before the browser sees them).
+_VERSION, _AWAIT_SERVER, _SECURITY, _VNC_AUTH, _CLIENT_INIT, _MESSAGES, _PASSTHROUGH, _FAILED = range(8)
+# Server handshake states; from _S_DONE on the server's bytes no longer matter to the filter.
+_S_VERSION, _S_SECURITY, _S_CHOICE, _S_CHALLENGE, _S_RESULT, _S_DONE, _S_REFUSED, _S_LOST = range(8)
 _NEED_MORE: Final = None
 
 
 class _Unknown(Exception):
-    """Internal: a message this parser does not know (fatal in view-only, pass-through in control)."""
+    """Internal: something this parser does not know (refused, or passed through where allowed)."""
 
 
 class ClientMessageFilter:
     """Incremental client-stream parser; in view-only mode also the filter.
 
-    In control mode nothing is held back: `forward` is the fed object itself, and parsing only
-    counts input events. If it meets something it cannot parse it stops parsing and passes the
-    rest through, counting every later chunk as activity. In view-only mode only complete
-    allowed messages are forwarded; dropped message bodies are skipped as they stream past, so
-    only allowed messages (at most `max_buffer` bytes) are ever buffered.
+    Handshake bytes are forwarded unit by unit once understood (ClientInit's flag rewritten).
+    After it, in control mode nothing is held back: `forward` is the fed object itself, and
+    parsing only counts input events; meeting a message it cannot parse it stops parsing and
+    passes the rest through, counting every later chunk as activity. In view-only mode only
+    complete allowed messages are forwarded; dropped message bodies are skipped as they stream
+    past, so only allowed messages (at most `max_buffer` bytes) are ever buffered.
     """
 
     __slots__ = (
+        "_chosen",
+        "_exclusive_ok",
         "_ext_mouse",
         "_max_buffer",
         "_max_cut_text",
+        "_minor",
+        "_offered",
         "_pending",
+        "_server_pending",
+        "_server_state",
+        "_server_version",
         "_skip",
         "_state",
         "_version",
         "_view_only",
+        "_why",
         "dropped_by_type",
     )
 
-    def __init__(self, *, view_only: bool, max_buffer: int = 64 * 1024, max_cut_text: int = 1 << 24) -> None:
+    def __init__(
+        self,
+        *,
+        view_only: bool,
+        allow_exclusive: bool = False,
+        max_buffer: int = 64 * 1024,
+        max_cut_text: int = 1 << 24,
+    ) -> None:
+        """`allow_exclusive` lets a control session's ClientInit through unchanged (never view-only)."""
         if max_buffer < 64:
             raise ValueError("max_buffer must be at least 64 bytes")
         self._view_only = view_only
+        self._exclusive_ok = allow_exclusive and not view_only
         self._max_buffer = max_buffer
         self._max_cut_text = max_cut_text
         self._state = _VERSION
-        self._version = (0, 0)
+        self._version = (0, 0)  # what the client announced
+        self._server_version = (0, 0)
+        self._minor = 0  # the version in effect: the lower of the two (a server follows the client down)
+        self._offered = b""  # 3.7+: the security types the server listed
+        self._chosen = 0  # 3.7+: the one the client picked
+        self._server_state = _S_VERSION
+        self._server_pending = bytearray()
         self._pending = bytearray()
         self._skip = 0  # body bytes of the current message still to stream past
         self._ext_mouse = False
+        self._why = ""  # why the client may not go on, once the server side says so
         self.dropped_by_type: dict[str, int] = {}
 
     @property
@@ -104,7 +148,7 @@ class ClientMessageFilter:
 
     @property
     def passthrough(self) -> bool:
-        """Control mode gave up parsing (unknown message or security type)."""
+        """Control mode gave up parsing (unknown message, or a handshake with nothing to enforce)."""
         return self._state == _PASSTHROUGH
 
     @property
@@ -112,15 +156,38 @@ class ClientMessageFilter:
         return self._state < _MESSAGES
 
     @property
+    def follows_server(self) -> bool:
+        """The handshake still depends on what the server says: keep calling `feed_server`."""
+        return self._server_state < _S_DONE and self._state < _MESSAGES
+
+    @property
     def buffered(self) -> int:
         """Bytes held back waiting for the rest of a message (at most `max_buffer`)."""
         return len(self._pending)
+
+    def feed_server(self, data: bytes) -> bool:
+        """Follow the server's side of the handshake. True while later server bytes still matter;
+        once False, stop calling (the hot path pays nothing for it). Never raises: where the server
+        cannot be followed, the client's side is refused at the point that depended on it."""
+        if self.follows_server:
+            self._server_pending += data
+            try:
+                self._advance_server()
+            except _Unknown as exc:
+                self._cannot_follow(str(exc))
+            if self.follows_server:
+                return True
+        self._server_pending = bytearray()
+        return False
 
     def feed(self, data: bytes) -> FilterResult:
         if type(data) is not bytes:
             data = bytes(data)
         state = self._state
         if state == _PASSTHROUGH:
+            if self._pending:  # handshake bytes held when the server side stopped being followed
+                data = bytes(self._pending) + data
+                self._pending = bytearray()
             return FilterResult(data, 0, 1 if data else 0)
         if state == _FAILED:
             raise RFBProtocolError("the client stream already failed")
@@ -132,6 +199,8 @@ class ClientMessageFilter:
         if pending:
             pending += data
             buf = pending
+        elif state < _MESSAGES:
+            buf = bytearray(data)  # the handshake may rewrite ClientInit in place
         else:
             buf = data
         try:
@@ -141,7 +210,7 @@ class ClientMessageFilter:
             self._pending = bytearray()
             raise
 
-        if self._view_only:
+        if self._view_only or state < _MESSAGES:
             if buf is data and len(out) == 1 and out[0] == (0, len(data)):
                 forward = data
             else:
@@ -158,7 +227,10 @@ class ClientMessageFilter:
         return FilterResult(forward, dropped, inputs)
 
     def _parse(self, buf: bytes | bytearray) -> tuple[int, list[tuple[int, int]], int, int]:
-        """Consume whole units from `buf`; return (consumed, forward ranges, dropped, inputs)."""
+        """Consume whole units from `buf`; return (consumed, forward ranges, dropped, inputs).
+
+        Control mode emits ranges only for the handshake: from ClientInit on, the rest of the
+        chunk (`feed` forwards later chunks whole)."""
         view_only = self._view_only
         n = len(buf)
         pos = 0
@@ -224,6 +296,8 @@ class ClientMessageFilter:
                 continue
 
             # Handshake: fixed-size units, forwarded whole.
+            if state == _AWAIT_SERVER:
+                raise RFBProtocolError(self._why or "the client spoke before the console server answered")
             if state == _VERSION:
                 unit = 12
             elif state == _VNC_AUTH:
@@ -232,14 +306,19 @@ class ClientMessageFilter:
                 unit = 1
             if avail < unit:
                 break
+            if state == _CLIENT_INIT and buf[pos] != _SHARED and not self._exclusive_ok:
+                cast(bytearray, buf)[pos] = _SHARED  # feed() hands the handshake a bytearray
             try:
                 self._handshake_step(state, bytes(buf[pos : pos + unit]))
             except _Unknown as exc:
-                if view_only:
+                if not self._exclusive_ok:
                     raise RFBProtocolError(str(exc)) from None
-                self._state = _PASSTHROUGH
-                return n, out, dropped, inputs
-            if view_only:
+                self._cannot_follow(str(exc))
+            if self._state == _PASSTHROUGH or (self._state == _MESSAGES and not view_only):
+                emit(pos, n)  # control mode: everything from here on goes as it came
+                if self._state == _PASSTHROUGH:
+                    return n, out, dropped, inputs
+            else:
                 emit(pos, pos + unit)
             pos += unit
         return pos, out, dropped, inputs
@@ -253,20 +332,123 @@ class ClientMessageFilter:
             if major != 3 or minor < 3:
                 raise _Unknown(f"unsupported RFB version {major}.{minor}")
             self._version = (major, minor)
-            # 3.3 (and the 3.4-3.6 variants): the server picks the security type; assume None.
-            self._state = _SECURITY if minor >= 7 else _CLIENT_INIT
+            self._state = _AWAIT_SERVER  # until the server's version says which handshake follows
+            self._versions_known()
+            self._advance_server()
         elif state == _SECURITY:
             sec = unit[0]
+            if self._offered and sec not in self._offered:
+                raise _Unknown(f"the client chose security type {sec}, not offered")
             if sec == _SECURITY_NONE:
                 self._state = _CLIENT_INIT
             elif sec == _SECURITY_VNC_AUTH:
                 self._state = _VNC_AUTH
             else:
-                raise _Unknown(f"security type {sec} is not supported in view-only mode")
+                raise _Unknown(f"security type {sec} cannot be followed")
+            self._chosen = sec
+            self._advance_server()
         elif state == _VNC_AUTH:
             self._state = _CLIENT_INIT
         elif state == _CLIENT_INIT:
             self._state = _MESSAGES
+
+    def _versions_known(self) -> None:
+        """Once both versions are known the lower one is spoken; from 3.7 on the client picks the
+        security type itself (the server's list only checks its pick), before that the server does."""
+        if self._version[0] and self._server_version[0] and not self._minor:
+            self._minor = min(self._version, self._server_version)[1]
+            if self._minor >= 7 and self._state == _AWAIT_SERVER:
+                self._state = _SECURITY
+
+    def _advance_server(self) -> None:
+        """Consume what the server said as far as it can be placed yet; may move the client on.
+
+        Server bytes that depend on the client's version or choice wait for it (real servers
+        never send them early); a server that runs far ahead is no longer followed."""
+        buf = self._server_pending
+        while self._server_state < _S_DONE and self._state < _MESSAGES:
+            s = self._server_state
+            if s == _S_VERSION:
+                if len(buf) < 12:
+                    break
+                m = _VERSION_RE.fullmatch(bytes(buf[:12]))
+                if m is None:
+                    raise _Unknown("the console server did not send an RFB ProtocolVersion")
+                version = (int(m[1]), int(m[2]))
+                if version < (3, 3):
+                    raise _Unknown("the console server speaks an RFB version before 3.3")
+                del buf[:12]
+                self._server_version = version
+                self._server_state = _S_SECURITY
+                self._versions_known()
+            elif s == _S_SECURITY:
+                if not self._minor:
+                    break
+                if self._minor < 7:  # the server picks: a u32 (0: refused, a reason follows)
+                    if len(buf) < 4:
+                        break
+                    sec = int.from_bytes(buf[:4], "big")
+                    del buf[:4]
+                    if sec == _SECURITY_NONE:
+                        self._server_state = _S_DONE
+                        self._state = _CLIENT_INIT
+                    elif sec == _SECURITY_VNC_AUTH:
+                        self._server_state = _S_CHALLENGE
+                        self._state = _VNC_AUTH
+                    elif sec == 0:
+                        self._refused()
+                    else:
+                        raise _Unknown(f"the console server chose security type {sec}")
+                else:  # a list to pick from (empty: refused, a reason follows)
+                    if not buf or len(buf) < 1 + buf[0]:
+                        break
+                    count = buf[0]
+                    if not count:
+                        self._refused()
+                        continue
+                    self._offered = bytes(buf[1 : 1 + count])
+                    del buf[: 1 + count]
+                    if self._chosen and self._chosen not in self._offered:
+                        raise _Unknown(f"the client chose security type {self._chosen}, not offered")
+                    self._server_state = _S_CHOICE
+            elif s == _S_CHOICE:
+                if not self._chosen:
+                    break
+                if self._chosen == _SECURITY_VNC_AUTH:
+                    self._server_state = _S_CHALLENGE
+                else:  # None: only 3.8 sends a SecurityResult for it
+                    self._server_state = _S_RESULT if self._minor >= 8 else _S_DONE
+            elif s == _S_CHALLENGE:
+                if len(buf) < 16:
+                    break
+                del buf[:16]
+                self._server_state = _S_RESULT
+            else:  # _S_RESULT: a u32, 0 = OK; a failure (with a reason from 3.8 on) ends the session
+                if len(buf) < 4:
+                    break
+                result = int.from_bytes(buf[:4], "big")
+                del buf[:4]
+                if result:
+                    self._refused()
+                else:
+                    self._server_state = _S_DONE
+        if self._server_state < _S_DONE and len(buf) > _SERVER_AHEAD_MAX:
+            # Not followed further; a client that still needs the server's word gets no further.
+            self._server_state = _S_LOST
+            self._why = "the console server's handshake could not be followed"
+
+    def _refused(self) -> None:
+        """The server turned the client away; its reason is for the user, and nothing follows it."""
+        self._server_state = _S_REFUSED
+        self._why = "the console server refused the connection"
+        self._state = _AWAIT_SERVER  # nothing more from the client is in turn
+
+    def _cannot_follow(self, why: str) -> None:
+        """A handshake that could hide ClientInit: refused, unless there is nothing to enforce."""
+        self._server_state = _S_LOST
+        self._why = why
+        if self._state < _MESSAGES:
+            self._state = _PASSTHROUGH if self._exclusive_ok else _AWAIT_SERVER
 
     def _measure(self, buf: bytes | bytearray, pos: int, avail: int) -> tuple[int, _Kind] | None:
         """Total length and kind of the message at `pos`, or None until its header is complete."""

@@ -88,6 +88,11 @@ async def test_view_only_keys_never_reach_the_server(stack: RunningGateway, brow
                 const ws = new WebSocket(location.origin.replace('http', 'ws') + path);
                 ws.binaryType = 'arraybuffer';
                 await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+                // The server speaks first (its version, after the gateway's text hello): a client that
+                // does not wait for it is refused before any of its bytes go anywhere.
+                await new Promise((resolve) => {
+                    ws.onmessage = (e) => { if (typeof e.data !== 'string') resolve(); };
+                });
                 const key = (keysym, down) => {
                     const b = new Uint8Array(8); b[0] = 4; b[1] = down ? 1 : 0;
                     new DataView(b.buffer).setUint32(4, keysym); return b; };

@@ -1,9 +1,10 @@
 """The view-only filter against hostile client streams.
 
-Properties: it never raises anything but RFBProtocolError; what it forwards is a handshake followed by
-whole messages of the allowed kinds only (checked by an independent parser below), so no key, pointer,
-clipboard, power or resize byte ever passes; it never holds more than `max_buffer` bytes whatever length
-a message claims; and valid streams come out exactly as expected under any chunking.
+Properties: it never raises anything but RFBProtocolError; what it forwards is a handshake whose
+ClientInit says "shared" followed by whole messages of the allowed kinds only (checked by an independent
+parser below), so no key, pointer, clipboard, power or resize byte ever passes; it never holds more than
+`max_buffer` bytes whatever length a message claims; and valid streams come out exactly as expected under
+any chunking. The server's side of the handshake is fed first (`feed_server`), as the relay does.
 """
 
 from __future__ import annotations
@@ -17,19 +18,34 @@ from gateway.rfb import ClientMessageFilter, RFBProtocolError
 from tests.fuzz import tried
 
 HANDSHAKE = b"RFB 003.008\n\x01\x01"
+# The server's side: version, security types [None, VncAuth], then (VNC auth only) the challenge, then OK.
+SERVER = b"RFB 003.008\n\x02\x01\x02"
+SERVER_NONE = SERVER + b"\0\0\0\0"
+SERVER_VNC_AUTH = SERVER + bytes(range(16)) + b"\0\0\0\0"
 MAX_BUFFER = 4096
 
 
-def _allowed_only(stream: bytes) -> bool:
-    """Independent reader of a view-only output stream: handshake, then only pixel-format, encodings,
-    update-request, continuous-updates and fence messages, each complete."""
+def _view_only(**kwargs: int) -> ClientMessageFilter:
+    filt = ClientMessageFilter(view_only=True, max_buffer=MAX_BUFFER, **kwargs)  # type: ignore[arg-type]
+    filt.feed_server(SERVER_NONE)
+    return filt
+
+
+def _allowed_only(stream: bytes, server: bytes = SERVER_NONE) -> bool:
+    """Independent reader of a view-only output stream, given what the server said: handshake with a
+    shared ClientInit, then only pixel-format, encodings, update-request, continuous-updates and fence
+    messages, each complete."""
     if not stream:
         return True
     if not stream.startswith(b"RFB 003."):
         return False
     pos = 12
     minor = int(stream[8:11])
-    if minor >= 7:
+    if server.startswith(b"RFB 003.") and server[8:11].isdigit():
+        minor = min(minor, int(server[8:11]))  # the lower of the two versions is spoken
+    if minor < 7:  # 3.3: the server chose; VNC auth means a 16-byte response first
+        pos += 16 if server[12:16] == b"\0\0\0\x02" else 0
+    else:
         if len(stream) < pos + 1:
             return True
         sec = stream[pos]
@@ -38,7 +54,9 @@ def _allowed_only(stream: bytes) -> bool:
             pos += 16
         elif sec != 1:
             return False
-    pos += 1  # ClientInit
+    if pos < len(stream) and stream[pos] != 1:
+        return False  # ClientInit must say "shared"
+    pos += 1
     while pos < len(stream):
         kind = stream[pos]
         if kind == 0:
@@ -102,15 +120,16 @@ def _chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     st.lists(st.tuples(st.booleans(), st.data()), max_size=30),
     st.lists(st.integers(0, 10_000), max_size=20),
     st.data(),
+    st.integers(0, 255),
 )
 def test_valid_streams_forward_exactly_the_allowed_messages(
-    plan: list[tuple[bool, st.DataObject]], cuts: list[int], data: st.DataObject
+    plan: list[tuple[bool, st.DataObject]], cuts: list[int], data: st.DataObject, shared: int
 ) -> None:
     tried("rfb: valid streams, random chunking")
     messages = [(ok, data.draw(_msg_allowed() if ok else _msg_dropped())) for ok, _ in plan]
-    stream = HANDSHAKE + b"".join(m for _, m in messages)
-    expected = HANDSHAKE + b"".join(m for ok, m in messages if ok)
-    filt = ClientMessageFilter(view_only=True, max_buffer=MAX_BUFFER)
+    stream = HANDSHAKE[:-1] + bytes([shared]) + b"".join(m for _, m in messages)
+    expected = HANDSHAKE + b"".join(m for ok, m in messages if ok)  # ClientInit goes as 1 whatever it said
+    filt = _view_only()
     out, dropped = bytearray(), 0
     for piece in _chunked(stream, cuts):
         result = filt.feed(piece)
@@ -136,6 +155,7 @@ def test_arbitrary_bytes_after_the_handshake_never_let_input_through(
 ) -> None:
     tried("rfb: arbitrary bytes")
     filt = ClientMessageFilter(view_only=True, max_buffer=MAX_BUFFER)
+    filt.feed_server(SERVER_VNC_AUTH if vnc_auth else SERVER_NONE)
     head = b"RFB 003.008\n" + (b"\x02" + b"\0" * 16 if vnc_auth else b"\x01") + b"\x01"
     out = bytearray(filt.feed(head).forward)
     failed = False
@@ -156,29 +176,59 @@ def test_arbitrary_bytes_after_the_handshake_never_let_input_through(
             raise AssertionError("a failed stream accepted more input")
 
 
-@given(st.binary(max_size=64), st.lists(st.binary(max_size=64), max_size=10))
-def test_arbitrary_handshakes_never_crash_either_mode(first: bytes, rest: list[bytes]) -> None:
+_SERVER_SIDES = st.one_of(
+    st.sampled_from(
+        [
+            SERVER_NONE,
+            SERVER_VNC_AUTH,
+            b"RFB 003.003\n\0\0\0\x01",
+            b"RFB 003.003\n\0\0\0\x02" + bytes(16) + b"\0\0\0\0",
+            b"RFB 003.007\n\x01\x01",
+            b"RFB 003.008\n\x00\0\0\0\x04nope",
+        ]
+    ),
+    st.binary(max_size=64),
+)
+
+
+def _as_sent_except_clientinit(out: bytes, sent: bytes) -> bool:
+    """`out` is a prefix of `sent`, but for at most one byte the filter set to 1 (ClientInit)."""
+    if len(out) > len(sent):
+        return False
+    changed = [i for i, (a, b) in enumerate(zip(out, sent, strict=False)) if a != b]
+    return len(changed) <= 1 and all(out[i] == 1 for i in changed)
+
+
+@given(_SERVER_SIDES, st.binary(max_size=64), st.lists(st.binary(max_size=64), max_size=10))
+def test_arbitrary_handshakes_never_crash_any_mode(server: bytes, first: bytes, rest: list[bytes]) -> None:
+    """View-only forwards only what the oracle allows; control forwards what came, but for ClientInit;
+    control allowed exclusive access forwards what came, untouched."""
     tried("rfb: arbitrary handshakes")
-    for view_only in (True, False):
-        filt = ClientMessageFilter(view_only=view_only, max_buffer=MAX_BUFFER)
-        out = bytearray()
+    for view_only, allow_exclusive in ((True, False), (False, False), (False, True)):
+        filt = ClientMessageFilter(
+            view_only=view_only, allow_exclusive=allow_exclusive, max_buffer=MAX_BUFFER
+        )
+        filt.feed_server(server)
+        out, sent = bytearray(), bytearray()
         try:
             for chunk in [first, *rest]:
-                result = filt.feed(chunk)
-                out += result.forward
-                if not view_only:
-                    assert result.forward == chunk  # control mode forwards every byte untouched
+                sent += chunk
+                out += filt.feed(chunk).forward
         except RFBProtocolError:
-            assert view_only, "control mode never refuses a stream"
+            pass
         if view_only:
-            assert _allowed_only(bytes(out))
+            assert _allowed_only(bytes(out), server)
+        elif allow_exclusive:
+            assert bytes(sent).startswith(bytes(out))
+        else:
+            assert _as_sent_except_clientinit(bytes(out), bytes(sent))
 
 
 @given(st.integers(MAX_BUFFER + 1, 2**31 - 1), st.integers(256, 65536), st.sampled_from([6, 2]))
 def test_claimed_lengths_never_make_it_buffer(claimed: int, chunk: int, kind: int) -> None:
     """A message claiming gigabytes is streamed past (dropped kinds) or refused (allowed kinds) early."""
     tried("rfb: huge claimed lengths")
-    filt = ClientMessageFilter(view_only=True, max_buffer=MAX_BUFFER, max_cut_text=1 << 20)
+    filt = _view_only(max_cut_text=1 << 20)
     filt.feed(HANDSHAKE)
     if kind == 6:
         header = struct.pack(">B3xi", 6, claimed)

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -17,61 +12,18 @@ from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
 from tests.support.gateway import Operator, start_gateway
 from tests.support.rfb_client import RFBClient
+from tests.support.vnc_servers import XVNC
+from tests.support.vnc_servers import xvnc as run_xvnc
 
-XVNC = shutil.which("Xvnc")
 pytestmark = pytest.mark.skipif(XVNC is None, reason="Xvnc (tigervnc-standalone-server) is not installed")
 
 XVNC_ID = "5a5a5a5a-0000-4000-8000-00000000a0a0"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def xvnc(tmp_path: Path) -> Iterator[tuple[str, int]]:
-    """Xvnc on a display it picks itself (-displayfd), RFB on a loopback port, no authentication."""
-    port = _free_port()
-    read_fd, write_fd = os.pipe()
-    proc = subprocess.Popen(
-        [
-            str(XVNC),
-            "-displayfd",
-            str(write_fd),
-            "-geometry",
-            "640x480",
-            "-depth",
-            "24",
-            "-rfbport",
-            str(port),
-            "-localhost",
-            "-SecurityTypes",
-            "None",
-            "-nolisten",
-            "tcp",
-            "-desktop",
-            "real-xvnc",
-        ],
-        pass_fds=(write_fd,),
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "xvnc.log").open("w"),
-        start_new_session=True,
-    )
-    os.close(write_fd)
-    try:
-        with os.fdopen(read_fd) as ready:
-            display = ready.readline().strip()  # Xvnc writes its display number once it accepts clients
-        assert display, f"Xvnc did not start: {(tmp_path / 'xvnc.log').read_text()[-500:]}"
-        yield "127.0.0.1", port
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    with run_xvnc(tmp_path / "xvnc.log", desktop="real-xvnc") as address:
+        yield address
 
 
 @pytest.fixture

@@ -36,7 +36,9 @@ from tests.support.ws_peers import (
     wait_for,
 )
 
-GREETING = b"RFB 003.008\n"
+# The server's side of a 3.8 handshake (version, security types [None], SecurityResult OK): the
+# gateway's filter follows it, so a stand-in server must lead the handshake as a real one does.
+GREETING = b"RFB 003.008\n" + b"\x01\x01" + b"\x00\x00\x00\x00"
 HANDSHAKE = b"RFB 003.008\n" + b"\x01" + b"\x01"
 FBUR = struct.pack(">BBHHHH", 3, 1, 0, 0, 640, 480)
 KEY = struct.pack(">BBxxI", 4, 1, 0x61)

@@ -20,6 +20,9 @@ from gateway.rfb import ClientMessageFilter
 from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream, upstream_session
 
 HANDSHAKE = b"RFB 003.008\n\x01\x01"
+# The server's side of that handshake (version, security types [None], SecurityResult OK): the
+# relay's filter follows it, and frames pass through once it no longer matters.
+GREETING = b"RFB 003.008\n\x01\x01\x00\x00\x00\x00"
 Script = Callable[[web.WebSocketResponse], Awaitable[None]]
 
 
@@ -121,7 +124,7 @@ async def test_messages_arrive_one_to_one_and_text_is_dropped(harness: Harness) 
     ]
 
     async def script(ws: web.WebSocketResponse) -> None:
-        await ws.send_bytes(b"greeting")
+        await ws.send_bytes(GREETING)
         await ws.receive()  # the client's handshake: the relay runs by now
         await ws.send_str("not for the browser")
         for m in down:
@@ -132,7 +135,7 @@ async def test_messages_arrive_one_to_one_and_text_is_dropped(harness: Harness) 
         await ws.receive()
 
     browser = await harness.start(script)
-    assert (await browser.receive(timeout=5)).data == b"greeting"
+    assert (await browser.receive(timeout=5)).data == GREETING
     await browser.send_bytes(HANDSHAKE)
     got = []
     async with asyncio.timeout(10):
@@ -144,7 +147,7 @@ async def test_messages_arrive_one_to_one_and_text_is_dropped(harness: Harness) 
     relay = harness.relays[0]
     assert relay._passthrough is not None and relay._passthrough.forwarding  # not message by message
     assert not relay._passthrough.stepped_aside
-    assert relay.stats.bytes_to_browser == sum(map(len, got)) + len(b"greeting")
+    assert relay.stats.bytes_to_browser == sum(map(len, got)) + len(GREETING)
     assert relay.stats.msgs_to_browser == len(got) + 1
     await browser.close()
     info = await harness.result()
@@ -153,7 +156,7 @@ async def test_messages_arrive_one_to_one_and_text_is_dropped(harness: Harness) 
 
 async def test_upstream_close_code_reaches_the_browser(harness: Harness) -> None:
     async def script(ws: web.WebSocketResponse) -> None:
-        await ws.send_bytes(b"greeting")
+        await ws.send_bytes(GREETING)
         await ws.receive()
         await ws.send_bytes(b"x" * 1000)
         await ws.close(code=4321, message=b"console gone")
@@ -170,7 +173,7 @@ async def test_upstream_close_code_reaches_the_browser(harness: Harness) -> None
 
 async def test_an_over_long_upstream_message_is_a_lost_link(harness: Harness) -> None:
     async def script(ws: web.WebSocketResponse) -> None:
-        await ws.send_bytes(b"greeting")
+        await ws.send_bytes(GREETING)
         await ws.receive()
         await ws.send_bytes(bytes(4096))
         await ws.receive()
@@ -190,7 +193,7 @@ async def test_a_browser_that_stops_reading_pauses_the_upstream_and_loses_nothin
     done = asyncio.Event()
 
     async def script(ws: web.WebSocketResponse) -> None:
-        await ws.send_bytes(b"greeting")
+        await ws.send_bytes(GREETING)
         await ws.receive()
         for _ in range(total // len(block)):
             await ws.send_bytes(block)

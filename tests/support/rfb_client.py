@@ -417,10 +417,16 @@ class RFBClient:
     """Async driver: `await handshake()`, then request updates and send keys."""
 
     def __init__(
-        self, transport: Transport, *, version: tuple[int, int] = (3, 8), timeout: float = 5.0
+        self,
+        transport: Transport,
+        *,
+        version: tuple[int, int] = (3, 8),
+        shared: bool = True,
+        timeout: float = 5.0,
     ) -> None:
+        """`shared=False` asks the server for exclusive access in ClientInit, as a hostile client may."""
         self.transport = transport
-        self.proto = RFBClientProtocol(version=version)
+        self.proto = RFBClientProtocol(version=version, shared=shared)
         self.timeout = timeout
         self._events: list[ServerInit | FramebufferUpdate] = []
 

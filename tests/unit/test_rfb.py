@@ -1,4 +1,5 @@
-"""The client-message filter: byte-exact forwarding, view-only drops, chunking independence."""
+"""The client-message filter: the handshake as the server leads it, ClientInit always shared,
+byte-exact forwarding, view-only drops, chunking independence."""
 
 from __future__ import annotations
 
@@ -14,6 +15,23 @@ from gateway.rfb import ClientMessageFilter, FilterResult, RFBProtocolError
 # --- message builders, laid out as noVNC's RFB.messages writes them -------------------------
 
 HANDSHAKE_38_NONE = b"RFB 003.008\n" + b"\x01" + b"\x01"
+V38, V37, V33 = b"RFB 003.008\n", b"RFB 003.007\n", b"RFB 003.003\n"
+OK = bytes(4)  # SecurityResult: OK
+CHALLENGE = bytes(range(100, 116))
+RESPONSE = bytes(range(16))
+# The server's side of a 3.8 handshake offering None, sent ahead (the filter waits for the client).
+SERVER_38_NONE = V38 + b"\x01\x01" + OK
+
+
+def u32(n: int) -> bytes:
+    return n.to_bytes(4, "big")
+
+
+def server_led(*, view_only: bool, **kwargs: int) -> ClientMessageFilter:
+    """A filter that has seen the server's side of a 3.8 handshake offering None."""
+    filt = ClientMessageFilter(view_only=view_only, **kwargs)  # type: ignore[arg-type]
+    assert filt.feed_server(SERVER_38_NONE)
+    return filt
 
 
 def set_pixel_format(bpp: int = 32, depth: int = 24) -> bytes:
@@ -110,46 +128,201 @@ def splits(data: bytes) -> list[list[bytes]]:
     return ways
 
 
+Turns = list[tuple[str, bytes]]
+
+
+def converse(filt: ClientMessageFilter, turns: Turns, *, bytewise: bool = False) -> bytes:
+    """Play a conversation in order: ("s", bytes) to feed_server, ("c", bytes) to feed, each turn
+    whole or one byte at a time. Returns what went upstream."""
+    out = bytearray()
+    for side, data in turns:
+        for piece in [data[i : i + 1] for i in range(len(data))] if bytewise else [data]:
+            if side == "s":
+                filt.feed_server(piece)
+            else:
+                out += filt.feed(piece).forward
+    return bytes(out)
+
+
+def client_side(turns: Turns) -> bytes:
+    return b"".join(data for side, data in turns if side == "c")
+
+
 # --- handshake ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "handshake",
-    [
-        HANDSHAKE_38_NONE,
-        b"RFB 003.008\n" + b"\x02" + bytes(range(16)) + b"\x00",  # VNC auth response, exclusive
-        b"RFB 003.007\n" + b"\x01" + b"\x01",
-        b"RFB 003.003\n" + b"\x01",  # 3.3: the server chose; we assume None
-        b"RFB 003.889\n" + b"\x01" + b"\x01",
+# Each ends with a ClientInit asking for exclusive access (0): upstream it must say shared (1).
+CONVERSATIONS: dict[str, Turns] = {
+    "3.8 None": [("s", V38), ("c", V38), ("s", b"\x01\x01"), ("c", b"\x01"), ("s", OK), ("c", b"\x00")],
+    "3.8 VncAuth": [
+        ("s", V38),
+        ("c", V38),
+        ("s", b"\x02\x01\x02"),
+        ("c", b"\x02"),
+        ("s", CHALLENGE),
+        ("c", RESPONSE),
+        ("s", OK),
+        ("c", b"\x00"),
     ],
+    "3.7 None": [("s", V37), ("c", V37), ("s", b"\x01\x01"), ("c", b"\x01"), ("c", b"\x00")],
+    "3.7 VncAuth": [
+        ("s", V37),
+        ("c", V37),
+        ("s", b"\x01\x02"),
+        ("c", b"\x02"),
+        ("s", CHALLENGE),
+        ("c", RESPONSE),
+        ("s", OK),
+        ("c", b"\x00"),
+    ],
+    # 3.3: the server picks the security type; a 3.8 server follows a 3.3 client down.
+    "3.3 None": [("s", V38), ("c", V33), ("s", u32(1)), ("c", b"\x00")],
+    "3.3 VncAuth": [
+        ("s", V33),
+        ("c", V33),
+        ("s", u32(2) + CHALLENGE),
+        ("c", RESPONSE),
+        ("s", OK),
+        ("c", b"\x00"),
+    ],
+    "3.3 server, 3.8 client": [("s", V33), ("c", V38), ("s", u32(1)), ("c", b"\x00")],
+    "3.889 (Apple)": [
+        ("s", b"RFB 003.889\n"),
+        ("c", b"RFB 003.889\n"),
+        ("s", b"\x01\x01"),
+        ("c", b"\x01"),
+        ("s", OK),
+        ("c", b"\x00"),
+    ],
+}
+
+
+@pytest.mark.parametrize("view_only", [True, False])
+@pytest.mark.parametrize("name", sorted(CONVERSATIONS))
+def test_handshake_follows_the_server_and_clientinit_goes_shared(name: str, view_only: bool) -> None:
+    turns = CONVERSATIONS[name]
+    sent = client_side(turns)
+    later = fbur() + key_event() + fbur(0)
+    after = fbur() + fbur(0) if view_only else later
+    for how in ("turns", "byte by byte", "server ahead"):
+        filt = ClientMessageFilter(view_only=view_only)
+        if how == "server ahead":  # a server may send its whole side at once; the filter waits
+            filt.feed_server(b"".join(data for side, data in turns if side == "s"))
+            out = converse(filt, [("c", sent + later)])
+        else:
+            out = converse(filt, [*turns, ("c", later)], bytewise=how == "byte by byte")
+        assert out == sent[:-1] + b"\x01" + after, how
+        assert not filt.in_handshake
+        assert filt.feed_server(b"RFB 003.008\n") is False  # the server's bytes no longer matter
+
+
+def test_exclusive_access_only_for_control_and_only_with_the_option() -> None:
+    turns = CONVERSATIONS["3.8 None"]
+    for view_only, allow_exclusive, flag in ((True, True, 1), (False, False, 1), (False, True, 0)):
+        filt = ClientMessageFilter(view_only=view_only, allow_exclusive=allow_exclusive)
+        assert converse(filt, turns)[-1] == flag, (view_only, allow_exclusive)
+
+
+def test_the_server_side_is_followed_only_while_it_matters() -> None:
+    filt = ClientMessageFilter(view_only=True)
+    assert filt.feed_server(V38) is True
+    filt.feed(V38)
+    assert filt.feed_server(b"\x01\x01") is True
+    filt.feed(b"\x01")
+    assert filt.feed_server(OK) is False  # what the server says from here on changes nothing
+    assert filt.feed(b"\x00").forward == b"\x01"
+
+
+@pytest.mark.parametrize("allow_exclusive", [False, True])
+@pytest.mark.parametrize("view_only", [True, False])
+@pytest.mark.parametrize(
+    "turns",
+    [
+        [("s", V33), ("c", V33 + b"\x00")],  # ClientInit before the server picked the security type
+        [("c", V38 + b"\x01\x01")],  # before the server said anything
+    ],
+    ids=["3.3 before the security type", "before the server's version"],
 )
-def test_handshake_is_forwarded_and_messages_follow(handshake: bytes) -> None:
-    stream = handshake + fbur() + key_event() + fbur(0)
-    for chunks in splits(stream):
-        out, dropped, _ = run(ClientMessageFilter(view_only=True), chunks)
-        assert out == handshake + fbur() + fbur(0)
-        assert dropped == 1
+def test_a_client_that_speaks_out_of_turn_is_refused(
+    turns: Turns, view_only: bool, allow_exclusive: bool
+) -> None:
+    filt = ClientMessageFilter(view_only=view_only, allow_exclusive=allow_exclusive)
+    with pytest.raises(RFBProtocolError, match="before the console server answered"):
+        converse(filt, turns)
 
 
 @pytest.mark.parametrize(
-    "bad",
+    "turns",
     [
-        b"GET / HTTP/1.1\r\n",
-        b"RFB 004.000\n\x01\x01",
-        b"RFB 003.002\n\x01\x01",
-        b"RFB 003.008\n\x10",  # Tight security: not in view-only
-        b"RFB 003.008\n\x00",
+        [("s", V38), ("c", V33), ("s", u32(0) + u32(4) + b"nope")],
+        [("s", V38), ("c", V38), ("s", b"\x00" + u32(4) + b"nope")],
+        [
+            ("s", V38),
+            ("c", V38),
+            ("s", b"\x01\x02"),
+            ("c", b"\x02"),
+            ("s", CHALLENGE),
+            ("c", RESPONSE),
+            ("s", u32(1) + u32(4) + b"nope"),
+        ],
+        [
+            ("s", V37),
+            ("c", V37),
+            ("s", b"\x01\x02"),
+            ("c", b"\x02"),
+            ("s", CHALLENGE),
+            ("c", RESPONSE),
+            ("s", u32(1)),
+        ],
     ],
+    ids=["3.3 refused", "3.8 no security types", "3.8 authentication failed", "3.7 authentication failed"],
 )
-def test_bad_handshake_raises_in_view_only_and_passes_through_in_control(bad: bytes) -> None:
-    with pytest.raises(RFBProtocolError):
-        ClientMessageFilter(view_only=True).feed(bad)
-    control = ClientMessageFilter(view_only=False)
-    res = control.feed(bad)
-    assert res.forward == bad and control.passthrough
-    later = key_event() + b"\xff\xfe anything"
+def test_a_server_refusal_ends_the_client_side(turns: Turns) -> None:
+    for view_only in (True, False):
+        filt = ClientMessageFilter(view_only=view_only)
+        assert converse(filt, turns, bytewise=True) == client_side(turns)
+        assert filt.feed_server(b"") is False
+        with pytest.raises(RFBProtocolError, match="refused"):
+            filt.feed(b"\x00")
+
+
+@pytest.mark.parametrize(
+    "turns",
+    [
+        [("s", V38), ("c", V33), ("s", u32(19))],  # 3.3: the server picks VeNCrypt
+        [("s", V38), ("c", V38), ("s", b"\x02\x01\x10"), ("c", b"\x10")],  # the client picks Tight
+        [("s", V38), ("c", V38), ("s", b"\x01\x02"), ("c", b"\x01")],  # None was not offered
+        [("s", V38), ("c", V38 + b"\x01"), ("s", b"\x01\x02")],  # picked early, then not offered
+        [("s", b"HTTP/1.1 400 Bad\r\n"), ("c", V38)],  # not a VNC server
+        [("s", V38), ("c", b"GET / HTTP/1.1\r\n")],
+        [("s", V38), ("c", b"RFB 004.000\n")],
+        [("s", V38), ("c", b"RFB 003.002\n")],
+    ],
+    ids=["3.3 VeNCrypt", "Tight", "not offered", "not offered, late", "server garbage", "HTTP", "4.0", "3.2"],
+)
+def test_a_handshake_that_cannot_be_followed_is_refused_unless_exclusive_is_allowed(turns: Turns) -> None:
+    later = b"\x00" + key_event() + b"\xff\xfe anything"
+    for view_only in (True, False):
+        with pytest.raises(RFBProtocolError):
+            converse(ClientMessageFilter(view_only=view_only), [*turns, ("c", later)])
+        with pytest.raises(RFBProtocolError):  # the option changes nothing for view-only
+            converse(ClientMessageFilter(view_only=True, allow_exclusive=True), [*turns, ("c", later)])
+    control = ClientMessageFilter(view_only=False, allow_exclusive=True)  # nothing to enforce
+    assert converse(control, [*turns, ("c", later)]) == client_side(turns) + later
+    assert control.passthrough
     res = control.feed(later)
     assert res.forward is later and res.input_events == 1
+
+
+def test_a_server_running_ahead_is_no_longer_followed() -> None:
+    filt = ClientMessageFilter(view_only=True)
+    assert filt.feed_server(V38 + bytes(8192)) is False
+    # From 3.7 on the client's side needs nothing more from the server: still found, still shared.
+    assert converse(filt, [("c", V38 + b"\x01" + b"\x00" + fbur())]) == V38 + b"\x01\x01" + fbur()
+    filt = ClientMessageFilter(view_only=False)
+    assert filt.feed_server(V38 + bytes(8192)) is False
+    with pytest.raises(RFBProtocolError, match="could not be followed"):  # 3.3: it would
+        filt.feed(V33 + b"\x00")
 
 
 # --- every message type, every split -----------------------------------------------------
@@ -161,7 +334,7 @@ def test_allowed_message_survives_any_split(name: str) -> None:
     stream = HANDSHAKE_38_NONE + fbur() + msg + key_event() + msg + fbur(0)
     expected = HANDSHAKE_38_NONE + fbur() + msg + msg + fbur(0)
     for chunks in splits(stream):
-        filt = ClientMessageFilter(view_only=True)
+        filt = server_led(view_only=True)
         out, dropped, inputs = run(filt, chunks)
         assert out == expected
         assert (dropped, inputs) == (1, 0)  # the dropped key is not activity
@@ -176,7 +349,7 @@ def test_dropped_message_never_leaks_under_any_split(name: str) -> None:
     expected = HANDSHAKE_38_NONE + fbur() + fbur(0) + set_pixel_format()
     kind = name.split("-")[0]
     for chunks in splits(stream):
-        filt = ClientMessageFilter(view_only=True)
+        filt = server_led(view_only=True)
         out, dropped, inputs = run(filt, chunks)
         assert out == expected
         assert dropped == 3
@@ -189,7 +362,7 @@ def test_control_mode_forwards_every_byte_and_counts_input(name: str) -> None:
     msg = (ALLOWED | DROPPED)[name]
     stream = HANDSHAKE_38_NONE + msg + fbur() + msg
     for chunks in splits(stream):
-        filt = ClientMessageFilter(view_only=False)
+        filt = server_led(view_only=False)
         out, dropped, inputs = run(filt, chunks)
         assert out == stream
         assert dropped == 0
@@ -198,7 +371,7 @@ def test_control_mode_forwards_every_byte_and_counts_input(name: str) -> None:
 
 
 def test_control_mode_forwards_the_same_object() -> None:
-    filt = ClientMessageFilter(view_only=False)
+    filt = server_led(view_only=False)
     filt.feed(HANDSHAKE_38_NONE)
     data = fbur() + pointer() + key_event()
     res = filt.feed(data)
@@ -209,19 +382,19 @@ def test_control_mode_forwards_the_same_object() -> None:
 
 
 def test_view_only_whole_allowed_chunk_is_not_copied() -> None:
-    filt = ClientMessageFilter(view_only=True)
+    filt = server_led(view_only=True)
     filt.feed(HANDSHAKE_38_NONE)
     data = set_encodings(0, 7) + fbur() + fbur(0)
     assert filt.feed(data).forward is data
 
 
 def test_empty_chunk() -> None:
-    filt = ClientMessageFilter(view_only=True)
+    filt = server_led(view_only=True)
     assert filt.feed(b"") == FilterResult(b"", 0, 0)
 
 
 def test_view_only_drops_power_operations() -> None:
-    filt = ClientMessageFilter(view_only=True)
+    filt = server_led(view_only=True)
     stream = HANDSHAKE_38_NONE + xvp(2) + xvp(3) + xvp(4)
     assert filt.feed(stream).forward == HANDSHAKE_38_NONE
     assert filt.dropped_by_type == {"XVP": 3}
@@ -232,7 +405,7 @@ def test_view_only_drops_power_operations() -> None:
 
 def test_extended_pointer_is_seven_bytes_once_announced() -> None:
     for view_only in (True, False):
-        filt = ClientMessageFilter(view_only=view_only)
+        filt = server_led(view_only=view_only)
         announce = set_encodings(0, -316)
         res = filt.feed(HANDSHAKE_38_NONE + announce + ext_pointer() + fbur() + pointer() + fbur(0))
         assert res.input_events == (0 if view_only else 2)  # dropped input is not activity
@@ -242,7 +415,7 @@ def test_extended_pointer_is_seven_bytes_once_announced() -> None:
 
 
 def test_marker_bit_without_announcement_is_a_six_byte_event() -> None:
-    filt = ClientMessageFilter(view_only=True)
+    filt = server_led(view_only=True)
     six = struct.pack(">BBHH", 5, 0x81, 1, 2)
     res = filt.feed(HANDSHAKE_38_NONE + set_encodings(0) + six + fbur())
     assert res.forward == HANDSHAKE_38_NONE + set_encodings(0) + fbur()
@@ -264,7 +437,7 @@ def test_marker_bit_without_announcement_is_a_six_byte_event() -> None:
     ],
 )
 def test_malformed_message_raises_in_view_only(bad: bytes) -> None:
-    filt = ClientMessageFilter(view_only=True)
+    filt = server_led(view_only=True)
     filt.feed(HANDSHAKE_38_NONE + fbur())
     with pytest.raises(RFBProtocolError):
         filt.feed(bad)
@@ -274,7 +447,7 @@ def test_malformed_message_raises_in_view_only(bad: bytes) -> None:
 
 @pytest.mark.parametrize("bad", [b"\x01" + bytes(20), b"\xfc" + bytes(10), set_pixel_format(bpp=24)])
 def test_unknown_message_in_control_mode_passes_the_rest_through(bad: bytes) -> None:
-    filt = ClientMessageFilter(view_only=False)
+    filt = server_led(view_only=False)
     filt.feed(HANDSHAKE_38_NONE)
     data = fbur() + bad + key_event()
     res = filt.feed(data)
@@ -285,21 +458,21 @@ def test_unknown_message_in_control_mode_passes_the_rest_through(bad: bytes) -> 
 
 
 def test_oversized_allowed_message_raises_before_its_body_arrives() -> None:
-    filt = ClientMessageFilter(view_only=True, max_buffer=1024)
+    filt = server_led(view_only=True, max_buffer=1024)
     filt.feed(HANDSHAKE_38_NONE)
     with pytest.raises(RFBProtocolError):
         filt.feed(struct.pack(">BxH", 2, 300))  # 4 + 1200 bytes announced
 
 
 def test_oversized_clipboard_raises_in_view_only() -> None:
-    filt = ClientMessageFilter(view_only=True, max_cut_text=1000)
+    filt = server_led(view_only=True, max_cut_text=1000)
     filt.feed(HANDSHAKE_38_NONE)
     with pytest.raises(RFBProtocolError):
         filt.feed(struct.pack(">B3xi", 6, -1001))
 
 
 def test_dropped_bodies_stream_past_without_buffering() -> None:
-    filt = ClientMessageFilter(view_only=True, max_buffer=1024)
+    filt = server_led(view_only=True, max_buffer=1024)
     filt.feed(HANDSHAKE_38_NONE)
     body = b"c" * 200_000
     msg = cut_text(body)
@@ -311,7 +484,7 @@ def test_dropped_bodies_stream_past_without_buffering() -> None:
 
 
 def test_control_mode_oversized_set_encodings_switches_to_passthrough() -> None:
-    filt = ClientMessageFilter(view_only=False, max_buffer=1024)
+    filt = server_led(view_only=False, max_buffer=1024)
     filt.feed(HANDSHAKE_38_NONE)
     data = set_encodings(*range(400))
     assert filt.feed(data).forward is data
@@ -319,7 +492,7 @@ def test_control_mode_oversized_set_encodings_switches_to_passthrough() -> None:
 
 
 def test_partial_allowed_message_is_held_then_released_whole() -> None:
-    filt = ClientMessageFilter(view_only=True)
+    filt = server_led(view_only=True)
     filt.feed(HANDSHAKE_38_NONE)
     msg = set_encodings(*range(50))
     assert filt.feed(msg[:100]).forward == b""
@@ -361,13 +534,13 @@ def test_random_streams_in_random_chunks(messages: list[bytes], data: st.DataObj
     n_input = sum(1 for m in messages if m[0] in _INPUT_TYPES or (m[0] == 255 and m[1] == 0))
     n_dropped = sum(1 for m in messages if m[0] not in _ALLOWED_TYPES)
 
-    view = ClientMessageFilter(view_only=True)
+    view = server_led(view_only=True)
     out, dropped, inputs = run(view, chunks)
     assert out == expected_view
     assert (dropped, inputs) == (n_dropped, 0)
     assert view.buffered == 0
 
-    control = ClientMessageFilter(view_only=False)
+    control = server_led(view_only=False)
     out, dropped, inputs = run(control, chunks)
     assert out == stream
     assert (dropped, inputs) == (0, n_input)
