@@ -10,9 +10,10 @@ import aiohttp
 from aiohttp import web
 
 from gateway.audit import AuditLog
+from gateway.clouds.registry import build_provider
 from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
-from gateway.services import Gateway, build_provider
+from gateway.services import Gateway
 from gateway.sessions import ConsoleRegistry
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryStore
@@ -51,7 +52,7 @@ def build_app(config: GatewayConfig) -> web.Application:
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30), cookie_jar=aiohttp.DummyCookieJar()
         )
         store = make_store(config)
-        providers = {c.name: build_provider(c, metrics) for c in config.clouds}
+        providers = {c.name: build_provider(c, observe=metrics.observe_api(c.name)) for c in config.clouds}
         registry = ConsoleRegistry(
             store,
             replica="",

@@ -7,10 +7,9 @@ import asyncio
 import sys
 
 from gateway.clouds.base import CloudError, Server
+from gateway.clouds.registry import build_provider
 from gateway.config import GatewayConfig
-from gateway.metrics import Metrics
 from gateway.policy import Policy, explain
-from gateway.services import build_provider
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -30,7 +29,7 @@ async def _lookup(config: GatewayConfig, ref: str) -> Server:
     cloud = next((c for c in config.clouds if c.name == cloud_name), None)
     if cloud is None:
         raise SystemExit(f"novnc-gateway: no cloud named {cloud_name!r} in the config")
-    provider = build_provider(cloud, Metrics())
+    provider = build_provider(cloud)
     try:
         return await provider.get_server(server_id)
     finally:

@@ -27,10 +27,7 @@ from gateway.auth.passwords import PasswordPool
 from gateway.auth.proxy_headers import TrustedHeaders
 from gateway.auth.throttle import SignInThrottle
 from gateway.clouds.base import CloudProvider
-from gateway.clouds.huawei.ecs import AKSKAuth, HuaweiECS
-from gateway.clouds.huawei.iam import IAMTokenAuth
-from gateway.clouds.huawei.signer import Credentials
-from gateway.config import CloudSection, GatewayConfig
+from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.policy import Permission, Policy
 from gateway.sessions import CLOSE_POLICY, CLOSE_SIGNIN_EXPIRED, ConsoleRegistry, LiveConsole
@@ -45,40 +42,6 @@ REASON_REMOVED = "Your sign-in is no longer valid; the console was closed"
 
 def _secret(value: object) -> str:
     return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)  # type: ignore[union-attr]
-
-
-def build_provider(
-    cfg: CloudSection, metrics: Metrics, http: aiohttp.ClientSession | None = None
-) -> CloudProvider:
-    ssl_ctx: ssl.SSLContext | bool = True
-    if cfg.ca_file or not cfg.verify_tls:
-        ssl_ctx = build_ssl_context(verify=cfg.verify_tls, ca_file=str(cfg.ca_file) if cfg.ca_file else None)
-    auth: AKSKAuth | IAMTokenAuth
-    if cfg.iam is not None:
-        auth = IAMTokenAuth(
-            region=cfg.region,
-            project_id=cfg.project_id,
-            domain=cfg.iam.domain,
-            user=cfg.iam.user,
-            password=_secret(cfg.iam.password),
-            endpoint=cfg.iam.endpoint or None,
-        )
-    else:
-        token = _secret(cfg.security_token) or None
-        auth = AKSKAuth(Credentials(_secret(cfg.access_key), _secret(cfg.secret_key), token))
-    return HuaweiECS(
-        name=cfg.name,
-        region=cfg.region,
-        project_id=cfg.project_id,
-        auth=auth,
-        endpoint=cfg.endpoint or None,
-        ssl=ssl_ctx,
-        connect_timeout=cfg.connect_timeout,
-        read_timeout=cfg.read_timeout,
-        retries=cfg.retries,
-        observe=metrics.observe_api(cfg.name),
-        session=http,
-    )
 
 
 @dataclass

@@ -1,7 +1,8 @@
-"""From a cloud's console URL to an open WebSocket on its console proxy.
+"""From an upstream target to an open WebSocket on its console proxy: host allowlist, TLS, connect.
 
-The console URL carries a one-time (Huawei) or short-lived (nova) token. It is the
-only secret in this module: it never appears in a repr, an exception text or a log line;
+Which console-URL forms a cloud returns is the provider's knowledge (`CloudProvider.console_target`,
+`gateway/clouds/console_urls.py`). The target carries a one-time (Huawei) or short-lived (nova) token,
+the only secret in this module: it never appears in a repr, an exception text or a log line;
 `UpstreamTarget.safe_url()` is the form to log.
 """
 
@@ -17,7 +18,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import hdrs
@@ -30,7 +31,7 @@ __all__ = [
     "UpstreamTarget",
     "UpstreamURLError",
     "build_ssl_context",
-    "derive_target",
+    "normalise_host",
     "open_upstream",
     "peer_address",
     "upstream_session",
@@ -38,14 +39,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_WS_SCHEME = {"https": "wss", "http": "ws"}
 _DEFAULT_PORT = {"wss": 443, "ws": 80}
-# Huawei's page is vnc_auto.html?token=...: the proxy serves the socket at /websockify.
-_HUAWEI_WS_PATH = "/websockify"
-_MAX_TOKEN_LEN = 512
-_MAX_URL_LEN = 4096
-# A path segment we are willing to put on the wire: RFC 3986 pchar, well-formed escapes only.
-_SEGMENT_RE = re.compile(r"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})*")
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9_-]{1,63}(?<!-)$")
 _NUMERIC_LABEL_RE = re.compile(r"^(?:[0-9]+|0x[0-9a-f]*)$")
 
@@ -87,7 +81,7 @@ class UpstreamTarget:
     __str__ = __repr__
 
 
-def _normalise_host(raw: str) -> str:
+def normalise_host(raw: str) -> str:
     """Lower-case, strip one trailing dot, IDNA-encode; IP literals in canonical form."""
     host = raw.strip().lower()
     if host.startswith("[") and host.endswith("]"):
@@ -113,93 +107,6 @@ def _normalise_host(raw: str) -> str:
     if _NUMERIC_LABEL_RE.match(labels[-1]):
         raise ValueError("host looks like a non-canonical IP address")
     return ascii_host
-
-
-def _valid_token(token: str) -> bool:
-    return 0 < len(token) <= _MAX_TOKEN_LEN and token.isascii() and token.isprintable() and " " not in token
-
-
-def _split_path_param(value: str) -> tuple[str, list[tuple[str, str]]]:
-    """Nova's `path` parameter, already URL-decoded once: 'websockify?token=T' or '?token=T'."""
-    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in value) or "\\" in value:
-        raise UpstreamURLError("the console URL's path parameter contains invalid characters")
-    parts = urlsplit(value)
-    if parts.scheme or parts.netloc or value.startswith("//"):
-        raise UpstreamURLError("the console URL's path parameter must be a relative path")
-    if parts.fragment:
-        raise UpstreamURLError("the console URL's path parameter must not carry a fragment")
-    segments = parts.path.lstrip("/").split("/") if parts.path.lstrip("/") else []
-    for segment in segments:
-        decoded = unquote(segment)
-        if decoded in (".", "..") or "/" in decoded or "\\" in decoded:
-            raise UpstreamURLError("the console URL's path parameter escapes its directory")
-        if not _SEGMENT_RE.fullmatch(segment):
-            raise UpstreamURLError("the console URL's path parameter contains invalid characters")
-    path = "/" + "/".join(segments)
-    try:
-        query = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
-    except ValueError:
-        raise UpstreamURLError("the console URL's path parameter has a malformed query") from None
-    return path, query
-
-
-def _single(pairs: list[tuple[str, str]], name: str, where: str) -> str | None:
-    values = [v for k, v in pairs if k == name]
-    if len(values) > 1:
-        raise UpstreamURLError(f"the console URL has more than one '{name}' parameter {where}")
-    return values[0] if values else None
-
-
-def derive_target(console_url: str) -> UpstreamTarget:
-    """Map a console page URL (design notes §2) to the WebSocket the console proxy serves."""
-    if not isinstance(console_url, str) or not console_url.strip():
-        raise UpstreamURLError("the console URL is empty")
-    if len(console_url) > _MAX_URL_LEN:
-        raise UpstreamURLError("the console URL is too long")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in console_url):
-        raise UpstreamURLError("the console URL contains control characters")
-    try:
-        parts = urlsplit(console_url.strip())
-        raw_port = parts.port
-    except ValueError:
-        raise UpstreamURLError("the console URL has an invalid host or port") from None
-    scheme = _WS_SCHEME.get(parts.scheme.lower())
-    if scheme is None:
-        raise UpstreamURLError("the console URL must use http or https")
-    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
-        raise UpstreamURLError("the console URL must not contain user information")
-    if not parts.hostname:
-        raise UpstreamURLError("the console URL has no host")
-    try:
-        host = _normalise_host(parts.hostname)
-    except ValueError as exc:
-        raise UpstreamURLError(f"the console URL's host is not valid ({exc})") from None
-    port = raw_port if raw_port is not None else _DEFAULT_PORT[scheme]
-    if not 0 < port < 65536:
-        raise UpstreamURLError("the console URL's port is out of range")
-    if ".." in parts.path.split("/"):
-        raise UpstreamURLError("the console URL's path escapes its directory")
-
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    top_token = _single(pairs, "token", "in its query")
-    path_param = _single(pairs, "path", "in its query")
-
-    if path_param is not None:
-        ws_path, inner = _split_path_param(path_param)
-        inner_token = _single(inner, "token", "inside its path parameter")
-        if inner_token is not None and top_token is not None and inner_token != top_token:
-            raise UpstreamURLError("the console URL carries two different tokens")
-        token = inner_token if inner_token is not None else top_token
-    else:
-        ws_path = _HUAWEI_WS_PATH
-        token = top_token
-
-    if token is None:
-        hint = " (a token in the fragment is not used)" if "token" in parts.fragment else ""
-        raise UpstreamURLError(f"the console URL has no token{hint}")
-    if not _valid_token(token):
-        raise UpstreamURLError("the console URL's token is empty, too long or has invalid characters")
-    return UpstreamTarget(scheme=scheme, host=host, port=port, path=ws_path, token=token)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +166,7 @@ class HostAllowlist:
         if "*" in text:
             raise bad("'*' is only allowed as the whole first label, as in '*.example.com'")
         try:
-            host = _normalise_host(text)
+            host = normalise_host(text)
         except ValueError as exc:
             raise bad(str(exc)) from None
         if wildcard:
@@ -281,7 +188,7 @@ class HostAllowlist:
 
     def allows(self, host: str, port: int) -> bool:
         try:
-            name = _normalise_host(host)
+            name = normalise_host(host)
         except ValueError:
             return False
         for pat in self._patterns:

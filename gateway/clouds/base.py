@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.upstream import UpstreamTarget
+
 __all__ = [
     "ApiObserver",
     "CloudError",
@@ -204,6 +206,13 @@ class CloudProvider(abc.ABC):
     @abc.abstractmethod
     async def remote_console(self, server_id: str) -> ConsoleURL:
         """A fresh one-time console URL; ask again for every new upstream connection."""
+
+    @abc.abstractmethod
+    def console_target(self, url: ConsoleURL) -> UpstreamTarget:
+        """The WebSocket the console proxy serves for `url`, from the URL forms this cloud returns.
+
+        Raises `UpstreamURLError` (whose message never quotes the URL) for any other form.
+        """
 
     @abc.abstractmethod
     async def ping(self) -> None:

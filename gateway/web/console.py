@@ -33,7 +33,6 @@ from gateway.upstream import (
     UpstreamError,
     UpstreamErrorKind,
     UpstreamURLError,
-    derive_target,
     open_upstream,
     peer_address,
 )
@@ -348,7 +347,7 @@ async def _connect(request: web.Request, server: Server) -> tuple[aiohttp.Client
         ) from None
     gw.last_cloud_ok = time.time()
     try:
-        target = derive_target(console_url.reveal())
+        target = provider.console_target(console_url)
     except UpstreamURLError as exc:
         log.error("cloud returned an unusable console URL for %s: %s", server.id, exc)
         raise Refused(

@@ -1,5 +1,6 @@
-"""Console URL -> upstream target: any string either maps to a safe target or fails with UpstreamURLError,
-and neither the target's printable forms nor the error ever carry the token."""
+"""Console URL -> upstream target (the providers' shared noVNC page parser): any string either maps to a
+safe target or fails with UpstreamURLError, and neither the target's printable forms nor the error ever
+carry the token."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gateway.upstream import HostAllowlist, UpstreamTarget, UpstreamURLError, derive_target
+from gateway.clouds.console_urls import novnc_page_target
+from gateway.upstream import HostAllowlist, UpstreamTarget, UpstreamURLError
 from tests.fuzz import tried
 
 TOKEN_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
@@ -100,9 +102,9 @@ def _check_target(target: UpstreamTarget) -> None:
 @example(("https://novnc.example.com/vnc_auto.html?token=t", None))
 def test_any_assembled_console_url_maps_safely_or_fails_cleanly(case: tuple[str, str | None]) -> None:
     url, marker = case
-    tried("derive_target: assembled URLs")
+    tried("novnc_page_target: assembled URLs")
     try:
-        target = derive_target(url)
+        target = novnc_page_target(url)
     except UpstreamURLError as exc:
         if marker is not None:
             assert marker not in str(exc), "an error text quotes the token"
@@ -116,9 +118,9 @@ def test_any_assembled_console_url_maps_safely_or_fails_cleanly(case: tuple[str,
 
 @given(st.text(max_size=300))
 def test_arbitrary_text_never_crashes(text: str) -> None:
-    tried("derive_target: arbitrary text")
+    tried("novnc_page_target: arbitrary text")
     try:
-        target = derive_target(text)
+        target = novnc_page_target(text)
     except UpstreamURLError:
         return
     _check_target(target)
@@ -137,12 +139,14 @@ _URLSAFE_TOKENS = st.text(
 @given(_HOST_NAME, st.integers(1, 65535), _URLSAFE_TOKENS, st.booleans())
 def test_well_formed_urls_of_both_styles_map_exactly(host: str, port: int, token: str, huawei: bool) -> None:
     """The positive side: every real-looking URL of either documented style is accepted as documented."""
-    tried("derive_target: well-formed URLs")
+    tried("novnc_page_target: well-formed URLs")
     if huawei:
-        target = derive_target(f"https://{host}:{port}/vnc_auto.html?token={token}&lang=EN&tLength=70")
+        target = novnc_page_target(f"https://{host}:{port}/vnc_auto.html?token={token}&lang=EN&tLength=70")
         expected = ("wss", "/websockify")
     else:
-        target = derive_target(f"http://{host}:{port}/vnc_auto.html?path={quote('?token=' + token, safe='')}")
+        target = novnc_page_target(
+            f"http://{host}:{port}/vnc_auto.html?path={quote('?token=' + token, safe='')}"
+        )
         expected = ("ws", "/")
     assert (target.scheme, target.path) == expected
     assert (target.host, target.port, target.token) == (host, port, token)
@@ -175,5 +179,5 @@ def test_allowlist_never_crashes_and_never_widens(patterns: list[str], host: str
 )
 def test_known_hostile_urls_are_refused(url: str) -> None:
     with pytest.raises(UpstreamURLError) as refused:
-        derive_target(url)
+        novnc_page_target(url)
     assert "token=" not in str(refused.value)

@@ -24,10 +24,12 @@ import aiohttp
 from yarl import URL
 
 from gateway.clouds.base import ApiObserver, CloudError, CloudErrorKind, CloudProvider, ConsoleURL, Server
+from gateway.clouds.console_urls import novnc_page_target
 from gateway.clouds.huawei.errors import RawResponse, error_from_response, is_retryable_status
 from gateway.clouds.huawei.iam import IAMTokenAuth, Sender
 from gateway.clouds.huawei.signer import Credentials, SignedRequest, encode, sign_request
 from gateway.clouds.retry import full_jitter
+from gateway.upstream import UpstreamTarget
 
 __all__ = ["MAX_BODY", "AKSKAuth", "Auth", "HuaweiECS", "parse_console", "parse_server"]
 
@@ -253,6 +255,11 @@ class HuaweiECS(CloudProvider):
         console = parse_console(_json(resp, "remote_console"))
         log.info("console URL issued for server %s in %s", server_id, self.name)
         return console
+
+    def console_target(self, url: ConsoleURL) -> UpstreamTarget:
+        """ECS returns `vnc_auto.html?token=T` (socket at /websockify); its nova-based regions the
+        `?path=%3Ftoken%3DT` form."""
+        return novnc_page_target(url.reveal())
 
     async def ping(self) -> None:
         await self._get_json(

@@ -1,0 +1,74 @@
+"""Providers by name: `[[clouds]] provider = "..."` picks the builder that turns the entry into a provider.
+
+A new cloud family is one builder here and one `Literal` value in `CloudSection.provider`
+(a unit test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable, Mapping
+
+import aiohttp
+
+from gateway.clouds.base import ApiObserver, CloudProvider
+from gateway.clouds.huawei.ecs import AKSKAuth, HuaweiECS
+from gateway.clouds.huawei.iam import IAMTokenAuth
+from gateway.clouds.huawei.signer import Credentials
+from gateway.config import CloudSection
+from gateway.upstream import build_ssl_context
+
+__all__ = ["PROVIDERS", "Builder", "api_ssl", "build_provider"]
+
+# (the [[clouds]] entry, the API-call observer, a shared HTTP session or None for the provider's own)
+Builder = Callable[[CloudSection, ApiObserver | None, aiohttp.ClientSession | None], CloudProvider]
+
+
+def api_ssl(cfg: CloudSection) -> ssl.SSLContext | bool:
+    """TLS for the cloud API: the system roots unless the entry names a CA file or turns checks off."""
+    if cfg.ca_file or not cfg.verify_tls:
+        return build_ssl_context(verify=cfg.verify_tls, ca_file=str(cfg.ca_file) if cfg.ca_file else None)
+    return True
+
+
+def _huawei(
+    cfg: CloudSection, observe: ApiObserver | None, session: aiohttp.ClientSession | None
+) -> CloudProvider:
+    auth: AKSKAuth | IAMTokenAuth
+    if cfg.iam is not None:
+        auth = IAMTokenAuth(
+            region=cfg.region,
+            project_id=cfg.project_id,
+            domain=cfg.iam.domain,
+            user=cfg.iam.user,
+            password=cfg.iam.password.get_secret_value(),
+            endpoint=cfg.iam.endpoint or None,
+        )
+    else:
+        token = cfg.security_token.get_secret_value() or None
+        auth = AKSKAuth(
+            Credentials(cfg.access_key.get_secret_value(), cfg.secret_key.get_secret_value(), token)
+        )
+    return HuaweiECS(
+        name=cfg.name,
+        region=cfg.region,
+        project_id=cfg.project_id,
+        auth=auth,
+        endpoint=cfg.endpoint or None,
+        ssl=api_ssl(cfg),
+        connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout,
+        retries=cfg.retries,
+        observe=observe,
+        session=session,
+    )
+
+
+PROVIDERS: Mapping[str, Builder] = {"huawei": _huawei}
+
+
+def build_provider(
+    cfg: CloudSection, *, observe: ApiObserver | None = None, session: aiohttp.ClientSession | None = None
+) -> CloudProvider:
+    """The provider for one `[[clouds]]` entry, chosen by its `provider` key."""
+    return PROVIDERS[cfg.provider](cfg, observe, session)
