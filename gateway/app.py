@@ -28,10 +28,20 @@ MAX_BODY = 64 * 1024
 
 
 def make_store(config: GatewayConfig) -> StateStore:
+    """The one place that maps `[state]` onto a backend's plain parameters: gateway/state knows no config."""
     if config.state.backend == "redis":
         from gateway.state.redis import RedisStore
 
-        return RedisStore(config.state.redis, console_ttl=config.state.redis.console_ttl)
+        settings = config.state.redis
+        return RedisStore(
+            url=settings.url,
+            password=settings.password.get_secret_value(),
+            ca_file=settings.ca_file,
+            sentinels=settings.sentinels,
+            sentinel_service=settings.sentinel_service,
+            key_prefix=settings.key_prefix,
+            console_ttl=settings.console_ttl,
+        )
     return MemoryStore()
 
 

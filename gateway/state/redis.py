@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 from collections.abc import Awaitable, Collection, Iterator, Sequence
 from typing import Any, TypeVar
@@ -34,7 +35,6 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from gateway.config import RedisSection
 from gateway.state.base import Command, CommandHandler, ConsoleRecord, StateStore, StateUnavailable
 
 log = logging.getLogger("gateway.state.redis")
@@ -175,16 +175,28 @@ def _ms(seconds: float) -> int:
 
 class RedisStore(StateStore):
     def __init__(
-        self, settings: RedisSection, *, console_ttl: float = 30.0, replica_heartbeat: float = 5.0
+        self,
+        *,
+        url: str,
+        password: str = "",
+        ca_file: str | os.PathLike[str] | None = None,
+        sentinels: Sequence[str] = (),
+        sentinel_service: str = "mymaster",
+        key_prefix: str = "",
+        console_ttl: float = 30.0,
+        replica_heartbeat: float = 5.0,
     ) -> None:
+        """Plain parameters, not the config model, so the state layer stands alone (gateway/app.py maps
+        `[state.redis]` onto them). `password`, when set, wins over one embedded in `url`; it is handed to
+        the client and kept nowhere else."""
         if console_ttl <= 0 or replica_heartbeat <= 0:
             raise ValueError("console_ttl and replica_heartbeat must be positive")
-        self._prefix = settings.key_prefix
+        self._prefix = key_prefix
         self.channel = f"{self._prefix}commands"
         self.console_ttl = float(console_ttl)
         self._heartbeat = float(replica_heartbeat)
         self._sentinel: Sentinel | None = None
-        self._client = self._connect(settings)
+        self._client = self._connect(url, password, ca_file, sentinels, sentinel_service)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._update = self._client.register_script(_UPDATE)
         self._release = self._client.register_script(_RELEASE)
@@ -204,11 +216,18 @@ class RedisStore(StateStore):
 
     # -- connection ---------------------------------------------------------------------------------
 
-    def _connect(self, settings: RedisSection) -> Redis:
-        url: dict[str, Any] = dict(parse_url(settings.url))
+    def _connect(
+        self,
+        address: str,
+        password: str,
+        ca_file: str | os.PathLike[str] | None,
+        sentinels: Sequence[str],
+        sentinel_service: str,
+    ) -> Redis:
+        url: dict[str, Any] = dict(parse_url(address))
         tls = url.pop("connection_class", None) is SSLConnection
-        if settings.ca_file is not None and not tls:
-            raise ValueError("state.redis.ca_file is set but state.redis.url does not use rediss://")
+        if ca_file is not None and not tls:
+            raise ValueError("ca_file is set but the url does not use rediss://")
         common: dict[str, Any] = {
             "socket_connect_timeout": CONNECT_TIMEOUT,
             "socket_timeout": SOCKET_TIMEOUT,
@@ -219,25 +238,23 @@ class RedisStore(StateStore):
         tls_options: dict[str, Any] = {}
         if tls:
             tls_options["ssl_cert_reqs"] = "required"
-            if settings.ca_file is not None:
-                tls_options["ssl_ca_certs"] = str(settings.ca_file)
+            if ca_file is not None:
+                tls_options["ssl_ca_certs"] = os.fspath(ca_file)
         auth: dict[str, Any] = {k: url.pop(k) for k in ("username", "password") if k in url}
-        password = settings.password.get_secret_value()
         if password:
             auth["password"] = password  # the setting wins over a password embedded in the URL
-        if settings.sentinels:
-            sentinels = [_host_port(s) for s in settings.sentinels]
+        if sentinels:
             # Sentinels get TLS like the master, but not its password: they usually have none, and Redis
             # rejects AUTH when no password is configured.
             self._sentinel = Sentinel(
-                sentinels,
+                [_host_port(s) for s in sentinels],
                 sentinel_kwargs={**common, **({"ssl": True, **tls_options} if tls else {})},
                 **common,
                 **auth,
                 **({"ssl": True, **tls_options} if tls else {}),
             )
             return self._sentinel.master_for(
-                settings.sentinel_service, db=int(url.get("db", 0) or 0), decode_responses=True
+                sentinel_service, db=int(url.get("db", 0) or 0), decode_responses=True
             )
         kwargs: dict[str, Any] = {**url, **common, **auth, **tls_options, "decode_responses": True}
         if tls:
@@ -505,5 +522,5 @@ def _json_object(raw: str | None) -> dict[str, Any] | None:
 def _host_port(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"state.redis.sentinels: expected host:port, got {value!r}")
+        raise ValueError(f"sentinels: expected host:port, got {value!r}")
     return host.strip("[]"), int(port)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -12,10 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 from redis.asyncio import Redis
 
-from gateway.config import RedisSection
 from gateway.sessions import (
     CLOSE_LOCKED,
     CLOSE_LOGGED_OUT,
@@ -63,13 +63,9 @@ async def make_store(shared_redis: RedisServer) -> AsyncIterator[StoreFactory]:
     made: list[RedisStore] = []
 
     def factory(server: RedisServer | None = None, **kw: Any) -> RedisStore:
-        server = server or shared_redis
-        # console_ttl goes to the store itself: these tests use sub-second TTLs the config refuses.
-        fields = set(RedisSection.model_fields) - {"console_ttl"}
-        settings_kw = {k: kw.pop(k) for k in list(kw) if k in fields}
-        settings_kw.setdefault("url", server.url)
-        settings_kw.setdefault("key_prefix", prefix)
-        store = RedisStore(RedisSection(**settings_kw), **kw)
+        kw.setdefault("url", (server or shared_redis).url)
+        kw.setdefault("key_prefix", prefix)
+        store = RedisStore(**kw)
         made.append(store)
         return store
 
@@ -569,16 +565,16 @@ def password_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisSe
 
 
 async def test_password_auth(make_store: StoreFactory, password_redis: RedisServer) -> None:
-    good = make_store(password_redis, password=SecretStr("correct-horse-battery"))
+    good = make_store(password_redis, password="correct-horse-battery")
     await good.ping()
     assert await good.console_acquire(record(), per_user=1, global_max=1) is None
 
     # The setting overrides a password embedded in the URL.
     url_with_stale = f"redis://:stale-password@127.0.0.1:{password_redis.port}/0"
-    overridden = make_store(password_redis, url=url_with_stale, password=SecretStr("correct-horse-battery"))
+    overridden = make_store(password_redis, url=url_with_stale, password="correct-horse-battery")
     await overridden.ping()
 
-    wrong = make_store(password_redis, password=SecretStr("wrong-password-123"))
+    wrong = make_store(password_redis, password="wrong-password-123")
     with pytest.raises(StateUnavailable, match="refused the credentials") as caught:
         await wrong.console_acquire(record(), per_user=1, global_max=1)
     assert "wrong-password-123" not in str(caught.value)
@@ -614,9 +610,16 @@ async def test_tls_with_private_ca(make_store: StoreFactory, tls_redis: tuple[Re
         await untrusting.ping()
 
 
+def test_state_layer_does_not_import_the_config() -> None:
+    """The store takes plain parameters; gateway/app.py maps the config onto them."""
+    probe = "import sys, gateway.state.redis, gateway.state.memory; print('gateway.config' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
 def test_ca_file_requires_rediss(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="rediss"):
-        RedisStore(RedisSection(url="redis://127.0.0.1:1/0", ca_file=tmp_path / "ca.pem"))
+        RedisStore(url="redis://127.0.0.1:1/0", ca_file=tmp_path / "ca.pem")
 
 
 async def test_sentinel_finds_the_master(
