@@ -30,6 +30,20 @@ from typing import Final
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from gateway.consoles.codes import (
+    CLOSE_IDLE,
+    CLOSE_INTERNAL,
+    CLOSE_LINK_EXPIRED,
+    CLOSE_MAX_DURATION,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_UPSTREAM_CODE,
+    CLOSE_UPSTREAM_LOST,
+    CODES,
+    REASON_EXPIRED,
+    REASON_LOST,
+    REASON_MAX_DURATION,
+    REASON_PROTOCOL,
+)
 from gateway.rfb import ClientMessageFilter, RFBProtocolError
 
 __all__ = [
@@ -40,6 +54,8 @@ __all__ = [
     "CLOSE_PROTOCOL_ERROR",
     "CLOSE_UPSTREAM_CODE",
     "CLOSE_UPSTREAM_LOST",
+    "REASON_EXPIRED",
+    "REASON_LOST",
     "CloseInfo",
     "FrameError",
     "FrameSplitter",
@@ -49,19 +65,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CLOSE_PROTOCOL_ERROR: Final = 4400
-CLOSE_IDLE: Final = 4408
-CLOSE_MAX_DURATION: Final = 4409
-CLOSE_LINK_EXPIRED: Final = 4410
-CLOSE_UPSTREAM_CODE: Final = 4500  # the upstream closed with a code that is not ours to repeat
-CLOSE_UPSTREAM_LOST: Final = 4502
-CLOSE_INTERNAL: Final = 1011
-
-REASON_EXPIRED: Final = "The console link expired or was already used; reconnect for a new one"
-REASON_LOST: Final = "The console connection was lost"
-REASON_MAX_DURATION: Final = "The console reached its maximum duration"
-REASON_PROTOCOL: Final = "protocol error"
 
 _ABNORMAL: Final = 1006
 _NO_STATUS: Final = 1005
@@ -99,7 +102,7 @@ def browser_close_for_upstream(code: int, reason: str, *, upstream_spoke: bool) 
         return 1000, ""
     if _sendable(code):
         return code, _clip_reason(reason)
-    return CLOSE_UPSTREAM_CODE, f"The console proxy closed the connection (code {code})"
+    return CLOSE_UPSTREAM_CODE, f"{CODES[CLOSE_UPSTREAM_CODE].reason} (code {code})"
 
 
 def _idle_reason(seconds: float) -> str:
@@ -532,7 +535,7 @@ class Relay:
             info = await asyncio.shield(self._end)
         except asyncio.CancelledError:
             # The handler is being cancelled (server shutdown): still leave nothing behind.
-            info = CloseInfo("gateway", 1001, "The gateway is shutting down", 1001)
+            info = CloseInfo("gateway", 1001, CODES[1001].reason, 1001)
             await self._close_all(info)
             raise
         return await self._close_all(info)
@@ -543,7 +546,7 @@ class Relay:
         exc = task.exception()
         if exc is not None:
             log.error("relay task %s failed", task.get_name(), exc_info=exc)
-            self._finish_with(CloseInfo("gateway", CLOSE_INTERNAL, "Internal gateway error", 1011))
+            self._finish_with(CloseInfo("gateway", CLOSE_INTERNAL, CODES[CLOSE_INTERNAL].reason, 1011))
             return
         info = task.result()
         if info is not None:

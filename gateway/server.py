@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.app import build_app, build_metrics_app
 from gateway.config import GatewayConfig, load_config, parse_host_port
-from gateway.sessions import CLOSE_DRAINING
+from gateway.consoles.codes import CLOSE_DRAINING, REASON_DRAINING
 from gateway.web.keys import GATEWAY
 
 log = logging.getLogger("gateway")
@@ -44,7 +44,7 @@ async def drain(app: web.Application, grace: float) -> None:
         n = gw.registry.terminate_local(
             lambda _r: True,
             code=CLOSE_DRAINING,
-            reason="The gateway is restarting; reconnect in a moment",
+            reason=REASON_DRAINING,
             by="drain",
         )
         log.info("drain time over: closed %d console(s)", n)

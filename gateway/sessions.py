@@ -16,21 +16,35 @@ from dataclasses import dataclass
 
 from gateway.auth.identity import Identity
 from gateway.clouds.base import Server
+from gateway.consoles.codes import (
+    CLOSE_DRAINING,
+    CLOSE_LOCKED,
+    CLOSE_LOGGED_OUT,
+    CLOSE_POLICY,
+    CLOSE_SIGNIN_EXPIRED,
+    CLOSE_TERMINATED,
+    CODES,
+    REASON_LOCKED,
+    REASON_LOGGED_OUT,
+)
 from gateway.relay import Relay
 from gateway.state.base import Command, ConsoleRecord, StateStore, StateUnavailable
 
+__all__ = [
+    "CLOSE_DRAINING",
+    "CLOSE_LOCKED",
+    "CLOSE_LOGGED_OUT",
+    "CLOSE_POLICY",
+    "CLOSE_SIGNIN_EXPIRED",
+    "CLOSE_TERMINATED",
+    "REASON_LOCKED",
+    "REASON_LOGGED_OUT",
+    "ConsoleRegistry",
+    "LiveConsole",
+    "new_record",
+]
+
 log = logging.getLogger("gateway.sessions")
-
-# Browser close codes for consoles the gateway ends (the console page maps them to a screen).
-CLOSE_TERMINATED = 4000
-CLOSE_LOGGED_OUT = 4001
-CLOSE_LOCKED = 4002
-CLOSE_POLICY = 4003
-CLOSE_SIGNIN_EXPIRED = 4004
-CLOSE_DRAINING = 4012
-
-REASON_LOCKED = "Your account was locked by an administrator"
-REASON_LOGGED_OUT = "You signed out; the console was closed"
 
 
 @dataclass(slots=True)
@@ -241,7 +255,7 @@ class ConsoleRegistry:
         return self.terminate_local(
             lambda r: self.local[r.id].expires <= now,
             code=CLOSE_SIGNIN_EXPIRED,
-            reason="Your sign-in expired; sign in again to reopen the console",
+            reason=CODES[CLOSE_SIGNIN_EXPIRED].reason,
             by="session_expired",
         )
 

@@ -17,6 +17,19 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clouds.base import CloudError, CloudErrorKind, Server
+from gateway.consoles.codes import (
+    CLOSE_CLOUD,
+    CLOSE_DENIED,
+    CLOSE_DRAINING,
+    CLOSE_LIMIT,
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+    CLOSE_UNAVAILABLE,
+    CLOSE_UPSTREAM_TLS,
+    CLOSE_UPSTREAM_UNREACHABLE,
+    CLOSE_UPSTREAM_URL,
+    REASON_STATE_DOWN,
+)
 from gateway.policy import Permission
 from gateway.relay import CLOSE_LINK_EXPIRED, CloseInfo, Relay
 from gateway.rfb import ClientMessageFilter
@@ -43,26 +56,12 @@ from gateway.web.keys import CLIENT, GATEWAY, SESSION, STATE_DOWN
 log = logging.getLogger("gateway.console")
 routes = web.RouteTableDef()
 
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_DENIED = 4403
-CLOSE_NOT_FOUND = 4404
-CLOSE_UNAVAILABLE = 4423
-CLOSE_LIMIT = 4429
-CLOSE_CLOUD = 4520
-CLOSE_UPSTREAM = 4530
-CLOSE_UPSTREAM_TLS = 4531
-CLOSE_UPSTREAM_URL = 4532
-CLOSE_DRAINING = 4012
-
 _CLOUD_CODES = {
     CloudErrorKind.NOT_FOUND: CLOSE_NOT_FOUND,
     CloudErrorKind.BAD_STATE: CLOSE_UNAVAILABLE,
     CloudErrorKind.LOCKED: CLOSE_UNAVAILABLE,
     CloudErrorKind.THROTTLED: CLOSE_LIMIT,
 }
-
-
-STATE_DOWN_REASON = "The gateway cannot check limits right now; try again shortly"
 
 
 class Refused(Exception):
@@ -111,7 +110,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
         return ws
     if request.get(STATE_DOWN):
         gw.metrics.console_refusals_total.labels(reason="state").inc()
-        await ws.close(code=CLOSE_LIMIT, message=STATE_DOWN_REASON.encode())
+        await ws.close(code=CLOSE_LIMIT, message=REASON_STATE_DOWN.encode())
         return ws
     cloud_name = request.match_info["cloud"]
     server_id = request.match_info["server_id"]
@@ -244,7 +243,7 @@ async def _admit(request: web.Request, base: dict[str, Any]) -> None:
     except StateUnavailable as exc:
         if not gw.config.state.redis.fail_open:
             log.warning("console refused: shared state unavailable: %s", exc)
-            raise Refused(CLOSE_LIMIT, STATE_DOWN_REASON, "state") from None
+            raise Refused(CLOSE_LIMIT, REASON_STATE_DOWN, "state") from None
         wait = None
     if wait is not None:
         gw.audit.emit("limit_refused", **base, limit="rate", reason=f"retry in {int(wait) + 1} s")
@@ -298,7 +297,7 @@ async def _still_wanted(request: web.Request, live: LiveConsole) -> None:
         if gw.config.state.redis.fail_open:
             return
         log.warning("console refused: shared state unavailable: %s", exc)
-        raise Refused(CLOSE_LIMIT, STATE_DOWN_REASON, "state", failed=True) from None
+        raise Refused(CLOSE_LIMIT, REASON_STATE_DOWN, "state", failed=True) from None
     if locked:  # the words a lock or sign-out use when they close a live console
         raise Refused(CLOSE_LOCKED, REASON_LOCKED, "admin", failed=True)
     if revoked:
@@ -319,7 +318,7 @@ async def _acquire(request: web.Request, record: Any, base: dict[str, Any]) -> L
         refusal = await gw.registry.acquire(record, per_user=limits.per_user, global_max=limits.global_max)
     except StateUnavailable as exc:
         log.warning("console refused: shared state unavailable: %s", exc)
-        raise Refused(CLOSE_LIMIT, STATE_DOWN_REASON, "state") from None
+        raise Refused(CLOSE_LIMIT, REASON_STATE_DOWN, "state") from None
     if refusal == "per_user":
         gw.audit.emit("limit_refused", **base, limit="per_user", reason=f"{limits.per_user} consoles open")
         raise Refused(
@@ -377,7 +376,7 @@ async def _connect(request: web.Request, server: Server) -> tuple[aiohttp.Client
             UpstreamErrorKind.NOT_ALLOWED: CLOSE_UPSTREAM_URL,
             UpstreamErrorKind.REDIRECT: CLOSE_UPSTREAM_URL,
             UpstreamErrorKind.EXPIRED: CLOSE_LINK_EXPIRED,
-        }.get(exc.kind, CLOSE_UPSTREAM)
+        }.get(exc.kind, CLOSE_UPSTREAM_UNREACHABLE)
         raise Refused(
             code,
             _sentence(exc.user_message),

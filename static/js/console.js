@@ -13,10 +13,14 @@ import { consoleSocketURL, openConsoleChannel } from "./channel.js";
 import { COMBOS, MAX_TYPED, sendCombo, typeText } from "./keys.js";
 import { byId, el } from "./ui.js";
 
-/** Failure titles by close code; the gateway's reason text goes underneath. */
+/**
+ * Failure titles by close code; the gateway's reason text goes underneath. The gateway defines its codes
+ * once (gateway/consoles/codes.py); a test checks this table against it.
+ */
 const CLOSE_TITLES = {
     1000: "Console closed",
     1001: "Console closed",
+    1011: "Gateway error",
     4000: "Closed by an administrator",
     4001: "You signed out",
     4002: "Account locked",
@@ -32,6 +36,7 @@ const CLOSE_TITLES = {
     4410: "Console link expired",
     4423: "Server not available",
     4429: "Limit reached",
+    4500: "Console proxy closed",
     4502: "Connection to the console lost",
     4520: "Cloud API problem",
     4530: "Console proxy unreachable",
