@@ -12,9 +12,9 @@ from aiohttp import web
 from gateway.audit import AuditLog
 from gateway.clouds.registry import build_provider
 from gateway.config import GatewayConfig
+from gateway.consoles.registry import ConsoleRegistry
 from gateway.metrics import Metrics
 from gateway.services import Gateway
-from gateway.sessions import ConsoleRegistry
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryStore
 from gateway.upstream import upstream_session

@@ -28,9 +28,10 @@ from gateway.auth.proxy_headers import TrustedHeaders
 from gateway.auth.throttle import SignInThrottle
 from gateway.clouds.base import CloudProvider
 from gateway.config import GatewayConfig
+from gateway.consoles.codes import CLOSE_POLICY, CLOSE_SIGNIN_EXPIRED
+from gateway.consoles.registry import ConsoleRegistry, LiveConsole
 from gateway.metrics import Metrics
 from gateway.policy import Permission, Policy
-from gateway.sessions import CLOSE_POLICY, CLOSE_SIGNIN_EXPIRED, ConsoleRegistry, LiveConsole
 from gateway.state.base import ConsoleRecord, StateStore
 from gateway.upstream import HostAllowlist, build_ssl_context
 from gateway.web.http import IPNetwork, parse_networks

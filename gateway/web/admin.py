@@ -7,8 +7,8 @@ import time
 from aiohttp import web
 
 from gateway.auth.cookie import SessionData
+from gateway.consoles.codes import CLOSE_LOCKED, CLOSE_TERMINATED, REASON_LOCKED
 from gateway.policy import Permission
-from gateway.sessions import CLOSE_LOCKED, CLOSE_TERMINATED, REASON_LOCKED
 from gateway.web.api import audit_base
 from gateway.web.http import json_error
 from gateway.web.keys import GATEWAY

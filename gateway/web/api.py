@@ -13,8 +13,8 @@ from gateway.auth.cookie import SessionData
 from gateway.auth.identity import Identity
 from gateway.auth.passwords import PasswordPoolBusy
 from gateway.clouds.base import CloudError, CloudErrorKind, Server
+from gateway.consoles.codes import CLOSE_LOGGED_OUT, REASON_LOGGED_OUT
 from gateway.policy import Decision, Permission
-from gateway.sessions import CLOSE_LOGGED_OUT, REASON_LOGGED_OUT
 from gateway.web.http import json_error, safe_next
 from gateway.web.keys import CLIENT, GATEWAY, REQUEST_ID, SESSION_CLEARED
 from gateway.web.middleware import clear_session, current, issue_session

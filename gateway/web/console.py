@@ -22,25 +22,23 @@ from gateway.consoles.codes import (
     CLOSE_DENIED,
     CLOSE_DRAINING,
     CLOSE_LIMIT,
+    CLOSE_LINK_EXPIRED,
+    CLOSE_LOCKED,
+    CLOSE_LOGGED_OUT,
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNAVAILABLE,
     CLOSE_UPSTREAM_TLS,
     CLOSE_UPSTREAM_UNREACHABLE,
     CLOSE_UPSTREAM_URL,
-    REASON_STATE_DOWN,
-)
-from gateway.policy import Permission
-from gateway.relay import CLOSE_LINK_EXPIRED, CloseInfo, Relay
-from gateway.rfb import ClientMessageFilter
-from gateway.sessions import (
-    CLOSE_LOCKED,
-    CLOSE_LOGGED_OUT,
     REASON_LOCKED,
     REASON_LOGGED_OUT,
-    LiveConsole,
-    new_record,
+    REASON_STATE_DOWN,
 )
+from gateway.consoles.registry import LiveConsole, new_record
+from gateway.policy import Permission
+from gateway.relay import CloseInfo, Relay
+from gateway.rfb import ClientMessageFilter
 from gateway.state.base import StateUnavailable
 from gateway.upstream import (
     UpstreamError,

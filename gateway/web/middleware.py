@@ -16,9 +16,9 @@ from aiohttp import web
 from gateway.auth.cookie import SessionData, SessionError, cookie_attributes, cookie_name
 from gateway.auth.identity import AuthError, Identity
 from gateway.auth.proxy_headers import IDENTITY_HEADERS
+from gateway.consoles.codes import CLOSE_SIGNIN_EXPIRED
 from gateway.logs import request_id
 from gateway.services import REASON_REMOVED
-from gateway.sessions import CLOSE_SIGNIN_EXPIRED
 from gateway.state.base import StateUnavailable
 from gateway.web.http import client_address, in_networks, json_error, same_origin_post
 from gateway.web.keys import (

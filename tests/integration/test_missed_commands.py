@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from gateway.sessions import CLOSE_LOCKED, CLOSE_LOGGED_OUT, CLOSE_POLICY, CLOSE_TERMINATED
+from gateway.consoles.codes import CLOSE_LOCKED, CLOSE_LOGGED_OUT, CLOSE_POLICY, CLOSE_TERMINATED
 from gateway.sim.demo import PROJECT_ID, DemoCloud, demo_config_data
 from gateway.sim.ecs_api import Fault
 from tests.support.gateway import (

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from gateway.sessions import (
+from gateway.consoles.codes import (
     CLOSE_LOCKED,
     CLOSE_LOGGED_OUT,
     CLOSE_TERMINATED,
     REASON_LOCKED,
     REASON_LOGGED_OUT,
-    ConsoleRegistry,
 )
+from gateway.consoles.registry import ConsoleRegistry
 from gateway.sim.certs import make_self_signed
 from gateway.state.base import Command, ConsoleRecord, StateUnavailable
 from gateway.state.redis import RedisStore

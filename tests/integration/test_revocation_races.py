@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from gateway.sessions import CLOSE_LOCKED, CLOSE_LOGGED_OUT, CLOSE_TERMINATED
+from gateway.consoles.codes import CLOSE_LOCKED, CLOSE_LOGGED_OUT, CLOSE_TERMINATED
 from gateway.sim.demo import PROJECT_ID, DemoCloud
 from gateway.sim.ecs_api import Fault
 from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, server_id

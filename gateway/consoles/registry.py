@@ -1,4 +1,6 @@
-"""Live consoles: the ones this replica relays, and the shared view of all of them.
+"""The registry of live consoles: the ones this replica relays, and the shared view of all of them.
+
+("Session" means the sign-in; a console is one relayed connection to one server.)
 
 Limits and the admin list go through the state store so they hold across replicas; a terminate or lock is
 published as a command and every replica closes the consoles it holds locally.
@@ -17,12 +19,9 @@ from dataclasses import dataclass
 from gateway.auth.identity import Identity
 from gateway.clouds.base import Server
 from gateway.consoles.codes import (
-    CLOSE_DRAINING,
     CLOSE_LOCKED,
     CLOSE_LOGGED_OUT,
-    CLOSE_POLICY,
     CLOSE_SIGNIN_EXPIRED,
-    CLOSE_TERMINATED,
     CODES,
     REASON_LOCKED,
     REASON_LOGGED_OUT,
@@ -30,21 +29,9 @@ from gateway.consoles.codes import (
 from gateway.relay import Relay
 from gateway.state.base import Command, ConsoleRecord, StateStore, StateUnavailable
 
-__all__ = [
-    "CLOSE_DRAINING",
-    "CLOSE_LOCKED",
-    "CLOSE_LOGGED_OUT",
-    "CLOSE_POLICY",
-    "CLOSE_SIGNIN_EXPIRED",
-    "CLOSE_TERMINATED",
-    "REASON_LOCKED",
-    "REASON_LOGGED_OUT",
-    "ConsoleRegistry",
-    "LiveConsole",
-    "new_record",
-]
+__all__ = ["ConsoleRegistry", "LiveConsole", "new_record"]
 
-log = logging.getLogger("gateway.sessions")
+log = logging.getLogger("gateway.consoles")
 
 
 @dataclass(slots=True)
