@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -10,9 +11,22 @@ from typing import Any
 Command = dict[str, Any]
 CommandHandler = Callable[[Command], Awaitable[None]]
 
+log = logging.getLogger("gateway.state")
+
 
 class StateUnavailable(Exception):
     """The shared store cannot be reached; callers decide whether to fail closed or open."""
+
+
+async def deliver(handler: CommandHandler | None, command: Command) -> None:
+    """Hand a command to the replica's handler. Its failure is its own: logged, never raised to the
+    backend, whose delivery of the next command must go on."""
+    if handler is None:
+        return
+    try:
+        await handler(command)
+    except Exception:
+        log.exception("command handler failed for op %r", command.get("op"))
 
 
 @dataclass(slots=True)

@@ -1,17 +1,76 @@
-"""Single-process state: plain dictionaries, with expiry so nothing grows without bound."""
+"""Single-process state: plain dictionaries, with expiry so nothing grows without bound.
+
+It keeps the contract Redis keeps (tests/contract/test_state_contract.py), expiry included: a console
+lapses `console_ttl` after its last write, and a release leaves a tombstone for as long.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
+from typing import Any, Generic, TypeVar
 
-from gateway.state.base import Command, CommandHandler, ConsoleRecord, StateStore
+from gateway.state.base import Command, CommandHandler, ConsoleRecord, StateStore, deliver
 
 _MAX_KEYS = 100_000
 # Expired counters dropped per increment, per table: more than the one key an increment can add, so the
 # sweep keeps pace with arrivals.
 _SWEEP = 2
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+def _sweep(table: OrderedDict[Any, tuple[float, Any]], now: float) -> None:
+    """Drop up to `_SWEEP` lapsed `(expires at, ...)` entries from the front of a table in write order."""
+    for _ in range(_SWEEP):
+        if not table:
+            return
+        key = next(iter(table))
+        if table[key][0] > now:
+            return
+        del table[key]
+
+
+class ExpiringTable(Generic[K, V]):
+    """Entries that lapse `ttl` seconds after their last write; O(1) amortised per write.
+
+    Entries are kept in write order (a rewrite moves to the back), and each write drops up to `_SWEEP`
+    lapsed ones from the front, more than the one it can add, so lapsed entries never pile up. The store
+    gives each table one lifetime, so write order is expiry order and the table holds little more than
+    its live entries. A lapsed entry is never returned, swept or not.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Entries held, lapsed ones not yet swept included (the memory bound under test)."""
+        return len(self._entries)
+
+    def put(self, key: K, value: V, ttl: float) -> None:
+        now = self._clock()
+        _sweep(self._entries, now)
+        self._entries.pop(key, None)
+        self._entries[key] = (now + ttl, value)
+
+    def get(self, key: K) -> V | None:
+        entry = self._entries.get(key)
+        return entry[1] if entry is not None and entry[0] > self._clock() else None
+
+    def pop(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+    def live(self) -> list[V]:
+        """The live values, oldest write first; every lapsed entry at the front is dropped on the way."""
+        now = self._clock()
+        entries = self._entries
+        while entries and entries[next(iter(entries))][0] <= now:
+            entries.popitem(last=False)
+        return [value for until, value in entries.values() if until > now]
 
 
 class WindowCounters:
@@ -42,8 +101,8 @@ class WindowCounters:
 
     async def incr(self, key: str, window: float) -> int:
         now = self._clock()
-        self._sweep(self._once, now)
-        self._sweep(self._again, now)
+        _sweep(self._once, now)
+        _sweep(self._again, now)
         entry = self._once.pop(key, None) or self._again.get(key)
         if entry is not None and entry[0] > now:
             count = entry[1] + 1
@@ -59,21 +118,21 @@ class WindowCounters:
         self._once.pop(key, None)
         self._again.pop(key, None)
 
-    @staticmethod
-    def _sweep(table: OrderedDict[str, tuple[float, int]], now: float) -> None:
-        for _ in range(_SWEEP):
-            if not table:
-                return
-            key = next(iter(table))
-            if table[key][0] > now:
-                return
-            del table[key]
-
 
 class MemoryStore(StateStore):
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, max_counters: int = _MAX_KEYS) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_counters: int = _MAX_KEYS,
+        console_ttl: float = 30.0,
+    ) -> None:
+        if console_ttl <= 0:
+            raise ValueError("console_ttl must be positive")
         self._clock = clock
-        self._consoles: dict[str, ConsoleRecord] = {}
+        self.console_ttl = float(console_ttl)
+        self._consoles: ExpiringTable[str, ConsoleRecord] = ExpiringTable(clock)
+        self._released: ExpiringTable[str, bool] = ExpiringTable(clock)
         self._locks: dict[str, str] = {}
         self._revoked: dict[str, float] = {}
         self._terminations: dict[str, tuple[Command, float]] = {}
@@ -89,22 +148,26 @@ class MemoryStore(StateStore):
         self._handler = None
 
     async def console_acquire(self, record: ConsoleRecord, *, per_user: int, global_max: int) -> str | None:
-        if len(self._consoles) >= global_max:
-            return "global"
-        if sum(1 for c in self._consoles.values() if c.user == record.user) >= per_user:
-            return "per_user"
-        self._consoles[record.id] = record
+        live = self._consoles.live()
+        if self._consoles.get(record.id) is None:  # a retry of the same id is not counted twice
+            if len(live) >= global_max:
+                return "global"
+            if sum(1 for c in live if c.user == record.user) >= per_user:
+                return "per_user"
+        self._consoles.put(record.id, _copy(record), self.console_ttl)
         return None
 
     async def console_update(self, record: ConsoleRecord) -> None:
-        if record.id in self._consoles:
-            self._consoles[record.id] = record
+        """Refresh, or register again a console that lapsed; never one released within console_ttl."""
+        if self._released.get(record.id) is None:
+            self._consoles.put(record.id, _copy(record), self.console_ttl)
 
     async def console_release(self, console_id: str) -> None:
-        self._consoles.pop(console_id, None)
+        self._consoles.pop(console_id)
+        self._released.put(console_id, True, self.console_ttl)
 
     async def consoles(self) -> list[ConsoleRecord]:
-        return list(self._consoles.values())
+        return [_copy(record) for record in self._consoles.live()]
 
     async def lock_user(self, user: str, reason: str) -> None:
         self._locks[user] = reason
@@ -150,6 +213,8 @@ class MemoryStore(StateStore):
         return {u: list(entry[0]) for u, entry in found if entry is not None and entry[1] > now}
 
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
         now = self._clock()
         tokens, stamp = self._buckets.get(key, (float(burst), now))
         tokens = min(float(burst), tokens + (now - stamp) * rate)
@@ -171,11 +236,16 @@ class MemoryStore(StateStore):
         return None
 
     async def publish(self, command: Command) -> None:
-        if self._handler is not None:
-            await self._handler(command)
+        """Delivered before this returns; a handler that fails is logged, not raised to the publisher."""
+        await deliver(self._handler, command)
 
     def _expire(self, table: dict[str, float]) -> None:
         if len(table) > _MAX_KEYS // 10:
             now = self._clock()
             for key in [k for k, until in table.items() if until <= now]:
                 del table[key]
+
+
+def _copy(record: ConsoleRecord) -> ConsoleRecord:
+    """What the ledger holds is what was written: later changes by the caller count only once written."""
+    return dataclasses.replace(record, groups=list(record.groups))

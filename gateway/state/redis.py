@@ -35,7 +35,14 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from gateway.state.base import Command, CommandHandler, ConsoleRecord, StateStore, StateUnavailable
+from gateway.state.base import (
+    Command,
+    CommandHandler,
+    ConsoleRecord,
+    StateStore,
+    StateUnavailable,
+    deliver,
+)
 
 log = logging.getLogger("gateway.state.redis")
 
@@ -357,13 +364,7 @@ class RedisStore(StateStore):
         if not isinstance(command, dict):
             log.warning("ignored a malformed command on %s", self.channel)
             return
-        handler = self._handler
-        if handler is None:
-            return
-        try:
-            await handler(command)
-        except Exception:
-            log.exception("command handler failed for op %r", command.get("op"))
+        await deliver(self._handler, command)
 
     # -- consoles ---------------------------------------------------------------------------------
 

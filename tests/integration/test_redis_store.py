@@ -1,4 +1,6 @@
-"""RedisStore against a real redis-server: two stores on one Redis stand for two gateway replicas."""
+"""What only the Redis backend has, against a real redis-server: two stores on one Redis stand for two gateway
+replicas. Concurrency across connections, pub/sub between replicas and its reconnects, outages, auth, TLS and
+Sentinel. What every backend must do is tests/contract/test_state_contract.py."""
 
 from __future__ import annotations
 
@@ -25,9 +27,10 @@ from gateway.consoles.codes import (
 )
 from gateway.consoles.registry import ConsoleRegistry
 from gateway.sim.certs import make_self_signed
-from gateway.state.base import Command, ConsoleRecord, StateUnavailable
+from gateway.state.base import StateUnavailable
 from gateway.state.redis import RedisStore
 from tests.support.redis_server import REDIS_SERVER, RedisServer, TlsFiles
+from tests.support.state import Inbox, eventually, record
 
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
 
@@ -74,52 +77,6 @@ async def make_store(shared_redis: RedisServer) -> AsyncIterator[StoreFactory]:
         await store.close()
 
 
-def record(user: str = "alice", **kw: Any) -> ConsoleRecord:
-    fields: dict[str, Any] = {
-        "id": uuid.uuid4().hex,
-        "user": user,
-        "sid": "s-" + user,
-        "cloud": "demo",
-        "server_id": "srv-1",
-        "server_name": "web-1",
-        "project_id": "p1",
-        "permission": "control",
-        "client": "127.0.0.1",
-        "started": time.time(),
-        "replica": "a",
-    }
-    fields.update(kw)
-    return ConsoleRecord(**fields)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float, step: float = 0.02) -> float:
-    """Poll `check` until true; returns the seconds it took, fails the test at the deadline."""
-    start = time.monotonic()
-    while not await check():
-        if time.monotonic() - start > within:
-            pytest.fail(f"condition not met within {within} s")
-        await asyncio.sleep(step)
-    return time.monotonic() - start
-
-
-class Inbox:
-    """A command handler that lets a test await the next command; resyncs (after each subscription) are
-    counted apart."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[Command] = asyncio.Queue()
-        self.resyncs = 0
-
-    async def __call__(self, command: Command) -> None:
-        if command == {"op": "resync"}:
-            self.resyncs += 1
-        else:
-            await self.queue.put(command)
-
-    async def next(self, within: float = 1.0) -> Command:
-        return await asyncio.wait_for(self.queue.get(), within)
-
-
 async def subscribers(server: RedisServer, channel: str, password: str | None = None) -> int:
     raw = Redis(host="127.0.0.1", port=server.port, password=password, socket_connect_timeout=1)
     try:
@@ -153,146 +110,10 @@ async def test_limits_hold_across_replicas_under_concurrent_acquires(make_store:
     assert await a.console_acquire(record("alice"), per_user=3, global_max=100) == "per_user"
 
 
-async def test_record_from_one_replica_is_listed_updated_and_released_on_the_other(
-    make_store: StoreFactory,
-) -> None:
+async def test_token_bucket_is_atomic_across_replicas(make_store: StoreFactory) -> None:
     a, b = make_store(), make_store()
-    rec = record("bob", groups=["ops"], replica="a")
-    assert await a.console_acquire(rec, per_user=2, global_max=10) is None
-    [seen] = await b.consoles()
-    assert seen == rec
-
-    rec.bytes_to_browser, rec.state = 12345, "open"
-    await a.console_update(rec)
-    [seen] = await b.consoles()
-    assert (seen.bytes_to_browser, seen.state, seen.groups) == (12345, "open", ["ops"])
-
-    await b.console_release(rec.id)
-    assert await a.consoles() == []
-    # A sync already in flight when the console closed must not bring it back as a ghost.
-    await a.console_update(rec)
-    assert await b.consoles() == []
-    # Its slot is free again.
-    assert await a.console_acquire(record("bob"), per_user=1, global_max=1) is None
-
-
-async def test_acquire_is_idempotent_for_the_same_console(make_store: StoreFactory) -> None:
-    """A client retry after a lost reply re-sends the same id; it must not take a second slot."""
-    a = make_store()
-    rec = record("carol")
-    assert await a.console_acquire(rec, per_user=1, global_max=1) is None
-    assert await a.console_acquire(rec, per_user=1, global_max=1) is None
-    assert len(await a.consoles()) == 1
-
-
-async def test_crashed_replica_leaves_ghosts_for_at_most_console_ttl(make_store: StoreFactory) -> None:
-    ttl = 0.6
-    crashed, survivor = make_store(console_ttl=ttl), make_store(console_ttl=ttl)
-    for _ in range(2):
-        assert await crashed.console_acquire(record("dave"), per_user=2, global_max=10) is None
-    assert await survivor.console_acquire(record("dave"), per_user=2, global_max=10) == "per_user"
-
-    await crashed.close()  # no release, no further refresh: what SIGKILL leaves behind
-    crashed_at = time.monotonic()
-
-    async def gone() -> bool:
-        return await survivor.consoles() == []
-
-    await eventually(gone, within=ttl + 1.0)
-    assert time.monotonic() - crashed_at <= ttl + 0.5
-    assert await survivor.console_acquire(record("dave"), per_user=2, global_max=10) is None
-
-
-async def test_refreshed_console_outlives_its_ttl(make_store: StoreFactory) -> None:
-    """The registry's periodic console_update keeps a live console counted well past console_ttl."""
-    ttl = 0.5
-    a, b = make_store(console_ttl=ttl), make_store(console_ttl=ttl)
-    rec = record("erin")
-    assert await a.console_acquire(rec, per_user=1, global_max=10) is None
-    until = time.monotonic() + 3 * ttl
-    while time.monotonic() < until:
-        await asyncio.sleep(ttl / 3)  # the refresh cadence under test, not a synchronisation
-        await a.console_update(rec)
-        assert [r.id for r in await b.consoles()] == [rec.id]
-        assert await b.console_acquire(record("erin"), per_user=1, global_max=10) == "per_user"
-
-
-# -- locks, revocations, rate buckets, counters -------------------------------------------------------
-
-
-async def test_locks_and_revocations_are_shared(make_store: StoreFactory) -> None:
-    a, b = make_store(), make_store()
-    await a.lock_user("mallory", "left the company")
-    assert await b.locked_users() == {"mallory": "left the company"}
-    assert await b.is_locked("mallory") and not await b.is_locked("alice")
-    await b.unlock_user("mallory")
-    assert await a.locked_users() == {}
-
-    await a.revoke_session("sid-1", ttl=0.3)
-    assert await b.is_revoked("sid-1")
-    assert not await b.is_revoked("sid-2")
-
-    async def lapsed() -> bool:
-        return not await b.is_revoked("sid-1")
-
-    await eventually(lapsed, within=1.5)
-
-
-async def test_recorded_groups_are_shared_per_user_and_method_and_lapse(make_store: StoreFactory) -> None:
-    a, b = make_store(), make_store()
-    await a.record_groups("pat", "proxy-header", ["support"], ttl=0.3)
-    await a.record_groups("pat:x", "proxy-jwt", [], ttl=60)  # a colon in the name stays its own key
-    wanted = {("pat", "proxy-header"), ("pat", "proxy-jwt"), ("pat:x", "proxy-jwt")}
-    assert await b.recorded_groups(wanted) == {
-        ("pat", "proxy-header"): ["support"],
-        ("pat:x", "proxy-jwt"): [],
-    }
-    assert await b.recorded_groups(set()) == {}
-
-    async def lapsed() -> bool:
-        return ("pat", "proxy-header") not in await b.recorded_groups(wanted)
-
-    await eventually(lapsed, within=1.5)
-
-
-async def test_token_bucket_is_shared_and_atomic(make_store: StoreFactory) -> None:
-    a, b = make_store(), make_store()
-    assert await a.take_token("user:x", rate=0.5, burst=3) is None
-    assert await b.take_token("user:x", rate=0.5, burst=3) is None
-    assert await a.take_token("user:x", rate=0.5, burst=3) is None
-    wait = await b.take_token("user:x", rate=0.5, burst=3)
-    assert wait is not None and 1.5 < wait <= 2.0  # one token at 0.5/s is two seconds away
-
     taken = await asyncio.gather(*(s.take_token("user:y", rate=0.1, burst=4) for s in [a, b] * 10))
     assert taken.count(None) == 4
-
-
-async def test_token_bucket_refills(make_store: StoreFactory) -> None:
-    a, b = make_store(), make_store()
-    assert await a.take_token("fast", rate=20, burst=1) is None
-    wait = await b.take_token("fast", rate=20, burst=1)
-    assert wait is not None and wait <= 0.05
-
-    async def refilled() -> bool:
-        return await b.take_token("fast", rate=20, burst=1) is None
-
-    await eventually(refilled, within=1.0)
-
-
-async def test_fixed_window_counter_is_shared(make_store: StoreFactory) -> None:
-    a, b = make_store(), make_store()
-    assert await a.incr("signin:user:x", 60) == 1
-    assert await b.incr("signin:user:x", 60) == 2
-    await a.reset("signin:user:x")
-    assert await b.incr("signin:user:x", 60) == 1
-
-    # Fixed, not sliding: counting on does not extend the window.
-    assert await a.incr("short", 0.3) == 1
-
-    async def window_over() -> bool:
-        return await b.incr("short", 0.3) == 1
-
-    await eventually(window_over, within=1.5)
 
 
 # -- commands -------------------------------------------------------------------------------------------
@@ -405,26 +226,6 @@ async def test_a_replica_that_missed_commands_reconciles_from_state(
         await admin.close()
         await raw.execute_command("ACL", "DELUSER", user)
         await raw.aclose()
-
-
-async def test_bad_handler_does_not_stop_the_listener(make_store: StoreFactory) -> None:
-    a = make_store()
-    inbox = Inbox()
-    calls = 0
-
-    async def flaky(command: Command) -> None:
-        nonlocal calls
-        if command == {"op": "resync"}:
-            return
-        calls += 1
-        if calls == 1:
-            raise RuntimeError("boom")
-        await inbox(command)
-
-    await a.start(flaky)
-    await a.publish({"op": "first"})
-    await a.publish({"op": "second"})
-    assert await inbox.next() == {"op": "second"}
 
 
 async def test_close_leaves_no_task(make_store: StoreFactory) -> None:
