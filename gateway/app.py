@@ -19,8 +19,11 @@ from gateway.state.base import StateStore
 from gateway.state.memory import MemoryStore
 from gateway.upstream import upstream_session
 from gateway.web import admin, api, console, health, oidc_routes, pages
+from gateway.web.csrf import csrf
+from gateway.web.identity import local_users, proxy_identity
 from gateway.web.keys import GATEWAY
-from gateway.web.middleware import add_security_headers, identify, request_context
+from gateway.web.middleware import add_security_headers, request_context
+from gateway.web.session_cookie import session_cookie
 
 log = logging.getLogger("gateway")
 
@@ -52,7 +55,12 @@ def sync_interval(config: GatewayConfig) -> float:
 
 def build_app(config: GatewayConfig) -> web.Application:
     """The gateway application: everything is built from the config when the app starts."""
-    app = web.Application(middlewares=[request_context, identify], client_max_size=MAX_BODY)
+    # Outermost first: the cookie's session, then what the identity sources say now, then CSRF (which
+    # checks the token of the session they settle on).
+    app = web.Application(
+        middlewares=[request_context, session_cookie, proxy_identity, local_users, csrf],
+        client_max_size=MAX_BODY,
+    )
     app.on_response_prepare.append(add_security_headers)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:

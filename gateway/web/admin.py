@@ -12,7 +12,7 @@ from gateway.policy import Permission
 from gateway.web.api import audit_base
 from gateway.web.http import json_error
 from gateway.web.keys import GATEWAY
-from gateway.web.middleware import current
+from gateway.web.session_cookie import current
 
 routes = web.RouteTableDef()
 
@@ -113,9 +113,7 @@ async def lock_user(request: web.Request) -> web.Response:
     user = request.match_info["user"]
     reason = await _reason(request)
     await gw.store.lock_user(user, reason)
-    await gw.registry.terminate(
-        by="admin", code=CLOSE_LOCKED, reason=REASON_LOCKED, user=user
-    )
+    await gw.registry.terminate(by="admin", code=CLOSE_LOCKED, reason=REASON_LOCKED, user=user)
     gw.audit.emit("admin_lock", **audit_base(request, session), target_user=user, reason=reason)
     return web.json_response({"locked": user})
 

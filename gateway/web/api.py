@@ -16,8 +16,8 @@ from gateway.clouds.base import CloudError, CloudErrorKind, Server
 from gateway.consoles.codes import CLOSE_LOGGED_OUT, REASON_LOGGED_OUT
 from gateway.policy import Decision, Permission
 from gateway.web.http import json_error, safe_next
-from gateway.web.keys import CLIENT, GATEWAY, REQUEST_ID, SESSION_CLEARED
-from gateway.web.middleware import clear_session, current, issue_session
+from gateway.web.keys import CLIENT, GATEWAY, REQUEST_ID
+from gateway.web.session_cookie import current, set_session
 
 log = logging.getLogger("gateway.web")
 routes = web.RouteTableDef()
@@ -96,11 +96,10 @@ async def login(request: web.Request) -> web.Response:
     session = gw.codec.new_session(identity, now=time.time())
     gw.metrics.signins_total.labels(method="local", outcome="ok").inc()
     gw.audit.emit("login", **audit_base(request, session), method="local")
-    response = web.json_response(
+    set_session(request, session)
+    return web.json_response(
         {"next": safe_next(body.get("next") if isinstance(body.get("next"), str) else None)}
     )
-    issue_session(request, response, session)
-    return response
 
 
 @routes.post("/api/logout")
@@ -108,9 +107,7 @@ async def logout(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     session = current(request)
     await gw.store.revoke_session(session.sid, gw.config.session.absolute_lifetime)
-    await gw.registry.terminate(
-        by="logout", code=CLOSE_LOGGED_OUT, reason=REASON_LOGGED_OUT, sid=session.sid
-    )
+    await gw.registry.terminate(by="logout", code=CLOSE_LOGGED_OUT, reason=REASON_LOGGED_OUT, sid=session.sid)
     gw.audit.emit("logout", **audit_base(request, session), method=session.method)
     redirect = "/login?signed_out=1"
     if session.method == "oidc" and gw.oidc is not None:
@@ -119,10 +116,8 @@ async def logout(request: web.Request) -> web.Response:
             gw.oidc.logout_url(id_token_hint=session.id_token_hint, post_logout_redirect_uri=target)
             or redirect
         )
-    response = web.json_response({"next": redirect})
-    clear_session(request, response)
-    request[SESSION_CLEARED] = True
-    return response
+    set_session(request, None)
+    return web.json_response({"next": redirect})
 
 
 @routes.get("/api/me")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -76,3 +77,12 @@ def json_error(status: int, message: str, *, code: str | None = None, **extra: o
         body["code"] = code
     body.update(extra)
     return web.json_response(body, status=status)
+
+
+def json_refusal(
+    refusal: type[web.HTTPClientError], message: str, *, code: str, **extra: object
+) -> web.HTTPClientError:
+    """`json_error` as an exception to raise: the request ends here, before the handler, and no
+    middleware it passes on the way out touches the response (the sign-in cookie stays as it came)."""
+    body: dict[str, object] = {"error": message, "code": code, **extra}
+    return refusal(text=json.dumps(body), content_type="application/json")

@@ -20,5 +20,6 @@ HTTPS: web.RequestKey[bool] = web.RequestKey("https", bool)
 SESSION: web.RequestKey[SessionData | None] = web.RequestKey("session", object)  # type: ignore[arg-type]
 AUTH_ERROR: web.RequestKey[AuthError] = web.RequestKey("auth_error", object)  # type: ignore[arg-type]
 SPOOFED: web.RequestKey[bool] = web.RequestKey("spoofed", bool)
-SESSION_CLEARED: web.RequestKey[bool] = web.RequestKey("session_cleared", bool)
+# The session changed (signed in, new groups, ended): the response sends it again, or clears the cookie.
+SESSION_CHANGED: web.RequestKey[bool] = web.RequestKey("session_changed", bool)
 STATE_DOWN: web.RequestKey[bool] = web.RequestKey("state_down", bool)

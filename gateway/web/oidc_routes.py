@@ -12,7 +12,7 @@ from gateway.auth.oidc import PendingLogin
 from gateway.web.api import audit_base
 from gateway.web.http import safe_next
 from gateway.web.keys import CLIENT, GATEWAY
-from gateway.web.middleware import issue_session
+from gateway.web.session_cookie import issue_session
 
 log = logging.getLogger("gateway.auth")
 routes = web.RouteTableDef()

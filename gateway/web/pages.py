@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.policy import Permission
 from gateway.web.keys import GATEWAY, SESSION
-from gateway.web.middleware import current
+from gateway.web.session_cookie import current
 
 routes = web.RouteTableDef()
 

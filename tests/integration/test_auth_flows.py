@@ -19,6 +19,7 @@ from playwright.async_api import expect
 from yarl import URL
 
 from gateway.auth.cookie import generate_key
+from gateway.auth.identity import Identity
 from tests.support.browser import chromium, new_page
 from tests.support.gateway import ConsoleRefused, Operator, RunningGateway
 from tests.support.oidc import sign_in, start_oidc_provider
@@ -158,6 +159,28 @@ async def test_sessions_survive_restart_and_rotate_keys(
     tampered = cookie[:-2] + ("A" if cookie[-2] != "A" else "B") + cookie[-1]
     assert (await _me(rotated, tampered))[0] == 401
     assert any("tampered" in r.getMessage() for r in caplog.records)
+
+
+async def test_signing_in_over_a_session_due_for_refresh_keeps_the_new_sign_in(
+    gateways: Callable[..., Any],
+) -> None:
+    """The old cookie's sliding refresh must not overwrite the cookie the sign-in just issued."""
+    gateway = await gateways()
+    gw = gateway.gw
+    demo = Identity(user="demo", groups=gw.local_users["demo"][1], method="local")
+    stale = gw.codec.encode(gw.codec.new_session(demo, now=time.time() - 120))  # last seen 2 min ago
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http,
+        http.post(
+            gateway.url + "/api/login",
+            json={"user": "viewer", "password": "viewer"},
+            headers={"Origin": gateway.origin, "Cookie": f"novnc-gw={stale}"},
+        ) as response,
+    ):
+        assert response.status == 200
+        issued = response.cookies["novnc-gw"].value
+    status, me = await _me(gateway, issued)
+    assert (status, me["user"]) == (200, "viewer")
 
 
 async def test_logout_closes_live_consoles_and_revokes_the_cookie(gateways: Callable[..., Any]) -> None:
