@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.auth.identity import Identity
 from gateway.clouds.base import Server
@@ -26,7 +27,7 @@ from gateway.consoles.codes import (
     REASON_LOCKED,
     REASON_LOGGED_OUT,
 )
-from gateway.relay import Relay
+from gateway.consoles.relay_core import RelayStats
 from gateway.state.base import Command, ConsoleRecord, StateStore, StateUnavailable
 
 __all__ = ["ConsoleRegistry", "LiveConsole", "new_record"]
@@ -34,10 +35,19 @@ __all__ = ["ConsoleRegistry", "LiveConsole", "new_record"]
 log = logging.getLogger("gateway.consoles")
 
 
+class Relaying(Protocol):
+    """What the registry needs of a running relay (consoles/relay.py's Relay)."""
+
+    @property
+    def stats(self) -> RelayStats: ...
+
+    def terminate(self, code: int, reason: str) -> None: ...
+
+
 @dataclass(slots=True)
 class LiveConsole:
     record: ConsoleRecord
-    relay: Relay | None = None
+    relay: Relaying | None = None
     server: Server | None = None
     expires: float = math.inf  # wall-clock end of the browser session that opened it
     pending_close: tuple[int, str, str] | None = (
@@ -99,7 +109,7 @@ class ConsoleRegistry:
             self._idle.clear()
         return refusal
 
-    def attach(self, console_id: str, relay: Relay) -> None:
+    def attach(self, console_id: str, relay: Relaying) -> None:
         """Hand the running relay over; a terminate that arrived while connecting is applied now."""
         live = self.local[console_id]
         live.relay = relay

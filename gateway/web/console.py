@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.clouds.base import CloudError, CloudErrorKind, Server
+from gateway.consoles import aiohttp_fastpath
 from gateway.consoles.codes import (
     CLOSE_CLOUD,
     CLOSE_DENIED,
@@ -36,8 +37,9 @@ from gateway.consoles.codes import (
     REASON_STATE_DOWN,
 )
 from gateway.consoles.registry import LiveConsole, new_record
+from gateway.consoles.relay import Relay
+from gateway.consoles.relay_core import CloseInfo, RelayCore
 from gateway.policy import Permission
-from gateway.relay import CloseInfo, Relay
 from gateway.rfb import ClientMessageFilter
 from gateway.state.base import StateUnavailable
 from gateway.upstream import (
@@ -157,12 +159,14 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
         relay = Relay(
             ws,
             upstream,
-            client_filter=ClientMessageFilter(
-                view_only=permission is Permission.VIEW, allow_exclusive=console.allow_exclusive
+            RelayCore(
+                ClientMessageFilter(
+                    view_only=permission is Permission.VIEW, allow_exclusive=console.allow_exclusive
+                ),
+                idle_timeout=console.idle_timeout or None,
+                idle_warning=console.idle_warning or None,
+                max_duration=console.max_duration or None,
             ),
-            idle_timeout=console.idle_timeout or None,
-            idle_warning=console.idle_warning or None,
-            max_duration=console.max_duration or None,
             max_msg_size=console.max_message_size,  # as the upstream was opened: frames pass through
         )
         try:
@@ -194,7 +198,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
             info = await relay.run()
         finally:
             gw.metrics.active_sessions.labels(permission=str(permission)).dec()
-            _disarm_heartbeat(upstream)
+            aiohttp_fastpath.disarm_heartbeat(upstream)
         _finish(request, base, relay, info, live)
     except Refused as refusal:
         gw.metrics.console_refusals_total.labels(reason=refusal.outcome).inc()
@@ -384,15 +388,6 @@ async def _connect(request: web.Request, server: Server) -> tuple[aiohttp.Client
         ) from None
     gw.metrics.upstream_connect_seconds.observe(time.monotonic() - started)
     return upstream, tried
-
-
-def _disarm_heartbeat(upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """aiohttp 3.14 re-arms a closed client WebSocket's heartbeat timer when bytes (the peer's close
-    frame) arrive during close(), and that timer pins the connection with its TLS buffers (~0.4 MB) for
-    a whole keep-alive period after every console. Cancel it once the socket is closed."""
-    cancel = getattr(upstream, "_cancel_heartbeat", None)
-    if upstream.closed and callable(cancel):
-        cancel()
 
 
 async def _close_quietly(upstream: aiohttp.ClientWebSocketResponse) -> None:

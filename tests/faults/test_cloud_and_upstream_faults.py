@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.relay import CLOSE_UPSTREAM_LOST
+from gateway.consoles.codes import CLOSE_UPSTREAM_LOST
 from tests.faults.conftest import REPORT, Rig
 from tests.support import leaks
 from tests.support.gateway import ConsoleRefused

@@ -15,7 +15,9 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
-from gateway.relay import REASON_LOST, CloseInfo, Relay
+from gateway.consoles.codes import REASON_LOST
+from gateway.consoles.relay import Relay
+from gateway.consoles.relay_core import CloseInfo, RelayCore
 from gateway.rfb import ClientMessageFilter
 from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream, upstream_session
 
@@ -70,10 +72,12 @@ class Harness:
             relay = Relay(
                 browser,
                 up,
-                client_filter=ClientMessageFilter(view_only=False),
-                idle_timeout=None,
-                idle_warning=None,
-                max_duration=None,
+                RelayCore(
+                    ClientMessageFilter(view_only=False),
+                    idle_timeout=None,
+                    idle_warning=None,
+                    max_duration=None,
+                ),
                 close_timeout=2.0,
                 max_msg_size=max_msg,
             )

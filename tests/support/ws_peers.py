@@ -21,7 +21,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from gateway.relay import CloseInfo, Relay
+from gateway.consoles.relay import Relay
+from gateway.consoles.relay_core import CloseInfo, RelayCore
 from gateway.rfb import ClientMessageFilter
 from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream, upstream_session
 
@@ -256,10 +257,12 @@ class GatewayHarness:
         relay = Relay(
             browser,
             upstream,
-            client_filter=ClientMessageFilter(view_only=self.options.view_only),
-            idle_timeout=self.options.idle_timeout,
-            idle_warning=self.options.idle_warning,
-            max_duration=self.options.max_duration,
+            RelayCore(
+                ClientMessageFilter(view_only=self.options.view_only),
+                idle_timeout=self.options.idle_timeout,
+                idle_warning=self.options.idle_warning,
+                max_duration=self.options.max_duration,
+            ),
             close_timeout=self.options.close_timeout,
         )
         self.relays.append(relay)

@@ -1,4 +1,4 @@
-"""FrameSplitter: the sans-IO half of the relay's downstream pass-through (gateway/relay.py)."""
+"""FrameSplitter: the sans-IO half of the relay's downstream pass-through (gateway/consoles/frames.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.relay import FrameError, FrameSplitter
+from gateway.consoles.frames import FrameError, FrameSplitter
 
 
 def frame(payload: bytes, opcode: int = 0x2, fin: bool = True, rsv: int = 0, masked: bool = False) -> bytes:

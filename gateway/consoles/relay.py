@@ -1,0 +1,280 @@
+"""The relay's asyncio driver: feeds the sockets' and the clock's events to `RelayCore` and carries out
+its commands. Every decision is the core's (consoles/relay_core.py); this module only moves bytes.
+
+Two pumps, one per direction, each awaiting its send before reading the next message, so a slow
+reader slows its writer instead of growing a queue here. The core's timers run in one watchdog task
+that sleeps until the core's next Wakeup. `run()` owns the ending: once the core has decided a close,
+`run()` closes both sides (aborting a transport whose peer does not take its close frame in time) and
+waits for its tasks. Downstream frames pass through unchanged once the core says the server's bytes no
+longer matter (consoles/aiohttp_fastpath.py), unless aiohttp is not a checked release or
+`console.frame_passthrough` is off; then they go message by message through the core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Final
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+from gateway.consoles import aiohttp_fastpath
+from gateway.consoles.codes import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CODES
+from gateway.consoles.relay_core import (
+    ABNORMAL,
+    CloseInfo,
+    CloseSide,
+    Command,
+    Notice,
+    PassThrough,
+    RelayCore,
+    RelayStats,
+    ToBrowser,
+    ToUpstream,
+    Wakeup,
+    clip_reason,
+)
+
+__all__ = ["Relay"]
+
+log = logging.getLogger("gateway.relay")
+
+_DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+
+
+def _wire_code(code: int) -> int:
+    """A code that may appear in a close frame (never 1005/1006/1015, nothing unassigned)."""
+    return code if 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999 else 1000
+
+
+class Relay:
+    """Bridges one browser WebSocket and one upstream WebSocket, as `core` decides, until either ends."""
+
+    def __init__(
+        self,
+        browser: web.WebSocketResponse,
+        upstream: aiohttp.ClientWebSocketResponse,
+        core: RelayCore,
+        *,
+        close_timeout: float = _DEFAULT_CLOSE_TIMEOUT,
+        max_msg_size: int | None = None,
+    ) -> None:
+        """`max_msg_size` is the limit the upstream connection was opened with; given, downstream frames
+        pass through without re-encoding, under that limit. Make the Relay right after the upstream
+        opened, before anything awaits, so that it sees the upstream's frames from the first byte on."""
+        self._browser = browser
+        self._upstream = upstream
+        self._core = core
+        self._close_timeout = close_timeout
+        self._passthrough: aiohttp_fastpath.Passthrough | None = None
+        if max_msg_size is not None:
+            self._passthrough = aiohttp_fastpath.attach_passthrough(
+                browser,
+                upstream,
+                core.stats,
+                max_msg_size,
+                browser_gone=lambda: self._apply(core.browser_vanished()),
+                upstream_failed=lambda: self._apply(core.upstream_failed()),
+            )
+        self._end: asyncio.Future[None] | None = None
+        self._closes: list[CloseSide] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+        self.close_info: CloseInfo | None = None  # set once both sides are closed, even if cancelled
+
+    @property
+    def stats(self) -> RelayStats:
+        return self._core.stats
+
+    @property
+    def tasks(self) -> tuple[asyncio.Task[None], ...]:
+        """The relay's own tasks (for tests and shutdown diagnostics)."""
+        return tuple(self._tasks)
+
+    def terminate(self, code: int, reason: str) -> None:
+        """End the session from the gateway's side (admin, logout, drain); safe to call twice."""
+        self._apply(self._core.terminate(code, reason))
+
+    def _apply(self, commands: Sequence[Command]) -> None:
+        """Commands from an event outside the pumps: only closes can come from those."""
+        for command in commands:
+            if type(command) is CloseSide:
+                self._closes.append(command)
+        if self._closes and self._end is not None and not self._end.done():
+            self._end.set_result(None)
+
+    async def run(self) -> CloseInfo:
+        if self._started:
+            raise RuntimeError("a Relay runs once")
+        self._started = True
+        loop = asyncio.get_running_loop()
+        self._end = loop.create_future()
+        core = self._core
+        started = core.start(time.monotonic())
+        self._apply([c for c in started if type(c) is CloseSide])
+        if not self._end.done():  # terminated before it ran: relay nothing
+            self._tasks = [
+                loop.create_task(self._pump_upstream(), name="relay-upstream-to-browser"),
+                loop.create_task(self._pump_browser(), name="relay-browser-to-upstream"),
+            ]
+            if core.has_timers:
+                self._tasks.append(loop.create_task(self._watchdog(started), name="relay-watchdog"))
+            for task in self._tasks:
+                task.add_done_callback(self._task_done)
+        try:
+            await asyncio.shield(self._end)
+        except asyncio.CancelledError:
+            # The handler is being cancelled (server shutdown): still leave nothing behind.
+            self._apply(core.terminate(CLOSE_GOING_AWAY, CODES[CLOSE_GOING_AWAY].reason, upstream_code=1001))
+            await self._close_all()
+            raise
+        return await self._close_all()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("relay task %s failed", task.get_name(), exc_info=exc)
+            self._apply(
+                self._core.terminate(CLOSE_INTERNAL, CODES[CLOSE_INTERNAL].reason, upstream_code=1011)
+            )
+
+    # -- the pumps ---------------------------------------------------------------------------------
+
+    async def _pump_upstream(self) -> None:
+        receive = self._upstream.receive
+        send = self._browser.send_bytes
+        core = self._core
+        upstream_bytes = core.upstream_bytes
+        binary = WSMsgType.BINARY
+        passthrough = self._passthrough
+        while True:
+            if passthrough is not None and not core.follows_server and passthrough.try_forward():
+                passthrough = None  # frames pass through from now on; this pump sees only the rest
+            msg = await receive()
+            if msg.type is binary:
+                for command in upstream_bytes(msg.data):
+                    if type(command) is ToBrowser:
+                        try:
+                            await send(command.data)
+                        except (ConnectionError, aiohttp.ClientError):
+                            return self._apply(core.browser_vanished())
+            elif msg.type is WSMsgType.TEXT:
+                continue  # websockify speaks binary; text frames to the browser are the gateway's
+            elif msg.type is WSMsgType.CLOSE:
+                return self._apply(core.upstream_closed(msg.data, msg.extra or ""))
+            elif msg.type is WSMsgType.ERROR:
+                log.warning("upstream WebSocket error: %s", type(msg.data).__name__)
+                return self._apply(core.upstream_failed())
+            else:  # CLOSING (we closed it) or CLOSED (vanished without a close frame)
+                return self._apply(core.upstream_closed(ABNORMAL, ""))
+
+    async def _pump_browser(self) -> None:
+        receive = self._browser.receive
+        send = self._upstream.send_bytes
+        core = self._core
+        browser_bytes = core.browser_bytes
+        clock = time.monotonic
+        binary = WSMsgType.BINARY
+        while True:
+            msg = await receive()
+            if msg.type is binary:
+                commands = browser_bytes(msg.data, clock())
+                for command in commands:
+                    kind = type(command)
+                    if kind is ToUpstream:
+                        try:
+                            await send(command.data)
+                        except (ConnectionError, aiohttp.ClientError):
+                            return self._apply(core.upstream_closed(ABNORMAL, ""))
+                    elif kind is PassThrough:
+                        # The client's reply ended the handshake; the server waits for it, so frames can
+                        # pass through from now on (the upstream pump learns only on its next one).
+                        if self._passthrough is not None:
+                            self._passthrough.try_forward()
+                    else:
+                        return self._apply(commands)  # the closes after a protocol error
+            elif msg.type is WSMsgType.TEXT:
+                continue  # nothing the browser says in text is for the console
+            elif msg.type is WSMsgType.CLOSE:
+                return self._apply(core.browser_closed(msg.data, msg.extra or ""))
+            else:  # CLOSING (we closed it), CLOSED (vanished), ERROR
+                return self._apply(core.browser_vanished())
+
+    async def _watchdog(self, commands: Sequence[Command]) -> None:
+        core = self._core
+        while True:
+            wake = None
+            for command in commands:
+                if type(command) is Notice:
+                    await self._notify(command)
+                elif type(command) is Wakeup:
+                    wake = command.at
+                else:
+                    return self._apply(commands)  # the closes: maximum duration or idle cut
+            if wake is None:
+                return
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+            commands = core.tick(time.monotonic())
+
+    async def _notify(self, notice: Notice) -> None:
+        """A gateway notice to the page, as a text frame; never blocks the watchdog for long."""
+        passthrough = self._passthrough
+        if passthrough is not None and passthrough.in_fragmented_message:
+            return  # a text frame must not split a fragmented binary message; the notice is advisory
+        try:
+            async with asyncio.timeout(max(0.0, min(notice.within, self._close_timeout))):
+                await self._browser.send_str(json.dumps(notice.payload))
+        except (TimeoutError, ConnectionError, aiohttp.ClientError):
+            pass
+
+    # -- the ending --------------------------------------------------------------------------------
+
+    async def _close_all(self) -> CloseInfo:
+        info = self._core.ended
+        assert info is not None  # the end is set only once the core decided it
+        if self._passthrough is not None:
+            self._passthrough.stop_forwarding()
+        for task in self._tasks:
+            if task.get_name() == "relay-watchdog" and not task.done():
+                task.cancel()
+        sockets = {"browser": self._browser, "upstream": self._upstream}
+        # Closing wakes a pump blocked in receive() with CLOSING; a pump blocked in a send is
+        # released when its transport closes or, at the latest, by the cancel below.
+        await asyncio.gather(*(self._close_side(sockets[c.side], c) for c in self._closes[:2]))
+        for task in self._tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.close_info = info
+        stats = self._core.stats
+        log.debug(
+            "relay ended by %s code=%s up=%s bytes_to_browser=%d bytes_to_upstream=%d dropped=%d",
+            info.by,
+            info.code,
+            info.upstream_code,
+            stats.bytes_to_browser,
+            stats.bytes_to_upstream,
+            stats.dropped,
+        )
+        return info
+
+    async def _close_side(
+        self, ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, close: CloseSide
+    ) -> None:
+        if ws.closed:
+            return
+        try:
+            async with asyncio.timeout(self._close_timeout):
+                await ws.close(code=_wire_code(close.code), message=clip_reason(close.reason).encode("utf-8"))
+        except TimeoutError:
+            log.info("the %s did not complete the close handshake in time; aborting", close.side)
+            aiohttp_fastpath.abort(ws)
+        except Exception as exc:  # a broken peer must not stop the other side from closing
+            log.info("closing the %s failed: %s", close.side, type(exc).__name__)
+            aiohttp_fastpath.abort(ws)

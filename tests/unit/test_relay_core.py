@@ -1,0 +1,238 @@
+"""RelayCore, the relay's decisions without sockets or a clock: each test is a playbook of events in
+(with the time they happen) and the commands that must come out. The asyncio driver that carries the
+commands out is tested on real sockets in tests/integration/test_relay.py."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from gateway.consoles.codes import REASON_EXPIRED, REASON_LOST
+from gateway.consoles.relay_core import (
+    CloseInfo,
+    CloseSide,
+    Notice,
+    PassThrough,
+    RelayCore,
+    ToBrowser,
+    ToUpstream,
+    Wakeup,
+)
+from gateway.rfb import ClientMessageFilter
+
+T0 = 1000.0  # the driver's clock when the relay starts; fractions below are exact in binary
+GREETING = b"RFB 003.008\n" + b"\x01\x01" + b"\x00\x00\x00\x00"  # version, security [None], result OK
+HANDSHAKE = b"RFB 003.008\n" + b"\x01" + b"\x01"  # version, None chosen, ClientInit (shared)
+FBUR = struct.pack(">BBHHHH", 3, 1, 0, 0, 640, 480)
+KEY = struct.pack(">BBxxI", 4, 1, 0x61)
+POINTER = struct.pack(">BBHH", 5, 1, 10, 10)
+CUT = struct.pack(">B3xi", 6, 5) + b"typed"
+IDLE_CLOSE = [
+    CloseSide("browser", 4408, "Closed after 0.75 seconds without input"),
+    CloseSide("upstream", 1000, ""),
+]
+
+
+def relay(
+    *,
+    view_only: bool = False,
+    idle_timeout: float | None = None,
+    idle_warning: float | None = None,
+    max_duration: float | None = None,
+) -> RelayCore:
+    return RelayCore(
+        ClientMessageFilter(view_only=view_only),
+        idle_timeout=idle_timeout,
+        idle_warning=idle_warning,
+        max_duration=max_duration,
+    )
+
+
+def warning(seconds_left: int, within: float) -> Notice:
+    return Notice({"type": "idle_warning", "seconds_left": seconds_left}, within)
+
+
+def handshake(core: RelayCore, now: float = T0) -> None:
+    """The server's greeting, then the client's reply: after it the server's bytes no longer matter."""
+    assert core.upstream_bytes(GREETING) == (ToBrowser(GREETING),)
+    assert core.follows_server
+    assert core.browser_bytes(HANDSHAKE, now) == (PassThrough(), ToUpstream(HANDSHAKE))
+    assert not core.follows_server
+
+
+# --- bytes ---------------------------------------------------------------------------------------
+
+
+def test_bytes_are_forwarded_counted_and_pass_through_starts_after_the_handshake() -> None:
+    core = relay()
+    assert core.start(T0) == []  # no timers: nothing to wake for
+    handshake(core)
+    assert core.upstream_bytes(b"x" * 100) == (ToBrowser(b"x" * 100),)
+    assert core.browser_bytes(FBUR + KEY, T0 + 1) == (ToUpstream(FBUR + KEY),)
+    assert core.browser_bytes(b"", T0 + 2) == (ToUpstream(b""),)  # the empty message goes too
+    stats = core.stats
+    assert (stats.bytes_to_browser, stats.msgs_to_browser) == (len(GREETING) + 100, 2)
+    assert (stats.bytes_to_upstream, stats.msgs_to_upstream) == (len(HANDSHAKE + FBUR + KEY), 3)
+    assert stats.last_input == T0 + 1  # the key; the empty message is not input
+
+
+def test_view_only_drops_input_and_counts_it() -> None:
+    core = relay(view_only=True)
+    core.start(T0)
+    handshake(core)
+    assert core.browser_bytes(FBUR + KEY + POINTER + CUT + FBUR, T0 + 1) == (ToUpstream(FBUR + FBUR),)
+    assert core.browser_bytes(KEY, T0 + 2) == ()
+    assert core.stats.dropped == 4
+    assert core.stats.last_input == T0
+
+
+def test_a_client_protocol_error_closes_with_4400_and_forwards_nothing() -> None:
+    core = relay(view_only=True)
+    core.start(T0)
+    core.upstream_bytes(GREETING)
+    assert core.browser_bytes(HANDSHAKE + b"\x07" + bytes(20), T0) == [
+        CloseSide("browser", 4400, "protocol error"),
+        CloseSide("upstream", 1000, ""),
+    ]
+    assert core.ended == CloseInfo("gateway", 4400, "protocol error", 1000)
+    assert core.browser_bytes(FBUR, T0) == () and core.upstream_bytes(b"x") == ()  # ended: nothing more
+
+
+# --- timers --------------------------------------------------------------------------------------
+
+
+def test_idle_warning_then_idle_close() -> None:
+    core = relay(idle_timeout=0.75, idle_warning=0.5)
+    assert core.start(T0) == [Wakeup(T0 + 0.25)]
+    handshake(core, T0)
+    assert core.browser_bytes(FBUR, T0 + 0.125) == (ToUpstream(FBUR),)  # not input: no new idle period
+    assert core.tick(T0 + 0.125) == [Wakeup(T0 + 0.25)]  # an early tick changes nothing
+    assert core.tick(T0 + 0.25) == [warning(1, 0.5), Wakeup(T0 + 0.75)]
+    assert core.tick(T0 + 0.5) == [Wakeup(T0 + 0.75)]  # warned once per idle period
+    core.browser_bytes(KEY, T0 + 0.5)  # input: a new idle period
+    assert core.tick(T0 + 0.75) == [warning(1, 0.5), Wakeup(T0 + 1.25)]
+    assert core.tick(T0 + 1.25) == IDLE_CLOSE
+    assert core.ended == CloseInfo("gateway", 4408, "Closed after 0.75 seconds without input", 1000)
+    assert core.tick(T0 + 2) == []
+
+
+def test_input_dropped_in_view_only_does_not_reset_the_idle_timer() -> None:
+    """Issue 10 item 12: a viewer's keys and pointer go nowhere, so they are not activity either."""
+    core = relay(view_only=True, idle_timeout=0.75, idle_warning=0.5)
+    core.start(T0)
+    handshake(core)
+    assert core.tick(T0 + 0.25) == [warning(1, 0.5), Wakeup(T0 + 0.75)]
+    assert core.browser_bytes(KEY + POINTER + CUT, T0 + 0.5) == ()
+    # No second warning, no new idle period: the close comes on the first period's schedule.
+    assert core.tick(T0 + 0.75) == IDLE_CLOSE
+    assert core.stats.dropped == 3 and core.stats.last_input == T0
+
+
+def test_a_warning_longer_than_the_timeout_warns_at_once() -> None:
+    core = relay(idle_timeout=0.75, idle_warning=5)
+    assert core.start(T0) == [warning(1, 0.75), Wakeup(T0 + 0.75)]
+
+
+def test_idle_reasons_speak_in_minutes() -> None:
+    core = relay(idle_timeout=900)
+    core.start(T0)
+    assert core.tick(T0 + 900)[0] == CloseSide("browser", 4408, "Closed after 15 minutes without input")
+
+
+def test_max_duration() -> None:
+    core = relay(max_duration=0.25, idle_timeout=0.75)
+    assert core.start(T0) == [Wakeup(T0 + 0.25)]
+    core.browser_bytes(KEY, T0 + 0.125)  # input does not extend the maximum duration
+    assert core.tick(T0 + 0.25) == [
+        CloseSide("browser", 4409, "The console reached its maximum duration"),
+        CloseSide("upstream", 1000, ""),
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad", [{"idle_timeout": 0}, {"max_duration": -1}, {"idle_timeout": 5, "idle_warning": 0}]
+)
+def test_timers_must_be_positive(bad: dict[str, float]) -> None:
+    with pytest.raises(ValueError):
+        relay(**bad)
+
+
+# --- endings -------------------------------------------------------------------------------------
+
+
+def test_terminate_closes_both_sides_and_the_first_word_counts() -> None:
+    core = relay()
+    core.start(T0)
+    assert core.terminate(4001, "Terminated by an administrator") == [
+        CloseSide("browser", 4001, "Terminated by an administrator"),
+        CloseSide("upstream", 1000, ""),
+    ]
+    assert core.terminate(4002, "second call is ignored") == []
+    assert core.ended == CloseInfo("gateway", 4001, "Terminated by an administrator", 1000)
+
+
+def test_terminate_before_start_is_carried_out_when_it_starts() -> None:
+    core = relay(idle_timeout=10)
+    assert core.terminate(4003, "Your session ended") == []  # nothing runs yet
+    assert core.start(T0) == [
+        CloseSide("browser", 4003, "Your session ended"),
+        CloseSide("upstream", 1000, ""),
+    ]
+    assert core.tick(T0 + 100) == []
+
+
+@pytest.mark.parametrize(("code", "reason"), [(1000, ""), (1001, "tab closed"), (4001, "bye")])
+def test_browser_close_code_reaches_the_upstream(code: int, reason: str) -> None:
+    core = relay()
+    core.start(T0)
+    assert core.browser_closed(code, reason) == [
+        CloseSide("browser", 1000, ""),
+        CloseSide("upstream", code, reason),
+    ]
+    assert core.ended == CloseInfo("browser", code, reason, code)
+
+
+def test_a_browser_that_vanishes_leaves_as_going_away() -> None:
+    core = relay()
+    core.start(T0)
+    assert core.browser_vanished() == [CloseSide("browser", 1000, ""), CloseSide("upstream", 1001, "")]
+    assert core.ended == CloseInfo("browser", 1006, "", 1001)
+
+
+@pytest.mark.parametrize(
+    ("up_code", "up_reason", "code", "reason"),
+    [
+        (1000, "", 1000, ""),
+        (1011, "internal", 1011, "internal"),
+        (4321, "why", 4321, "why"),
+        (3000, "x" * 200, 3000, "x" * 123),
+        (1012, "restarting", 4500, "The console proxy closed the connection (code 1012)"),
+        (1005, "", 1000, ""),
+    ],
+)
+def test_upstream_close_code_reaches_the_browser(
+    up_code: int, up_reason: str, code: int, reason: str
+) -> None:
+    core = relay()
+    core.start(T0)
+    core.upstream_bytes(GREETING)
+    assert core.upstream_closed(up_code, up_reason)[0] == CloseSide("browser", code, reason)
+    assert core.ended == CloseInfo("upstream", code, reason, up_code)
+
+
+def test_an_abrupt_upstream_end_before_the_first_byte_means_the_link_expired() -> None:
+    core = relay()
+    core.start(T0)
+    assert core.upstream_closed(1006, "")[0] == CloseSide("browser", 4410, REASON_EXPIRED)
+    later = relay()
+    later.start(T0)
+    later.upstream_bytes(GREETING)
+    assert later.upstream_closed(1006, "")[0] == CloseSide("browser", 4502, REASON_LOST)
+
+
+def test_a_broken_upstream_stream_is_a_lost_link() -> None:
+    core = relay()
+    core.start(T0)
+    assert core.upstream_failed()[0] == CloseSide("browser", 4502, REASON_LOST)
+    assert core.ended == CloseInfo("upstream", 4502, REASON_LOST, 1006)
