@@ -134,10 +134,10 @@ class MemoryStore(StateStore):
         self._consoles: ExpiringTable[str, ConsoleRecord] = ExpiringTable(clock)
         self._released: ExpiringTable[str, bool] = ExpiringTable(clock)
         self._locks: dict[str, str] = {}
-        self._revoked: dict[str, float] = {}
-        self._terminations: dict[str, tuple[Command, float]] = {}
-        self._groups: dict[tuple[str, str], tuple[list[str], float]] = {}
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self._revoked: ExpiringTable[str, bool] = ExpiringTable(clock)
+        self._terminations: ExpiringTable[str, Command] = ExpiringTable(clock)
+        self._groups: ExpiringTable[tuple[str, str], list[str]] = ExpiringTable(clock)
+        self._buckets: ExpiringTable[str, tuple[float, float]] = ExpiringTable(clock)  # (tokens, stamp)
         self.counters = WindowCounters(max_keys=max_counters, clock=clock)
         self._handler: CommandHandler | None = None
 
@@ -179,52 +179,39 @@ class MemoryStore(StateStore):
         return dict(self._locks)
 
     async def revoke_session(self, sid: str, ttl: float) -> None:
-        self._expire(self._revoked)
-        self._revoked[sid] = self._clock() + ttl
+        if ttl > 0:
+            self._revoked.put(sid, True, ttl)
 
     async def is_revoked(self, sid: str) -> bool:
-        until = self._revoked.get(sid)
-        return until is not None and until > self._clock()
+        return self._revoked.get(sid) is not None
 
     async def revoked_sessions(self, sids: Collection[str]) -> set[str]:
-        now = self._clock()
-        return {sid for sid in sids if self._revoked.get(sid, now) > now}
+        return {sid for sid in sids if self._revoked.get(sid) is not None}
 
     async def request_termination(self, console_id: str, command: Command, ttl: float) -> None:
-        now = self._clock()
-        for key in [k for k, (_, until) in self._terminations.items() if until <= now]:
-            del self._terminations[key]
-        self._terminations[console_id] = (dict(command), now + ttl)
+        self._terminations.put(console_id, dict(command), ttl)
 
     async def termination_requests(self, console_ids: Collection[str]) -> dict[str, Command]:
-        now = self._clock()
         found = ((i, self._terminations.get(i)) for i in console_ids)
-        return {i: dict(entry[0]) for i, entry in found if entry is not None and entry[1] > now}
+        return {i: dict(command) for i, command in found if command is not None}
 
     async def record_groups(self, user: str, method: str, groups: Sequence[str], ttl: float) -> None:
-        now = self._clock()
-        for key in [k for k, (_, until) in self._groups.items() if until <= now]:
-            del self._groups[key]
-        self._groups[(user, method)] = (list(groups), now + ttl)
+        self._groups.put((user, method), list(groups), ttl)
 
     async def recorded_groups(self, users: Collection[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
-        now = self._clock()
         found = ((u, self._groups.get(u)) for u in users)
-        return {u: list(entry[0]) for u, entry in found if entry is not None and entry[1] > now}
+        return {u: list(groups) for u, groups in found if groups is not None}
 
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
         now = self._clock()
-        tokens, stamp = self._buckets.get(key, (float(burst), now))
+        tokens, stamp = self._buckets.get(key) or (float(burst), now)
         tokens = min(float(burst), tokens + (now - stamp) * rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            if len(self._buckets) > _MAX_KEYS:
-                self._buckets.pop(next(iter(self._buckets)))
-            return None
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / rate
+        wait = None if tokens >= 1.0 else (1.0 - tokens) / rate
+        # Forgotten once it would be full again, as in Redis: a missing bucket is a full one.
+        self._buckets.put(key, (tokens - 1.0 if wait is None else tokens, now), burst / rate + 1.0)
+        return wait
 
     async def incr(self, key: str, window: float) -> int:
         return await self.counters.incr(key, window)
@@ -238,12 +225,6 @@ class MemoryStore(StateStore):
     async def publish(self, command: Command) -> None:
         """Delivered before this returns; a handler that fails is logged, not raised to the publisher."""
         await deliver(self._handler, command)
-
-    def _expire(self, table: dict[str, float]) -> None:
-        if len(table) > _MAX_KEYS // 10:
-            now = self._clock()
-            for key in [k for k, until in table.items() if until <= now]:
-                del table[key]
 
 
 def _copy(record: ConsoleRecord) -> ConsoleRecord:
