@@ -95,6 +95,7 @@ class ClientMessageFilter:
 
     __slots__ = (
         "_chosen",
+        "_client_version",
         "_exclusive_ok",
         "_ext_mouse",
         "_max_buffer",
@@ -107,7 +108,6 @@ class ClientMessageFilter:
         "_server_version",
         "_skip",
         "_state",
-        "_version",
         "_view_only",
         "_why",
         "dropped_by_type",
@@ -129,7 +129,7 @@ class ClientMessageFilter:
         self._max_buffer = max_buffer
         self._max_cut_text = max_cut_text
         self._state = _VERSION
-        self._version = (0, 0)  # what the client announced
+        self._client_version = (0, 0)  # what the client announced
         self._server_version = (0, 0)
         self._minor = 0  # the version in effect: the lower of the two (a server follows the client down)
         self._offered = b""  # 3.7+: the security types the server listed
@@ -150,10 +150,6 @@ class ClientMessageFilter:
     def passthrough(self) -> bool:
         """Control mode gave up parsing (unknown message, or a handshake with nothing to enforce)."""
         return self._state == _PASSTHROUGH
-
-    @property
-    def in_handshake(self) -> bool:
-        return self._state < _MESSAGES
 
     @property
     def follows_server(self) -> bool:
@@ -331,7 +327,7 @@ class ClientMessageFilter:
             major, minor = int(m[1]), int(m[2])
             if major != 3 or minor < 3:
                 raise _Unknown(f"unsupported RFB version {major}.{minor}")
-            self._version = (major, minor)
+            self._client_version = (major, minor)
             self._state = _AWAIT_SERVER  # until the server's version says which handshake follows
             self._versions_known()
             self._advance_server()
@@ -355,8 +351,8 @@ class ClientMessageFilter:
     def _versions_known(self) -> None:
         """Once both versions are known the lower one is spoken; from 3.7 on the client picks the
         security type itself (the server's list only checks its pick), before that the server does."""
-        if self._version[0] and self._server_version[0] and not self._minor:
-            self._minor = min(self._version, self._server_version)[1]
+        if self._client_version[0] and self._server_version[0] and not self._minor:
+            self._minor = min(self._client_version, self._server_version)[1]
             if self._minor >= 7 and self._state == _AWAIT_SERVER:
                 self._state = _SECURITY
 
@@ -515,9 +511,3 @@ class ClientMessageFilter:
     def _note_encodings(self, buf: bytes | bytearray, pos: int, size: int) -> None:
         encodings = struct.unpack_from(f">{(size - 4) // 4}i", buf, pos + 4)
         self._ext_mouse = _EXTENDED_MOUSE_BUTTONS in encodings
-
-
-# The names `dropped_by_type` uses, for metrics and tests.
-DROPPED_KINDS: Final = tuple(
-    k.name for k in (_KEY, _POINTER, _CUT_TEXT, _XVP, _SET_DESKTOP_SIZE, _QEMU_KEY, _QEMU_AUDIO)
-)
