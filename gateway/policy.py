@@ -308,10 +308,6 @@ class Policy:
         self._admin_users = frozenset(config.admins.users)
         self._admin_groups = frozenset(config.admins.groups)
 
-    @property
-    def rule_names(self) -> list[str]:
-        return [r.name for r in self._rules]
-
     def _evaluate(
         self, user: str, groups: Sequence[str], server: Server
     ) -> tuple[Decision, list[tuple[_Rule, _Match]]]:

@@ -212,9 +212,6 @@ class SimulatedECS:
     def inject(self, fault: Fault) -> None:
         self._faults.append(fault)
 
-    def add_key(self, access_key: str, secret_key: str) -> None:
-        self._keys[access_key] = secret_key
-
     def release_delays(self) -> None:
         """End every pending `Fault.delay` now (used at shutdown so nothing lingers)."""
         self._release.set()
