@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gateway.auth.identity import METHODS
 from gateway.logs import json_line
 
 __all__ = ["COMMON_FIELDS", "EVENTS", "FIELDS", "AuditLog", "EventSpec", "FieldSpec", "format_ts", "scrub"]
@@ -65,7 +66,7 @@ FIELDS: dict[str, FieldSpec] = {
     "requested": FieldSpec(str, "the permission asked for", ("view", "control")),
     "rule": FieldSpec(str, "the policy rule that decided (null: no rule matched, default deny)"),
     "console_id": FieldSpec(str, "the gateway's id for one console session (not the cloud's token)"),
-    "method": FieldSpec(str, "sign-in method", ("local", "oidc", "proxy-jwt", "proxy-header")),
+    "method": FieldSpec(str, "sign-in method", METHODS),
     # -- outcomes
     "reason": FieldSpec(str, "why, in words"),
     "closed_by": FieldSpec(str, "what ended the session, one word (browser, upstream, ...)", word=True),

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-METHODS = ("local", "oidc", "proxy-jwt", "proxy-header")
+METHODS = ("local", "oidc", "proxy-jwt", "proxy-header")  # how a user signed in (audit `method`)
 
 # Bounds that keep a hostile or misconfigured identity source from bloating the session cookie and logs.
 MAX_USER_LENGTH = 256
@@ -22,7 +22,7 @@ class Identity:
     user: str
     groups: tuple[str, ...] = ()
     email: str | None = None
-    method: str = "local"  # local | oidc | proxy-jwt | proxy-header
+    method: str = "local"  # one of METHODS
 
 
 class AuthError(Exception):

@@ -20,7 +20,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gateway.auth.cookie import SessionCodec, SessionError
-from gateway.auth.identity import AuthError, Identity, identity_from_claims
+from gateway.auth.identity import METHODS, AuthError, Identity, identity_from_claims
 from gateway.auth.jwks import StaticKey, verify_jwt
 from tests.fuzz import tried
 
@@ -35,7 +35,7 @@ identities = st.builds(
     user=names,
     groups=st.lists(st.text(max_size=30), max_size=30).map(tuple),
     email=st.one_of(st.none(), st.text(max_size=40)),
-    method=st.sampled_from(["local", "oidc", "proxy-jwt", "proxy-header"]),
+    method=st.sampled_from(METHODS),
 )
 
 
