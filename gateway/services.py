@@ -47,7 +47,7 @@ def _secret(value: object) -> str:
 
 @dataclass
 class Gateway:
-    """Everything a request handler needs; `reload()` swaps the parts a SIGHUP may change."""
+    """Everything a request handler needs; `apply_config()` swaps the parts a SIGHUP may change."""
 
     config: GatewayConfig
     store: StateStore
