@@ -1,8 +1,9 @@
 """Sign-in throttling per user name and per client address, on a fixed-window counter store.
 
-The store interface is deliberately tiny (increment, reset) so a Redis store can implement it with INCR +
-EXPIRE. Because it cannot be read without counting, `check()` itself counts the attempt; windows are aligned
-to multiples of `window` on the wall clock, so the wait is known without asking the store for a TTL.
+The store interface is deliberately tiny (`Counters` in gateway/state/base.py: increment, reset) so a Redis
+store can implement it with INCR + EXPIRE. Because it cannot be read without counting, `check()` itself
+counts the attempt; windows are aligned to multiples of `window` on the wall clock, so the wait is known
+without asking the store for a TTL.
 
 - per user: attempts since the last successful sign-in (a success resets it), against password guessing;
 - per address: every attempt from the address in the window, against spraying many user names. It is
@@ -18,17 +19,10 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+
+from gateway.state.base import Counters
 
 log = logging.getLogger("gateway.auth")
-
-
-class CounterStore(Protocol):
-    async def incr(self, key: str, window: float) -> int:
-        """Increment `key` and return its count in the current window; the key expires after `window`."""
-        ...
-
-    async def reset(self, key: str) -> None: ...
 
 
 def _subject(kind: str, value: str) -> str:
@@ -40,7 +34,7 @@ def _subject(kind: str, value: str) -> str:
 class SignInThrottle:
     def __init__(
         self,
-        store: CounterStore,
+        store: Counters,
         *,
         per_user: int = 5,
         per_address: int = 20,

@@ -1,4 +1,5 @@
-"""The state interface every backend implements; the rest of the gateway sees only this."""
+"""The state interfaces, one per concern, and `StateStore`, their composition that every backend implements;
+the rest of the gateway sees only these."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import abc
 import logging
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 Command = dict[str, Any]
 CommandHandler = Callable[[Command], Awaitable[None]]
@@ -59,28 +60,29 @@ class ConsoleRecord:
         return cls(**known)
 
 
-class StateStore(abc.ABC):
-    """Live consoles, locks, revoked sign-ins, rate buckets, counters and a command channel."""
-
-    @abc.abstractmethod
-    async def start(self, on_command: CommandHandler) -> None:
-        """Begin delivering commands published by any replica (this one included) to `on_command`."""
-
-    @abc.abstractmethod
-    async def close(self) -> None: ...
+class ConsoleLedger(Protocol):
+    """Every replica's live consoles and the limits on them. An entry lapses `console_ttl` after its last
+    write (the bound on consoles a dead replica leaves behind); a release leaves a tombstone for as long."""
 
     @abc.abstractmethod
     async def console_acquire(self, record: ConsoleRecord, *, per_user: int, global_max: int) -> str | None:
-        """Register atomically unless a limit is reached; returns None, or "per_user" / "global"."""
+        """Register atomically unless a limit is reached; returns None, or "per_user" / "global". A retry
+        with the same id refreshes the entry and is not counted twice."""
 
     @abc.abstractmethod
-    async def console_update(self, record: ConsoleRecord) -> None: ...
+    async def console_update(self, record: ConsoleRecord) -> None:
+        """Refresh the entry, or register it again if it lapsed or was lost, unless it was released."""
 
     @abc.abstractmethod
     async def console_release(self, console_id: str) -> None: ...
 
     @abc.abstractmethod
-    async def consoles(self) -> list[ConsoleRecord]: ...
+    async def consoles(self) -> list[ConsoleRecord]:
+        """The live entries, as last written (copies: changing one changes nothing stored)."""
+
+
+class Locks(Protocol):
+    """Users an administrator locked, until unlocked."""
 
     @abc.abstractmethod
     async def lock_user(self, user: str, reason: str) -> None: ...
@@ -94,6 +96,10 @@ class StateStore(abc.ABC):
     async def is_locked(self, user: str) -> bool:
         return user in await self.locked_users()
 
+
+class Revocations(Protocol):
+    """Signed-out sign-ins (session ids), each until its cookie could have expired anyway."""
+
     @abc.abstractmethod
     async def revoke_session(self, sid: str, ttl: float) -> None: ...
 
@@ -104,13 +110,21 @@ class StateStore(abc.ABC):
     async def revoked_sessions(self, sids: Collection[str]) -> set[str]:
         """Which of `sids` are revoked, in one round trip (the registry's reconciliation)."""
 
+
+class Terminations(Protocol):
+    """Verdicts that a console must end, kept as state for replicas that miss the command."""
+
     @abc.abstractmethod
     async def request_termination(self, console_id: str, command: Command, ttl: float) -> None:
-        """Record that a console must end (code, reason, by), for replicas that miss the command."""
+        """Record that a console must end (code, reason, by); a later request replaces an earlier one."""
 
     @abc.abstractmethod
     async def termination_requests(self, console_ids: Collection[str]) -> dict[str, Command]:
         """The recorded termination requests among `console_ids`."""
+
+
+class IdentityRecords(Protocol):
+    """The groups an identity source last asserted per user, for replicas that miss the command."""
 
     @abc.abstractmethod
     async def record_groups(self, user: str, method: str, groups: Sequence[str], ttl: float) -> None:
@@ -120,21 +134,52 @@ class StateStore(abc.ABC):
     async def recorded_groups(self, users: Collection[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
         """The recorded groups of each (user, method) in `users` that has them."""
 
-    @abc.abstractmethod
-    async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
-        """Token bucket: None when a token was taken, else the seconds until one is available."""
+
+class Counters(Protocol):
+    """Fixed-window counters: all the sign-in throttle needs."""
 
     @abc.abstractmethod
     async def incr(self, key: str, window: float) -> int:
-        """Fixed-window counter (the sign-in throttle's store)."""
+        """Increment `key` and return its count in the window, which starts with the first increment."""
 
     @abc.abstractmethod
     async def reset(self, key: str) -> None: ...
 
+
+class RateLimits(Counters, Protocol):
+    """Counters, and token buckets (console requests)."""
+
+    @abc.abstractmethod
+    async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
+        """Token bucket: None when a token was taken, else the seconds until one is available. ValueError
+        unless rate > 0 and burst >= 1."""
+
+
+class Commands(Protocol):
+    """Commands (terminate, lock, identity, ...) to every replica; at most once, so verdicts are state too."""
+
+    @abc.abstractmethod
+    async def start(self, on_command: CommandHandler) -> None:
+        """Begin delivering commands published by any replica (this one included) to `on_command`; it may
+        also receive {"op": "resync"} whenever commands may have been missed."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
     @abc.abstractmethod
     async def publish(self, command: Command) -> None:
-        """Deliver a command (terminate, lock, ...) to every replica's handler."""
+        """Deliver a command to every replica's handler; a handler's failure is not the publisher's."""
 
+
+class Health(Protocol):
     @abc.abstractmethod
     async def ping(self) -> None:
         """Raise StateUnavailable when the store cannot be reached."""
+
+
+class StateStore(
+    ConsoleLedger, Locks, Revocations, Terminations, IdentityRecords, RateLimits, Commands, Health, Protocol
+):
+    """Every concern together: what each backend implements (tests/contract/test_state_contract.py holds
+    them to one behaviour) and what the console registry, which touches all of them, takes. A part that
+    needs one concern takes that interface. Any method may raise StateUnavailable."""
