@@ -45,7 +45,7 @@ def make_store(config: GatewayConfig) -> StateStore:
             key_prefix=settings.key_prefix,
             console_ttl=settings.console_ttl,
         )
-    return MemoryStore()
+    return MemoryStore(console_ttl=config.state.redis.console_ttl)  # the same contract, the same bound
 
 
 def sync_interval(config: GatewayConfig) -> float:

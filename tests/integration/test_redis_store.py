@@ -18,6 +18,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from gateway import app
+from gateway.auth.cookie import generate_key
+from gateway.auth.passwords import hash_password
+from gateway.config import GatewayConfig
 from gateway.consoles.codes import (
     CLOSE_LOCKED,
     CLOSE_LOGGED_OUT,
@@ -28,6 +32,7 @@ from gateway.consoles.codes import (
 from gateway.consoles.registry import ConsoleRegistry
 from gateway.sim.certs import make_self_signed
 from gateway.state.base import StateUnavailable
+from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
 from tests.support.redis_server import REDIS_SERVER, RedisServer, TlsFiles
 from tests.support.state import Inbox, eventually, record
@@ -416,6 +421,26 @@ def test_state_layer_does_not_import_the_config() -> None:
     probe = "import sys, gateway.state.redis, gateway.state.memory; print('gateway.config' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+async def test_make_store_maps_the_config(password_redis: RedisServer) -> None:
+    """gateway/app.py is where `[state]` becomes a backend's plain parameters; both get console_ttl."""
+    redis = {"url": password_redis.url, "password": "correct-horse-battery", "key_prefix": "mapped:"}
+    data: dict[str, Any] = {
+        "session": {"keys": [generate_key()]},
+        "auth": {"local": {"enabled": True, "users": [{"name": "a", "password_hash": hash_password("pw")}]}},
+        "state": {"backend": "redis", "redis": {**redis, "console_ttl": 7}},
+    }
+    store = app.make_store(GatewayConfig.model_validate(data))
+    try:
+        assert isinstance(store, RedisStore)
+        await store.ping()  # the password reached Redis
+        assert (store.console_ttl, store.channel) == (7, "mapped:commands")
+    finally:
+        await store.close()
+    data["state"]["backend"] = "memory"
+    memory = app.make_store(GatewayConfig.model_validate(data))
+    assert isinstance(memory, MemoryStore) and memory.console_ttl == 7
 
 
 def test_ca_file_requires_rediss(tmp_path: Path) -> None:
