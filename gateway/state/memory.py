@@ -15,8 +15,8 @@ from typing import Any, Generic, TypeVar
 from gateway.state.base import Command, CommandHandler, ConsoleRecord, StateStore, deliver
 
 _MAX_KEYS = 100_000
-# Expired counters dropped per increment, per table: more than the one key an increment can add, so the
-# sweep keeps pace with arrivals.
+# Lapsed entries dropped per write, per table: more than the one key a write can add, so the sweep keeps
+# pace with arrivals.
 _SWEEP = 2
 
 K = TypeVar("K", bound=Hashable)
