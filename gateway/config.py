@@ -307,6 +307,9 @@ class ConsoleSection(Section):
     # A client asking for exclusive access makes QEMU and Xvnc drop every other client: off, the
     # gateway tells the server "shared" for every console; on, control sessions may ask (never view).
     allow_exclusive: bool = False
+    # Upstream frames written to the browser as they arrived, through aiohttp's private parts (checked
+    # releases only); false forces the public receive/send path: an escape hatch for an aiohttp upgrade.
+    frame_passthrough: bool = True
 
     @model_validator(mode="after")
     def _warning(self) -> ConsoleSection:

@@ -43,10 +43,10 @@ def _release(version: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def supported(version: str = aiohttp.__version__) -> bool:
-    """aiohttp is a release the private hooks were checked against."""
+def supported(version: str | None = None) -> bool:
+    """aiohttp (the running one by default) is a release the private hooks were checked against."""
     try:
-        return _release(version) in CHECKED
+        return _release(version or aiohttp.__version__) in CHECKED
     except ValueError:
         return False
 
@@ -201,7 +201,9 @@ class Passthrough:
 
     async def _resume_when_drained(self) -> None:
         try:
-            await self._browser_proto._drain_helper()
+            # Shielded: aiohttp's drain waiter is one future shared with every writer of the socket, and
+            # cancelling this task (stop_forwarding) must not cancel the browser's close() waiting on it.
+            await asyncio.shield(self._browser_proto._drain_helper())
         except Exception:  # noqa: S110 - the browser is gone; its pump reports that
             pass
         finally:

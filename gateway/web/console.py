@@ -167,7 +167,8 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
                 idle_warning=console.idle_warning or None,
                 max_duration=console.max_duration or None,
             ),
-            max_msg_size=console.max_message_size,  # as the upstream was opened: frames pass through
+            # As the upstream was opened: frames pass through (unless the fast path is switched off).
+            max_msg_size=console.max_message_size if console.frame_passthrough else None,
         )
         try:
             await _still_wanted(request, live)

@@ -14,6 +14,13 @@ from tests.support.gateway import Operator, RunningGateway, start_gateway
 Tweak = Callable[[dict[str, Any]], None]
 
 
+@pytest.fixture(params=[True, False], ids=["fast_path", "public_path"])
+def frame_passthrough(request: pytest.FixtureRequest) -> bool:
+    """The relay tests run twice: with aiohttp's frame pass-through (gateway/consoles/aiohttp_fastpath.py)
+    and with it forced off, as `console.frame_passthrough = false` does."""
+    return bool(request.param)
+
+
 @pytest.fixture
 async def cloud(tmp_path: Path) -> AsyncIterator[DemoCloud]:
     demo = DemoCloud(tmp_path / "cloud")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -127,3 +128,30 @@ async def test_concurrent_consoles_do_not_interfere(operator: Operator, gateway:
     for name, init in zip(names, inits, strict=True):
         assert name in init.name
     await asyncio.gather(*(t.close() for t in transports))
+
+
+async def test_a_console_relays_with_the_fast_path_on_and_forced_off(
+    gateways: Callable[..., Awaitable[RunningGateway]],
+    sign_in: Callable[..., Awaitable[Operator]],
+    frame_passthrough: bool,
+) -> None:
+    """`console.frame_passthrough = false` (the escape hatch for an aiohttp upgrade) reaches the relay, and
+    the console works either way."""
+    gateway = await gateways(
+        lambda data: data.setdefault("console", {}).update(frame_passthrough=frame_passthrough)
+    )
+    operator = await sign_in(gateway, "demo")
+    transport = await operator.open_console("web-01")
+    client = RFBClient(transport)
+    await client.handshake()
+    assert (await client.full_update()).rects
+    await client.request_update(incremental=True)
+    await client.type_text("hi")
+    await client.next_update()
+    assert gateway.cloud.rfb[gateway.cloud.servers[0].id].keys_received[-2:] == [XK_h, XK_i]
+    (live,) = gateway.gw.registry.local.values()
+    passthrough = live.relay._passthrough  # type: ignore[union-attr]
+    assert (passthrough is not None and passthrough.forwarding) if frame_passthrough else passthrough is None
+    await transport.close()
+    closed = await gateway.wait_for_audit("console_closed", server_name="web-01")
+    assert closed["bytes_to_browser"] > 800 * 600

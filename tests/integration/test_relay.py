@@ -64,8 +64,9 @@ def cut_text(data: bytes) -> bytes:
 class Peers:
     """Starts what a test needs and stops all of it, in order, whatever the test did."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, frame_passthrough: bool) -> None:
         self.tmp = tmp
+        self.frame_passthrough = frame_passthrough
         self.targets: list[TcpTarget] = []
         self.websockifies: list[Websockify] = []
         self.upstreams: list[WsUpstream] = []
@@ -91,6 +92,7 @@ class Peers:
         return gw, upstream
 
     async def gateway(self, target: UpstreamTarget, **options: object) -> GatewayHarness:
+        options.setdefault("frame_passthrough", self.frame_passthrough)
         gw = await GatewayHarness(target, RelayOptions(**options)).start()  # type: ignore[arg-type]
         self.gateways.append(gw)
         return gw
@@ -117,8 +119,8 @@ class Peers:
 
 
 @pytest.fixture
-async def peers(tmp_path: Path) -> AsyncIterator[Peers]:
-    p = Peers(tmp_path)
+async def peers(tmp_path: Path, frame_passthrough: bool) -> AsyncIterator[Peers]:
+    p = Peers(tmp_path, frame_passthrough)
     try:
         yield p
     finally:

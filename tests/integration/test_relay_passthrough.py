@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import WSMsgType, web
 
+from gateway.consoles import aiohttp_fastpath
 from gateway.consoles.codes import REASON_LOST
 from gateway.consoles.relay import Relay
 from gateway.consoles.relay_core import CloseInfo, RelayCore
@@ -32,6 +33,7 @@ Script = Callable[[web.WebSocketResponse], Awaitable[None]]
 class Harness:
     http: aiohttp.ClientSession
     upstream_http: aiohttp.ClientSession
+    fast: bool  # the frame pass-through on, or forced off (console.frame_passthrough = false)
     runners: list[web.AppRunner] = field(default_factory=list)
     relays: list[Relay] = field(default_factory=list)
     results: list[asyncio.Future[CloseInfo]] = field(default_factory=list)
@@ -79,7 +81,7 @@ class Harness:
                     max_duration=None,
                 ),
                 close_timeout=2.0,
-                max_msg_size=max_msg,
+                max_msg_size=max_msg if self.fast else None,
             )
             self.relays.append(relay)
             result = asyncio.get_running_loop().create_future()
@@ -96,9 +98,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness() -> AsyncIterator[Harness]:
+async def harness(frame_passthrough: bool) -> AsyncIterator[Harness]:
     async with aiohttp.ClientSession() as http, upstream_session() as upstream_http:
-        h = Harness(http, upstream_http)
+        h = Harness(http, upstream_http, frame_passthrough)
         try:
             yield h
         finally:
@@ -149,8 +151,11 @@ async def test_messages_arrive_one_to_one_and_text_is_dropped(harness: Harness) 
             got.append(msg.data)
     assert got == [*down, b"abcdef", b"end"]
     relay = harness.relays[0]
-    assert relay._passthrough is not None and relay._passthrough.forwarding  # not message by message
-    assert not relay._passthrough.stepped_aside
+    if harness.fast:
+        assert relay._passthrough is not None and relay._passthrough.forwarding  # not message by message
+        assert not relay._passthrough.stepped_aside
+    else:
+        assert relay._passthrough is None
     assert relay.stats.bytes_to_browser == sum(map(len, got)) + len(GREETING)
     assert relay.stats.msgs_to_browser == len(got) + 1
     await browser.close()
@@ -188,7 +193,7 @@ async def test_an_over_long_upstream_message_is_a_lost_link(harness: Harness) ->
     msg = await browser.receive(timeout=5)
     assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 4502, REASON_LOST)
     passthrough = harness.relays[0]._passthrough
-    assert passthrough is not None and passthrough.forwarding
+    assert (passthrough is not None and passthrough.forwarding) if harness.fast else passthrough is None
 
 
 async def test_a_browser_that_stops_reading_pauses_the_upstream_and_loses_nothing(harness: Harness) -> None:
@@ -208,7 +213,10 @@ async def test_a_browser_that_stops_reading_pauses_the_upstream_and_loses_nothin
     await browser.receive(timeout=5)
     await browser.send_bytes(HANDSHAKE)
     await wait_until(
-        lambda: bool(harness.relays) and getattr(harness.relays[0]._passthrough, "forwarding", False)
+        lambda: (
+            bool(harness.relays)
+            and (getattr(harness.relays[0]._passthrough, "forwarding", False) or not harness.fast)
+        )
     )
     relay = harness.relays[0]
     up_transport = relay._upstream._writer.transport  # type: ignore[union-attr]
@@ -229,5 +237,26 @@ async def test_a_browser_that_stops_reading_pauses_the_upstream_and_loses_nothin
             digest.update(msg.data)
             got += len(msg.data)
     assert digest.digest() == want.digest()
+    await browser.close()
+    assert (await harness.result()).by == "browser"
+
+
+async def test_an_unchecked_aiohttp_release_relays_through_the_public_api(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version guard: on a release the hooks were not checked against, no private part is touched."""
+    monkeypatch.setattr(aiohttp_fastpath, "CHECKED", frozenset())
+
+    async def script(ws: web.WebSocketResponse) -> None:
+        await ws.send_bytes(GREETING)
+        await ws.receive()
+        await ws.send_bytes(b"after the handshake")
+        await ws.receive()
+
+    browser = await harness.start(script)
+    assert (await browser.receive(timeout=5)).data == GREETING
+    await browser.send_bytes(HANDSHAKE)
+    assert (await browser.receive(timeout=5)).data == b"after the handshake"
+    assert harness.relays[0]._passthrough is None
     await browser.close()
     assert (await harness.result()).by == "browser"

@@ -202,6 +202,7 @@ class RelayOptions:
     close_timeout: float = 2.0
     upstream_max_msg: int = 1 << 20
     terminate_before_run: tuple[int, str] | None = None
+    frame_passthrough: bool = True  # False: aiohttp's public receive/send only
 
 
 class GatewayHarness:
@@ -264,6 +265,7 @@ class GatewayHarness:
                 max_duration=self.options.max_duration,
             ),
             close_timeout=self.options.close_timeout,
+            max_msg_size=self.options.upstream_max_msg if self.options.frame_passthrough else None,
         )
         self.relays.append(relay)
         task = asyncio.current_task()
