@@ -32,10 +32,10 @@ import pytest
 from gateway.sim.demo import DemoCloud, demo_config_data
 from tests.support import leaks
 from tests.support.gateway import Operator, Seen
+from tests.support.polling import wait_for
 from tests.support.processes import GatewayProcess, free_port
 from tests.support.rfb_client import RFBClient
 from tests.support.token_scan import SCANNER
-from tests.support.ws_peers import wait_for
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
 CHURNERS = 4
@@ -192,7 +192,8 @@ async def test_soak(tmp_path: Path) -> None:
         print("\nsoak summary:", json.dumps({k: v for k, v in summary.items() if k != "samples"}))
 
         assert counts["churn_opens"] >= SECONDS, "the churn was far slower than one console a second"
-        assert counts["long_inputs"] >= len(SERVERS) * int(SECONDS / INPUT_EVERY - 1)
+        # A key every INPUT_EVERY from each session's open to the end (opening may take a moment).
+        assert counts["long_inputs"] >= len(SERVERS) * (int(SECONDS / INPUT_EVERY) - 2)
         assert opened == closed, "an opened console was not closed exactly once in the audit trail"
         assert all(n == 1 for n in opened.values())
         assert opened_total == warmup_opens + counts["churn_opens"] + len(SERVERS)
