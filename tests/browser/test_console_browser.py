@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Callable
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.support.browser import canvas_digest, new_page, sign_in
 from tests.support.gateway import RunningGateway, server_id
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 15_000
-
-
-async def wait_until(predicate: Callable[[], bool], what: str, within: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def open_console(page: Page, name: str) -> None:
@@ -56,7 +46,7 @@ async def test_sign_in_open_console_type_and_see_it(stack: RunningGateway, brows
         before = await canvas_digest(page)
         await page.get_by_test_id("console-screen").click()
         await page.keyboard.type("hello")
-        await wait_until(lambda: len(rfb.keys_received) >= 5, "keys at the RFB server")
+        await wait_for(lambda: len(rfb.keys_received) >= 5, 10, "keys at the RFB server")
         assert bytes(rfb.keys_received[-5:]).decode() == "hello"
         await page.wait_for_function(
             """(before) => { const c = document.querySelector('[data-testid="console-screen"] canvas');
@@ -108,7 +98,7 @@ async def test_view_only_keys_never_reach_the_server(stack: RunningGateway, brow
         def dropped() -> int:
             return sum(live.relay.stats.dropped for live in stack.gw.registry.local.values() if live.relay)
 
-        await wait_until(lambda: dropped() >= 4, "dropped key events at the gateway")
+        await wait_for(lambda: dropped() >= 4, 10, "dropped key events at the gateway")
         assert rfb.keys_received == []
         # The server's screen is the ground truth (the canvas may still be painting its first frame).
         assert (rfb.screen.typed, rfb.screen.version) == ("", screen_before)

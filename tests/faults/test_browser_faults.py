@@ -22,7 +22,7 @@ from tests.faults.conftest import REPORT, Rig, build_rig
 from tests.support import leaks
 from tests.support.gateway import server_id
 from tests.support.hostile import RawWebSocket
-from tests.support.ws_peers import wait_for
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

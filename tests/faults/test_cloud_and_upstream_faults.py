@@ -18,7 +18,7 @@ from tests.faults.conftest import REPORT, Rig
 from tests.support import leaks
 from tests.support.gateway import ConsoleRefused
 from tests.support.hostile import HOSTILE_SERVER
-from tests.support.ws_peers import wait_for
+from tests.support.polling import wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

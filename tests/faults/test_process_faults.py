@@ -20,9 +20,9 @@ from tests.faults.conftest import REPORT
 from tests.support import leaks
 from tests.support.gateway import Operator
 from tests.support.hostile import HOSTILE_SERVER, HostileCloud, HostileUpstreams, RawWebSocket, slowloris
+from tests.support.polling import wait_for
 from tests.support.processes import GatewayProcess, free_port
 from tests.support.rfb_client import RFBClient
-from tests.support.ws_peers import wait_for
 
 MB = 1024 * 1024
 

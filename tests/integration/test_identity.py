@@ -25,9 +25,9 @@ from tests.support.gateway import (
     as_asserted,
     behind_sso_proxy,
 )
+from tests.support.polling import wait_for
 from tests.support.redis_server import RedisServer
 from tests.support.rfb_client import RFBClient
-from tests.support.ws_peers import wait_for
 
 
 async def _closed(transport: RecordingTransport, client: RFBClient) -> tuple[int | None, str]:

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.sim.demo import DemoCloud, demo_config_data
 from tests.support.gateway import ConsoleRefused, Operator
+from tests.support.polling import wait_for
 from tests.support.processes import ROOT, GatewayProcess, free_port, write_config
 from tests.support.rfb_client import RFBClient
 
@@ -33,16 +34,11 @@ def audit(tmp_path: Path, name: str = "audit.jsonl") -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def eventually(check: Any, what: str, within: float = 10.0) -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        result = check()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+async def config_reloaded(tmp_path: Path) -> list[dict[str, Any]]:
+    """The `config_reloaded` lines of the current audit file, once the reload has written one."""
+    return await wait_for(
+        lambda: [e for e in audit(tmp_path) if e["event"] == "config_reloaded"], 10, "config_reloaded"
+    )
 
 
 @pytest.fixture
@@ -90,10 +86,7 @@ async def test_sighup_reloads_policy_closes_downgraded_consoles_and_reopens_audi
     await asyncio.wait_for(client.wait_closed(), 10)
     assert transport.close_code == 4003
     assert "permission" in (transport.close_reason or "")
-    reloaded = await eventually(
-        lambda: [e for e in audit(tmp_path) if e["event"] == "config_reloaded"],
-        "config_reloaded in the new file",
-    )
+    reloaded = await config_reloaded(tmp_path)  # in the new file
     assert reloaded[0]["outcome"] == "ok" and reloaded[0]["terminated"] == 1
     assert any(e["event"] == "console_opened" for e in audit(tmp_path, "audit.jsonl.1"))
     again = await demo.open_console("web-01")
@@ -133,9 +126,7 @@ async def test_sighup_ends_removed_local_users_and_redecides_demoted_ones(
     again = await demo.open_console("web-01")
     assert again.notices[0]["permission"] == "view"
     await again.close()
-    reloaded = await eventually(
-        lambda: [e for e in audit(tmp_path) if e["event"] == "config_reloaded"], "config_reloaded"
-    )
+    reloaded = await config_reloaded(tmp_path)
     assert reloaded[0]["terminated"] == 2
     ended = [e for e in audit(tmp_path) if e["event"] == "logout"]
     assert [(e["user"], e["reason"]) for e in ended] == [("viewer", "removed from auth.local.users")]
@@ -148,9 +139,7 @@ async def test_sighup_with_a_broken_config_keeps_running(
     gp = await process(data)
     gp.config_path.write_text("[server\nbroken = ")
     gp.signal(signal.SIGHUP)
-    failed = await eventually(
-        lambda: [e for e in audit(tmp_path) if e["event"] == "config_reloaded"], "config_reloaded error"
-    )
+    failed = await config_reloaded(tmp_path)
     assert failed[0]["outcome"] == "error"
     assert "not valid TOML" in failed[0]["error"]
     await gp.wait_ready()
@@ -171,13 +160,11 @@ async def test_sigterm_drains_then_closes_with_a_message(
     gp.signal(signal.SIGTERM)
     started = loop.time()
 
-    async def readyz() -> int:
+    async def draining() -> bool:
         async with aiohttp.ClientSession() as http, http.get(gp.url + "/readyz") as response:
-            return response.status
+            return response.status == 503
 
-    while await readyz() != 503:
-        assert loop.time() - started < 3, "not draining"
-        await asyncio.sleep(0.05)
+    await wait_for(draining, 3, "/readyz to say draining")
     with pytest.raises(ConsoleRefused) as refused:
         await demo.open_console("db-01")
     assert refused.value.code == 4012

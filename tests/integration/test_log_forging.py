@@ -16,8 +16,8 @@ import pytest
 from gateway.sim.demo import DemoCloud, demo_config_data
 from tests.support.audit_schema import validate_line
 from tests.support.gateway import ConsoleRefused, Operator
+from tests.support.polling import wait_for
 from tests.support.processes import GatewayProcess, free_port
-from tests.support.ws_peers import wait_for
 
 MARK = "FORGED-BY-TEST"
 # What an attacker wants a log reader (or a line-based shipper) to see as a record of its own.

@@ -26,10 +26,10 @@ from tests.support.gateway import (
     behind_sso_proxy,
     server_id,
 )
+from tests.support.polling import wait_for
 from tests.support.processes import GatewayProcess, free_port
 from tests.support.redis_server import RedisServer
 from tests.support.rfb_client import RFBClient
-from tests.support.ws_peers import wait_for
 
 CONSOLE_TTL = 6.0
 BOUND = min(5.0, CONSOLE_TTL / 3) + 1.0  # sync interval + tick

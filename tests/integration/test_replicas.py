@@ -27,6 +27,7 @@ from gateway.sim.certs import make_self_signed
 from gateway.sim.demo import DemoCloud, demo_config_data
 from tests.support import nginx
 from tests.support.gateway import ConsoleRefused, RecordingTransport, Seen
+from tests.support.polling import wait_for
 from tests.support.processes import GatewayProcess, free_port
 from tests.support.redis_server import RedisServer
 from tests.support.rfb_client import RFBClient
@@ -235,19 +236,6 @@ async def close_frame(transport: RecordingTransport) -> tuple[int, str]:
     return transport.close_code or 1006, transport.close_reason or ""
 
 
-async def poll(check, within: float = WAIT, every: float = 0.1):  # type: ignore[no-untyped-def]
-    """Call `check()` until it returns something truthy; its last value on time-out is in the error."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        value = await check()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {within} s (last: {value!r})")
-        await asyncio.sleep(every)
-
-
 def pid_of(replica_label: str) -> int:
     """Replica labels are host-pid-random."""
     return int(replica_label.rsplit("-", 2)[1])
@@ -320,7 +308,7 @@ async def test_console_on_one_replica_is_terminated_through_another(
                 return False
         return True
 
-    await poll(gone_everywhere)
+    await wait_for(gone_everywhere, WAIT, "the console to leave every replica's list")
 
 
 async def test_per_user_limit_holds_across_replicas(cluster: Cluster, browsers: list[Browser]) -> None:
@@ -351,7 +339,7 @@ async def test_per_user_limit_holds_across_replicas(cluster: Cluster, browsers: 
             assert exc.code == 4429
             return None
 
-    third = await poll(opens_on_b, every=0.2)
+    third = await wait_for(opens_on_b, WAIT, "a free console slot on B", every=0.2)
     await third.close()
     await second.close()
 
@@ -394,7 +382,7 @@ async def test_redis_outage_keeps_live_consoles_and_refuses_new_ones(
                 return False
         return True
 
-    await poll(ready_everywhere)
+    await wait_for(ready_everywhere, WAIT, "every replica to be ready again")
     fresh = await demo.open_console("db-01", via=b)
     await connected(fresh)
     await still_relaying(client)
@@ -403,7 +391,7 @@ async def test_redis_outage_keeps_live_consoles_and_refuses_new_ones(
         return any(c["id"] == console_id for c in await admin.consoles(b))
 
     # A's sync loop writes the surviving console back into the emptied Redis.
-    await poll(relisted, within=SYNC_INTERVAL + WAIT)
+    await wait_for(relisted, SYNC_INTERVAL + WAIT, "A's console to be listed again")
     await fresh.close()
     await transport.close()
 
@@ -428,7 +416,7 @@ async def test_killed_replica_leaves_its_console_listed_no_longer_than_the_ttl(
     async def gone() -> bool:
         return not any(c["id"] == console_id for c in await admin.consoles(b))
 
-    await poll(gone, within=CONSOLE_TTL + WAIT, every=0.25)
+    await wait_for(gone, CONSOLE_TTL + WAIT, "the killed replica's console to expire", every=0.25)
     ghost = time.monotonic() - killed
     print(f"\nghost console listed for {ghost:.2f} s after SIGKILL (bound {CONSOLE_TTL:.0f} s)")
     # The bound counts from the console's last refresh, which came before the kill; the slack covers

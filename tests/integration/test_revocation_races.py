@@ -12,7 +12,7 @@ from gateway.consoles.codes import CLOSE_LOCKED, CLOSE_LOGGED_OUT, CLOSE_TERMINA
 from gateway.sim.demo import PROJECT_ID, DemoCloud
 from gateway.sim.ecs_api import Fault
 from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, server_id
-from tests.support.ws_peers import wait_for
+from tests.support.polling import wait_for
 
 SignIn = Callable[..., Awaitable[Operator]]
 

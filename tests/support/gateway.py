@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from gateway.config import GatewayConfig
 from gateway.services import Gateway
 from gateway.sim.demo import DemoCloud, demo_config_data
 from gateway.web.keys import GATEWAY
+from tests.support.polling import wait_for
 from tests.support.rfb_client import AiohttpWSTransport
 
 WAIT = 10.0
@@ -48,18 +48,18 @@ class RunningGateway:
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
 
     async def wait_for_audit(self, event: str, **match: object) -> dict[str, Any]:
-        """Audit lines are written synchronously; wait for the one we expect with a deadline, not a sleep."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT
-        while True:
+        """The first audit line of `event` with the `match`ing fields, once the gateway has written it."""
+
+        def found() -> dict[str, Any] | None:
             for entry in self.audit_events():
                 if entry["event"] == event and all(entry.get(k) == v for k, v in match.items()):
                     return entry
-            if loop.time() > deadline:
-                raise AssertionError(
-                    f"no audit event {event} {match}; have {[e['event'] for e in self.audit_events()]}"
-                )
-            await asyncio.sleep(0.02)
+            return None
+
+        def seen() -> str:
+            return f"have {[e['event'] for e in self.audit_events()]}"
+
+        return await wait_for(found, WAIT, f"audit event {event} {match}", detail=seen)
 
     async def stop(self) -> None:
         await self.runner.cleanup()

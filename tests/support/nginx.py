@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.polling import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 EXAMPLE = ROOT / "deploy" / "nginx" / "novnc-gateway.conf"
@@ -122,23 +124,24 @@ class Nginx:
 
     async def start(self, within: float = 10.0) -> Nginx:
         self.spawn()
-        assert self.proc is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
-        for port in self.ports:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"nginx exited with {self.proc.returncode}:\n{self.log()}")
+        proc = self.proc
+        assert proc is not None
+        waiting = list(self.ports)
+
+        async def listening() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nginx exited with {proc.returncode}:\n{self.log()}")
+            while waiting:
                 try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    _, writer = await asyncio.open_connection("127.0.0.1", waiting[0])
                 except OSError:
-                    if loop.time() > deadline:
-                        raise TimeoutError(f"nginx not listening on {port}:\n{self.log()}") from None
-                    await asyncio.sleep(0.02)
-                    continue
+                    return False
                 writer.close()
                 await writer.wait_closed()
-                break
+                waiting.pop(0)
+            return True
+
+        await wait_for(listening, within, f"nginx to listen on {self.ports}", detail=self.log)
         return self
 
     def log(self) -> str:

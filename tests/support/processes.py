@@ -15,6 +15,8 @@ from typing import Any
 import aiohttp
 import tomli_w
 
+from tests.support.polling import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -90,21 +92,18 @@ class GatewayProcess:
         return self.log_path.read_text(errors="replace")
 
     async def wait_ready(self, within: float = 20.0, path: str = "/healthz") -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within
         async with aiohttp.ClientSession() as http:
-            while True:
+
+            async def ready() -> bool:
                 if self.proc is not None and self.proc.poll() is not None:
                     raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
                 try:
                     async with http.get(self.url + path) as response:
-                        if response.status == 200:
-                            return
+                        return response.status == 200
                 except aiohttp.ClientError:
-                    pass
-                if loop.time() > deadline:
-                    raise TimeoutError(f"gateway not ready at {self.url}:\n{self.log()[-3000:]}")
-                await asyncio.sleep(0.05)
+                    return False
+
+            await wait_for(ready, within, f"the gateway at {self.url}", detail=lambda: self.log()[-3000:])
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.proc is not None

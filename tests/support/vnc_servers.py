@@ -15,8 +15,8 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from tests.support.polling import wait_for
 from tests.support.processes import free_port
-from tests.support.ws_peers import wait_for
 
 __all__ = ["QEMU", "XVNC", "qemu_vnc", "xvnc"]
 

@@ -25,18 +25,9 @@ from gateway.consoles.relay import Relay
 from gateway.consoles.relay_core import CloseInfo, RelayCore
 from gateway.rfb import ClientMessageFilter
 from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream, upstream_session
+from tests.support.polling import wait_for
 
 WEBSOCKIFY = str(Path(sys.executable).with_name("websockify"))
-
-
-async def wait_for(predicate: Callable[[], bool], within: float = 5.0, what: str = "condition") -> None:
-    """Poll a state predicate (not a sleep used as synchronisation: it checks the state itself)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.002)
 
 
 def closed_port() -> int:
