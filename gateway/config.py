@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -30,6 +31,7 @@ from pydantic import (
 )
 
 from gateway.auth.passwords import check_hash
+from gateway.clouds.identity import normalise_identity_url
 from gateway.policy import PolicyConfig
 
 ENV_PREFIX = "NOVNC_GATEWAY__"
@@ -256,11 +258,23 @@ class AuthSection(Section):
     proxy_headers: ProxyHeaderAuth = Field(default_factory=ProxyHeaderAuth)
 
 
+def _identity_url(value: str) -> str:
+    """The identity service's base URL: a trailing `/v3` (how Keystone URLs are usually written) is dropped,
+    since the gateway appends `/v3/auth/tokens` itself; anything but an absolute http(s) URL is refused."""
+    url = normalise_identity_url(value)
+    if url and not re.match(r"^https?://[^/?#\s]+(/[^?#\s]*)?$", url):
+        raise ValueError("must be an absolute http(s) URL without query or fragment")
+    return url
+
+
+IdentityURL = Annotated[str, AfterValidator(_identity_url)]
+
+
 class IAMPassword(Section):
     domain: str
     user: str
     password: SecretStr
-    endpoint: str = ""
+    endpoint: IdentityURL = ""
 
 
 class CloudSection(Section):

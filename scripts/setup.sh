@@ -54,3 +54,17 @@ if [ ! -f "node_modules/.stamp-$lock_key" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   touch "node_modules/.stamp-$lock_key"
 fi
+
+# 4. Keystone (tests only): a real OpenStack identity service, in a virtualenv of its own because its pins
+#    (oslo.*, SQLAlchemy, Flask) are not the gateway's. Pinned by tests/support/keystone/constraints.txt.
+if [ "$want_test" = 1 ]; then
+  ks_key=$(sha256sum tests/support/keystone/constraints.txt | cut -c1-16)
+  if [ ! -f ".venv/keystone/.stamp-$ks_key" ]; then
+    echo "setup: installing Keystone (test identity service) into .venv/keystone"
+    [ -x .venv/keystone/bin/python ] || "$py" -m venv .venv/keystone
+    .venv/keystone/bin/pip install -q --disable-pip-version-check \
+      -c tests/support/keystone/constraints.txt -r tests/support/keystone/constraints.txt
+    rm -f .venv/keystone/.stamp-*
+    touch ".venv/keystone/.stamp-$ks_key"
+  fi
+fi

@@ -179,6 +179,7 @@ class _ScriptedECS(HuaweiECS):
         )
         self._answers = answers
         self.requests = 0
+        self._api.request = self._request  # type: ignore[method-assign]
 
     async def _request(  # type: ignore[override]
         self, op: str, method: str, url: str, headers: Mapping[str, str], body: bytes, **_: Any

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +10,7 @@ import pytest
 
 from gateway.sim.demo import DemoCloud
 from tests.support.gateway import Operator, RunningGateway, start_gateway
+from tests.support.keystone import Account, Keystone
 
 Tweak = Callable[[dict[str, Any]], None]
 
@@ -80,3 +81,13 @@ async def operator(gateway: RunningGateway) -> AsyncIterator[Operator]:
         yield op
     finally:
         await op.close()
+
+
+@pytest.fixture(scope="session")
+def keystone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Keystone, Account]]:
+    """A real Keystone, bootstrapped once per test session (about 20 s), with the gateway's account."""
+    ks = Keystone(tmp_path_factory.mktemp("keystone")).start()
+    try:
+        yield ks, ks.provision()
+    finally:
+        ks.stop()

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from gateway.clouds.wire import SignedRequest
+
 __all__ = [
     "ALGORITHM",
     "DATE_FORMAT",
@@ -63,16 +65,6 @@ class Credentials:
     def __post_init__(self) -> None:
         if not self.access_key or not self.secret_key:
             raise ValueError("access_key and secret_key must both be non-empty")
-
-
-@dataclass(frozen=True)
-class SignedRequest:
-    """What to put on the wire. `url` is already percent-encoded: send it without re-encoding."""
-
-    method: str
-    url: str
-    headers: dict[str, str] = field(repr=False)
-    body: bytes = field(repr=False)
 
 
 class SignatureError(Exception):
