@@ -277,9 +277,38 @@ class IAMPassword(Section):
     endpoint: IdentityURL = ""
 
 
+class KeystoneSection(Section):
+    """Keystone v3 sign-in for `provider = "openstack"`: a user's password, or an application credential."""
+
+    url: IdentityURL = Field(min_length=1)
+    user: str = ""
+    user_domain: str = "Default"
+    password: SecretStr = SecretStr("")
+    application_credential_id: str = ""
+    application_credential_secret: SecretStr = SecretStr("")
+
+    @model_validator(mode="after")
+    def _method(self) -> KeystoneSection:
+        password = bool(self.user or self.password.get_secret_value())
+        app = bool(self.application_credential_id or self.application_credential_secret.get_secret_value())
+        if password and app:
+            raise ValueError("set either user/password or application_credential_id/secret, not both")
+        if not password and not app:
+            raise ValueError(
+                "credentials missing: set user and password, or application_credential_id and secret"
+            )
+        if password and not (self.user and self.password.get_secret_value()):
+            raise ValueError("user and password must both be set")
+        if app and not (
+            self.application_credential_id and self.application_credential_secret.get_secret_value()
+        ):
+            raise ValueError("application_credential_id and application_credential_secret must both be set")
+        return self
+
+
 class CloudSection(Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
-    provider: Literal["huawei"] = "huawei"
+    provider: Literal["huawei", "openstack"] = "huawei"
     region: str = Field(min_length=1)
     project_id: str = Field(pattern=r"^[0-9a-zA-Z_-]{1,64}$")
     endpoint: str = ""
@@ -287,6 +316,8 @@ class CloudSection(Section):
     secret_key: SecretStr = SecretStr("")
     security_token: SecretStr = SecretStr("")
     iam: IAMPassword | None = None
+    keystone: KeystoneSection | None = None
+    interface: Literal["public", "internal", "admin"] = "public"
     ca_file: Path | None = None
     verify_tls: bool = True
     connect_timeout: Duration = 5.0
@@ -296,9 +327,24 @@ class CloudSection(Section):
     @model_validator(mode="after")
     def _credentials(self) -> CloudSection:
         aksk = bool(self.access_key.get_secret_value() or self.secret_key.get_secret_value())
-        if aksk and self.iam:
+        if self.provider == "huawei" and self.keystone:
+            raise ValueError('keystone is for provider = "openstack"; Huawei IAM passwords go in iam')
+        if self.provider == "openstack":
+            if self.iam:
+                raise ValueError(
+                    'iam is for provider = "huawei"; an IAM or Keystone account goes in keystone'
+                )
+            if aksk and self.keystone:
+                raise ValueError("set either access_key/secret_key or keystone, not both")
+            if not aksk and not self.keystone:
+                raise ValueError("credentials missing: set keystone (or access_key and secret_key)")
+            if aksk and not self.endpoint:
+                raise ValueError(
+                    "endpoint: required with access_key/secret_key (there is no service catalog)"
+                )
+        elif aksk and self.iam:
             raise ValueError("set either access_key/secret_key or iam, not both")
-        if not aksk and not self.iam:
+        elif not aksk and not self.iam:
             raise ValueError("credentials missing: set access_key and secret_key (or iam)")
         if aksk and not (self.access_key.get_secret_value() and self.secret_key.get_secret_value()):
             raise ValueError("access_key and secret_key must both be set")

@@ -2,11 +2,11 @@
 
 Every console URL the demo cloud issues (NovncProxy.issue) registers its token with one scanner; every
 HTTP response and WebSocket message an in-process aiohttp server sends (gateway and sims alike; the
-simulated ECS remote_console answer, the token's one legitimate carrier, excepted), everything an
-`Operator` received (including the relayed RFB frames, which the relay writes past send_bytes), every
-log record, and at the end every file under the run's temporary
-directories (audit trails, gateway process logs) are scanned as they pass. Nothing is kept but the
-tokens' forms. A leak fails the session in teardown, naming where it was seen.
+simulated ECS remote_console and Nova remote-consoles/action answers, the token's legitimate carriers,
+excepted), everything an `Operator` received (including the relayed RFB frames, which the relay writes
+past send_bytes), every log record, and at the end every file under the run's temporary directories
+(audit trails, gateway process logs) are scanned as they pass. Nothing is kept but the tokens' forms.
+A leak fails the session in teardown, naming where it was seen.
 """
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def _prepare(original: Any) -> Any:
 
 def _carries_token(response: web_response.StreamResponse) -> bool:
     request = getattr(response, "_req", None)
-    return request is not None and request.path.endswith("/remote_console")
+    # ECS's remote_console, Nova's remote-consoles and its os-getVNCConsole server action.
+    return request is not None and request.path.endswith(("/remote_console", "/remote-consoles", "/action"))
 
 
 def _write(original: Any) -> Any:

@@ -1,7 +1,8 @@
 """Providers by name: `[[clouds]] provider = "..."` picks the builder that turns the entry into a provider.
 
 A new cloud family is one builder here and one `Literal` value in `CloudSection.provider`
-(a unit test keeps the two in step).
+(a unit test keeps the two in step). `huawei`: ECS v1 with AK/SK or an IAM token; `openstack`: Nova's
+compute API with a Keystone token, or AK/SK on a Huawei-stack cloud's Nova-style paths.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from gateway.clouds.base import ApiObserver, CloudProvider
 from gateway.clouds.huawei.ecs import AKSKAuth, HuaweiECS
 from gateway.clouds.huawei.iam import IAMTokenAuth
 from gateway.clouds.huawei.signer import Credentials
+from gateway.clouds.keystone import KeystoneAuth
+from gateway.clouds.openstack.nova import NovaCompute
 from gateway.config import CloudSection
 from gateway.upstream import build_ssl_context
 
@@ -31,6 +34,11 @@ def api_ssl(cfg: CloudSection) -> ssl.SSLContext | bool:
     return True
 
 
+def _aksk(cfg: CloudSection) -> AKSKAuth:
+    token = cfg.security_token.get_secret_value() or None
+    return AKSKAuth(Credentials(cfg.access_key.get_secret_value(), cfg.secret_key.get_secret_value(), token))
+
+
 def _huawei(
     cfg: CloudSection, observe: ApiObserver | None, session: aiohttp.ClientSession | None
 ) -> CloudProvider:
@@ -45,10 +53,7 @@ def _huawei(
             endpoint=cfg.iam.endpoint or None,
         )
     else:
-        token = cfg.security_token.get_secret_value() or None
-        auth = AKSKAuth(
-            Credentials(cfg.access_key.get_secret_value(), cfg.secret_key.get_secret_value(), token)
-        )
+        auth = _aksk(cfg)
     return HuaweiECS(
         name=cfg.name,
         region=cfg.region,
@@ -64,7 +69,42 @@ def _huawei(
     )
 
 
-PROVIDERS: Mapping[str, Builder] = {"huawei": _huawei}
+def _openstack(
+    cfg: CloudSection, observe: ApiObserver | None, session: aiohttp.ClientSession | None
+) -> CloudProvider:
+    """Nova with Keystone sign-in; or a Huawei-stack cloud's Nova-style API (Open Telekom Cloud) with
+    AK/SK, where `endpoint` names the compute API since there is no catalog."""
+    auth: KeystoneAuth | AKSKAuth
+    if cfg.keystone is not None:
+        k = cfg.keystone
+        auth = KeystoneAuth(
+            url=k.url,
+            user=k.user,
+            password=k.password.get_secret_value(),
+            user_domain=k.user_domain,
+            project_id=cfg.project_id,
+            application_credential_id=k.application_credential_id,
+            application_credential_secret=k.application_credential_secret.get_secret_value(),
+        )
+    else:
+        auth = _aksk(cfg)
+    return NovaCompute(
+        name=cfg.name,
+        region=cfg.region,
+        project_id=cfg.project_id,
+        auth=auth,
+        endpoint=cfg.endpoint or None,
+        interface=cfg.interface,
+        ssl=api_ssl(cfg),
+        connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout,
+        retries=cfg.retries,
+        observe=observe,
+        session=session,
+    )
+
+
+PROVIDERS: Mapping[str, Builder] = {"huawei": _huawei, "openstack": _openstack}
 
 
 def build_provider(

@@ -1,6 +1,8 @@
-"""The embedded demo: a simulated ECS API, a real websockify as nova-novncproxy, RFB servers, and the gateway.
+"""The embedded demo: two clouds side by side (a simulated Huawei ECS and a simulated OpenStack Nova behind
+a simulated identity service), a real websockify as nova-novncproxy, RFB servers, and the gateway.
 
-Everything binds 127.0.0.1. The tests start the same `DemoCloud`, so the demo is what the suite exercises.
+Everything binds 127.0.0.1. The tests start the same `DemoCloud`, so the demo is what the suite exercises
+(the Nova side only when a test asks for it, or with a real Keystone validating its tokens).
 """
 
 from __future__ import annotations
@@ -21,13 +23,18 @@ from gateway.auth.cookie import generate_key
 from gateway.auth.passwords import hash_password
 from gateway.config import GatewayConfig
 from gateway.sim.certs import make_self_signed
-from gateway.sim.ecs_api import SimServer, SimulatedECS
+from gateway.sim.ecs_api import SimServer, SimulatedECS, SimulatedIAM
+from gateway.sim.nova_api import NovaServer, SimulatedNova, TokenValidator
 from gateway.sim.novncproxy import NovncProxy
 from gateway.sim.rfb_server import RFBServer
 
 LOOPBACK = "127.0.0.1"
 PROJECT_ID = "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"
 CLOUD_NAME = "demo"
+NOVA_CLOUD_NAME = "nova-demo"
+NOVA_PROJECT_ID = "4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b"
+NOVA_REGION = "RegionOne"
+NOVA_USER = "novnc-gateway"
 
 DEMO_SERVERS = (
     SimServer(
@@ -61,6 +68,23 @@ DEMO_SERVERS = (
     ),
 )
 
+DEMO_NOVA_SERVERS = (
+    NovaServer(
+        id="3c1f0e2d-4b5a-4c6d-8e7f-9a0b1c2d3e11",
+        name="nova-web-01",
+        availability_zone="nova",
+        tags=("env=prod", "role=web"),
+        metadata={"owner": "web-team"},
+    ),
+    NovaServer(
+        id="5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b12",
+        name="nova-migrating",
+        task_state="migrating",
+        tags=("env=staging",),
+        metadata={"owner": "platform"},
+    ),
+)
+
 DEMO_USERS = {
     "demo": ("demo", ["operators"]),
     "viewer": ("viewer", ["support"]),
@@ -82,7 +106,19 @@ class DemoCloud:
     proxy: NovncProxy | None = None
     ecs: SimulatedECS | None = None
     api_url: str = ""
+    # The Nova side: off without servers. Its tokens are the simulated identity service's unless
+    # `nova_validate` checks them elsewhere (the tests: a real Keystone).
+    nova_servers: tuple[NovaServer, ...] = ()
+    nova_project_id: str = NOVA_PROJECT_ID
+    nova_validate: TokenValidator | None = None
+    nova_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    nova: SimulatedNova | None = None
+    identity: SimulatedIAM | None = None
+    nova_url: str = ""
+    identity_url: str = ""
     _runner: web.AppRunner | None = None
+    _nova_runner: web.AppRunner | None = None
+    _identity_runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         certs = make_self_signed(self.workdir / "certs", hostnames=("localhost",), ips=(LOOPBACK,))
@@ -104,21 +140,50 @@ class DemoCloud:
             servers=list(self.servers),
             issue_console=self._issue,
         )
-        self._runner = web.AppRunner(self.ecs.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, LOOPBACK, 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.api_url = f"http://{LOOPBACK}:{port}"
+        self._runner, self.api_url = await _serve(self.ecs.app())
+        if self.nova_servers:
+            await self._start_nova()
+
+    async def _start_nova(self) -> None:
+        for server in self.nova_servers:
+            if server.id not in self.rfb_addr:
+                rfb = RFBServer(name=server.name, server_id=server.id)
+                self.rfb_addr[server.id] = await rfb.start(LOOPBACK, 0)
+                self.rfb[server.id] = rfb
+        validate = self.nova_validate
+        if validate is None:
+            self.identity = SimulatedIAM(
+                domain="Default", user=NOVA_USER, password=self.nova_password, project_id=self.nova_project_id
+            )
+            identity = self.identity
+
+            async def validate(token: str) -> str | None:
+                return identity.project_of(token)
+
+        self.nova = SimulatedNova(
+            project_id=self.nova_project_id,
+            servers=list(self.nova_servers),
+            issue_console=self._issue_nova,
+            validate=validate,
+        )
+        self._nova_runner, self.nova_url = await _serve(self.nova.app())
+        if self.identity is not None:
+            self._identity_runner, self.identity_url = await _serve(self.identity.app())
 
     def _issue(self, server: SimServer) -> str:
         assert self.proxy is not None
         host, port = self.rfb_addr[server.id]
         return self.proxy.issue(host, port)
 
+    def _issue_nova(self, server: NovaServer) -> str:
+        assert self.proxy is not None
+        host, port = self.rfb_addr[server.id]
+        return self.proxy.issue(host, port, style="nova")
+
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in (self._runner, self._nova_runner, self._identity_runner):
+            if runner is not None:
+                await runner.cleanup()
         if self.proxy is not None:
             await self.proxy.stop()
         for rfb in self.rfb.values():
@@ -135,6 +200,28 @@ class DemoCloud:
             "secret_key": self.secret_key,
             "retries": 1,
         }
+
+    def nova_cloud_config(self) -> dict[str, Any]:
+        """The Nova side as an `openstack` cloud signing in to the simulated identity service (which has no
+        catalog, hence the explicit endpoint)."""
+        return {
+            "name": NOVA_CLOUD_NAME,
+            "provider": "openstack",
+            "region": NOVA_REGION,
+            "project_id": self.nova_project_id,
+            "endpoint": f"{self.nova_url}/v2.1",
+            "keystone": {"url": self.identity_url, "user": NOVA_USER, "password": self.nova_password},
+            "retries": 1,
+        }
+
+
+async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, LOOPBACK, 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://{LOOPBACK}:{port}"
 
 
 @functools.lru_cache(maxsize=16)
@@ -163,7 +250,8 @@ def demo_config_data(
                 ],
             }
         },
-        "clouds": [cloud.cloud_config()],
+        "clouds": [cloud.cloud_config()]
+        + ([cloud.nova_cloud_config()] if cloud.identity is not None else []),
         "upstream": {"allowed_hosts": [LOOPBACK], "ca_file": str(cloud.ca_file)},
         "policy": {
             "rules": [
@@ -184,7 +272,7 @@ def run_demo(*, port: int = 8080) -> int:
 
     async def main() -> None:
         workdir = Path(tempfile.mkdtemp(prefix="novnc-gateway-demo-"))
-        cloud = DemoCloud(workdir)
+        cloud = DemoCloud(workdir, nova_servers=DEMO_NOVA_SERVERS)
         try:
             await cloud.start()
             config = GatewayConfig.model_validate(demo_config_data(cloud, port=port))

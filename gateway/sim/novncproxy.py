@@ -174,11 +174,14 @@ class NovncProxy:
             os.killpg(pgid, signal.SIGKILL)
         self.pid = None
 
-    def issue(self, target_host: str, target_port: int, *, ttl: float | None = None) -> str:
-        """A one-time console URL for target_host:target_port, in the configured URL style."""
+    def issue(
+        self, target_host: str, target_port: int, *, ttl: float | None = None, style: str | None = None
+    ) -> str:
+        """A one-time console URL for target_host:target_port, in `style` (default: the configured one),
+        so one proxy can stand behind a simulated Huawei ECS and a simulated Nova at once."""
         token = self.tokens.issue(target_host, target_port, self.token_ttl if ttl is None else ttl)
         host = f"[{self.host}]" if ":" in self.host else self.host
         base = f"https://{host}:{self.port}/vnc_auto.html"
-        if self.url_style == "huawei":
+        if (style or self.url_style) == "huawei":
             return f"{base}?token={token}&lang=EN&tLength=70"
         return f"{base}?path={quote('?token=' + token, safe='')}"
