@@ -130,14 +130,23 @@ class Metrics:
         self.sessions_started_total.inc()
         self.active_sessions.labels(permission=_label(str(permission))).inc()
 
-    def session_ended(self, permission: str, outcome: str) -> None:
-        self.active_sessions.labels(permission=_label(str(permission))).dec()
+    def session_ended(self, permission: str | None, outcome: str) -> None:
+        """permission None: a console that was allowed but ended before it relayed (never active)."""
+        if permission is not None:
+            self.active_sessions.labels(permission=_label(str(permission))).dec()
         self.sessions_ended_total.labels(outcome=_label(outcome)).inc()
 
     def relayed(self, direction: str, nbytes: int, messages: int = 1) -> None:
         """direction is "to_browser" or "to_upstream" (KeyError otherwise)."""
         self._bytes[direction].inc(nbytes)
         self._messages[direction].inc(messages)
+
+    def dropped(self, messages: int) -> None:
+        """Client messages the view-only filter dropped."""
+        self.dropped_messages_total.inc(messages)
+
+    def upstream_connected(self, seconds: float) -> None:
+        self.upstream_connect_seconds.observe(max(0.0, seconds))
 
     def signin(self, method: str, outcome: str) -> None:
         self.signins_total.labels(method=_label(method), outcome=_label(outcome)).inc()

@@ -13,6 +13,7 @@ longer matter (consoles/aiohttp_fastpath.py), unless aiohttp is not a checked re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -38,6 +39,7 @@ from gateway.consoles.relay_core import (
     Wakeup,
     clip_reason,
 )
+from gateway.upstream import peer_address
 
 __all__ = ["Relay"]
 
@@ -89,6 +91,17 @@ class Relay:
     @property
     def stats(self) -> RelayStats:
         return self._core.stats
+
+    @property
+    def upstream_address(self) -> str | None:
+        """The address the upstream socket is connected to (what the audit records)."""
+        return peer_address(self._upstream)
+
+    async def abandon(self) -> None:
+        """Nobody will relay this upstream: close it now, rather than leave it and its pings behind."""
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await self._upstream.close()
 
     @property
     def tasks(self) -> tuple[asyncio.Task[None], ...]:
@@ -251,6 +264,7 @@ class Relay:
             if not task.done():
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        aiohttp_fastpath.disarm_heartbeat(self._upstream)
         self.close_info = info
         stats = self._core.stats
         log.debug(

@@ -1,0 +1,468 @@
+"""What happens when a console opens, top to bottom: `open_console`.
+
+admit (signed in, shared state reachable, not draining, a known cloud, not locked, within the request
+rate) → register, within the per-user and global limits (before the cloud is asked anything: from here a
+lock, sign-out or termination finds this console) → decide (the server as the cloud describes it now, and
+what policy grants on it) → a fresh console URL (tokens are one-time) → the upstream target the provider
+derives from it → connect → the last check (lock, sign-out or a termination that landed meanwhile) → hello
+to the page → relay → account. Each step's refusal is a close code, the reason the user reads, and the
+word the audit and the metrics record.
+
+The use case holds no socket and imports no aiohttp: the web adapter (gateway/web/console.py) hands it
+the browser (for the hello) and `connect`, which opens the upstream and makes the relay
+(consoles/relay.py); everything else it needs comes in `ConsoleServices`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from gateway.audit import AuditLog
+from gateway.auth.cookie import SessionData
+from gateway.clouds.base import CloudError, CloudErrorKind, CloudProvider, Server
+from gateway.config import GatewayConfig
+from gateway.consoles.codes import (
+    CLOSE_CLOUD,
+    CLOSE_DENIED,
+    CLOSE_DRAINING,
+    CLOSE_GOING_AWAY,
+    CLOSE_LIMIT,
+    CLOSE_LINK_EXPIRED,
+    CLOSE_LOCKED,
+    CLOSE_LOGGED_OUT,
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+    CLOSE_UNAVAILABLE,
+    CLOSE_UPSTREAM_TLS,
+    CLOSE_UPSTREAM_UNREACHABLE,
+    CLOSE_UPSTREAM_URL,
+    CODES,
+    REASON_LOCKED,
+    REASON_LOGGED_OUT,
+    REASON_STATE_DOWN,
+)
+from gateway.consoles.registry import ConsoleRegistry, LiveConsole, new_record
+from gateway.consoles.relay_core import CloseInfo, RelayCore, RelayStats
+from gateway.metrics import Metrics
+from gateway.policy import Permission, Policy
+from gateway.rfb import ClientMessageFilter
+from gateway.state.base import ConsoleRecord, StateStore, StateUnavailable
+from gateway.upstream import UpstreamError, UpstreamErrorKind, UpstreamTarget, UpstreamURLError
+
+__all__ = ["Browser", "Closed", "ConsoleServices", "Link", "OpenRequest", "Refusal", "open_console"]
+
+log = logging.getLogger("gateway.console")
+
+_CLOUD_CODES = {
+    CloudErrorKind.NOT_FOUND: CLOSE_NOT_FOUND,
+    CloudErrorKind.BAD_STATE: CLOSE_UNAVAILABLE,
+    CloudErrorKind.LOCKED: CLOSE_UNAVAILABLE,
+    CloudErrorKind.THROTTLED: CLOSE_LIMIT,
+}
+_UPSTREAM_CODES = {
+    UpstreamErrorKind.TLS: CLOSE_UPSTREAM_TLS,
+    UpstreamErrorKind.NOT_ALLOWED: CLOSE_UPSTREAM_URL,
+    UpstreamErrorKind.REDIRECT: CLOSE_UPSTREAM_URL,
+    UpstreamErrorKind.EXPIRED: CLOSE_LINK_EXPIRED,
+}
+
+
+# -- what comes in, what goes out ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRequest:
+    cloud: str
+    server_id: str
+    session: SessionData | None  # the sign-in; None: not signed in
+    client: str  # the browser's address
+    audit: Mapping[str, Any]  # what every audit line of this request carries (request id, client, user)
+    state_down: bool = False  # the shared state could not be read while identifying the request
+
+
+class Browser(Protocol):
+    """The browser's side, as far as opening needs it: the hello before the first RFB byte."""
+
+    async def send_json(self, data: Any) -> None: ...
+
+
+class Link(Protocol):
+    """An opened upstream with its relay made and not yet running (consoles/relay.py's Relay)."""
+
+    @property
+    def stats(self) -> RelayStats: ...
+
+    @property
+    def upstream_address(self) -> str | None: ...
+
+    def terminate(self, code: int, reason: str) -> None: ...
+
+    async def run(self) -> CloseInfo: ...
+
+    async def abandon(self) -> None: ...
+
+
+Connect = Callable[[UpstreamTarget, RelayCore], Awaitable[Link]]  # raises UpstreamError
+
+
+@dataclass(slots=True)
+class ConsoleServices:
+    """The collaborators, as they are when the request arrives (a reload swaps config and policy)."""
+
+    config: GatewayConfig
+    clouds: Mapping[str, CloudProvider]
+    store: StateStore
+    registry: ConsoleRegistry
+    policy: Policy
+    audit: AuditLog
+    metrics: Metrics
+    connect: Connect
+    replica: str
+    draining: bool
+    cloud_answered: Callable[[], None]  # the cloud API answered (health reports it)
+    monotonic: Callable[[], float] = field(default=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The console did not open (or the browser left first): close the browser's socket with this."""
+
+    code: int
+    reason: str
+    outcome: str  # the word the metrics (and console_failed's `failure`) record
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The console opened, relayed and closed; the relay has closed both sides."""
+
+    info: CloseInfo
+    closed_by: str
+
+
+class _Refused(Exception):
+    def __init__(
+        self, code: int, reason: str, outcome: str, *, failed: bool = False, upstream: str | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.refusal = Refusal(code, _close_reason(reason), outcome)
+        self.failed = failed  # allowed by policy and limits, then failed: audited as console_failed
+        self.upstream = upstream  # the host:port tried, when it got that far
+
+
+# -- the use case ----------------------------------------------------------------------------------
+
+
+async def open_console(request: OpenRequest, browser: Browser, services: ConsoleServices) -> Refusal | Closed:
+    session = request.session
+    if session is None:
+        return Refusal(CLOSE_UNAUTHENTICATED, CODES[CLOSE_UNAUTHENTICATED].reason, "unauthenticated")
+    metrics = services.metrics
+    if request.state_down:
+        metrics.refused("state")
+        return Refusal(CLOSE_LIMIT, REASON_STATE_DOWN, "state")
+    base = {**request.audit, "cloud": request.cloud, "server_id": request.server_id}
+    services.audit.emit("console_requested", **base)
+    live: LiveConsole | None = None
+    try:
+        provider = await _admit(services, session, base)
+        console_id = secrets.token_urlsafe(9)
+        record = new_record(
+            id=console_id,
+            user=session.user,
+            groups=list(session.groups),
+            method=session.method,
+            sid=session.sid,
+            cloud=request.cloud,
+            server_id=request.server_id,
+            server_name="",
+            project_id="",
+            permission="",
+            client=request.client,
+            replica=services.replica,
+        )
+        # Registered before the cloud is asked anything (that can take seconds): from here on a lock,
+        # sign-out or termination finds this console, and _still_wanted covers what came before.
+        live = await _register(services, record, base)
+        base["console_id"] = console_id
+        live.expires = session.created + services.config.session.absolute_lifetime
+        server, permission, rule = await _decide(services, provider, session, base)
+        base.update(
+            server_name=server.name, project_id=server.project_id, permission=str(permission), rule=rule
+        )
+        record.server_name, record.project_id = server.name, server.project_id
+        record.permission = str(permission)
+        live.server = server
+        _unless_terminated(live)  # ended while the cloud answered: do not ask it for a console token
+        link, opened = await _connect(services, provider, server, permission)
+        try:
+            await _still_wanted(services, session, live)
+            await browser.send_json(_hello(services, console_id, request.cloud, server, permission))
+        except BaseException as exc:
+            # Nobody will relay this upstream (refused at the last moment, the browser left while we
+            # connected, or the handler is being cancelled): close it now rather than leave it, and its
+            # keep-alive pings, behind.
+            await link.abandon()
+            if isinstance(exc, ConnectionError):
+                log.info("console %s for %s: the browser left before it opened", console_id, session.user)
+                raise _Refused(CLOSE_GOING_AWAY, "", "browser_gone") from None
+            raise
+        return await _relay(services, live, link, base, opened)
+    except _Refused as refused:
+        refusal = refused.refusal
+        metrics.refused(refusal.outcome)
+        if refused.failed:
+            services.audit.emit(
+                "console_failed",
+                **base,
+                failure=refusal.outcome,
+                close_code=refusal.code,
+                reason=refusal.reason,
+                **({"upstream": refused.upstream} if refused.upstream else {}),
+            )
+        if live is not None and live.server is not None and live.closed_by is None:
+            metrics.session_ended(None, refusal.outcome)
+        return refusal
+    finally:
+        if live is not None:
+            await services.registry.release(live.record.id)
+
+
+async def _admit(services: ConsoleServices, session: SessionData, base: dict[str, Any]) -> CloudProvider:
+    """What needs no cloud call: draining, a known cloud, the user's lock and request rate."""
+    if services.draining:
+        raise _Refused(CLOSE_DRAINING, "The gateway is restarting; try again in a moment", "draining")
+    provider = services.clouds.get(base["cloud"])
+    if provider is None:
+        services.audit.emit("console_denied", **base, reason="unknown cloud", rule=None)
+        raise _Refused(CLOSE_NOT_FOUND, CODES[CLOSE_NOT_FOUND].reason, "not_found")
+    limits = services.config.limits
+    try:
+        if await services.store.is_locked(session.user):
+            services.audit.emit("console_denied", **base, reason="user locked", rule=None)
+            raise _Refused(CLOSE_DENIED, "Your account is locked by an administrator", "locked")
+        wait = await services.store.take_token(
+            f"rate:{session.user}", rate=limits.requests_per_minute / 60.0, burst=limits.burst
+        )
+    except StateUnavailable as exc:
+        if not services.config.state.redis.fail_open:
+            log.warning("console refused: shared state unavailable: %s", exc)
+            raise _Refused(CLOSE_LIMIT, REASON_STATE_DOWN, "state") from None
+        wait = None
+    if wait is not None:
+        services.audit.emit("limit_refused", **base, limit="rate", reason=f"retry in {int(wait) + 1} s")
+        raise _Refused(
+            CLOSE_LIMIT, f"Too many console requests; try again in {int(wait) + 1} s", "rate_limited"
+        )
+    return provider
+
+
+async def _register(services: ConsoleServices, record: ConsoleRecord, base: dict[str, Any]) -> LiveConsole:
+    """Count the console against the per-user and global limits, and make it findable."""
+    limits = services.config.limits
+    try:
+        refusal = await services.registry.acquire(
+            record, per_user=limits.per_user, global_max=limits.global_max
+        )
+    except StateUnavailable as exc:
+        log.warning("console refused: shared state unavailable: %s", exc)
+        raise _Refused(CLOSE_LIMIT, REASON_STATE_DOWN, "state") from None
+    if refusal == "per_user":
+        services.audit.emit(
+            "limit_refused", **base, limit="per_user", reason=f"{limits.per_user} consoles open"
+        )
+        raise _Refused(
+            CLOSE_LIMIT,
+            f"You already have {limits.per_user} consoles open; close one first",
+            "limit_per_user",
+        )
+    if refusal == "global":
+        services.audit.emit("limit_refused", **base, limit="global", reason="gateway full")
+        raise _Refused(CLOSE_LIMIT, "The gateway is at its console limit; try again later", "limit_global")
+    return services.registry.local[record.id]
+
+
+async def _decide(
+    services: ConsoleServices, provider: CloudProvider, session: SessionData, base: dict[str, Any]
+) -> tuple[Server, Permission, str | None]:
+    """The server as the cloud describes it now, and what policy grants on it."""
+    try:
+        server = await provider.get_server(base["server_id"])
+    except CloudError as exc:
+        log.warning("console for %s: cloud API error: %s", base["server_id"], exc)
+        if exc.kind is CloudErrorKind.NOT_FOUND:
+            services.audit.emit("console_denied", **base, reason="no such server", rule=None)
+        raise _Refused(
+            _CLOUD_CODES.get(exc.kind, CLOSE_CLOUD), _sentence(exc.user_message), "cloud_error"
+        ) from None
+    decision = services.policy.decide(session.user, session.groups, server)
+    if decision.permission is Permission.NONE:
+        services.audit.emit(
+            "console_denied",
+            **base,
+            server_name=server.name,
+            project_id=server.project_id,
+            rule=decision.rule,
+            reason=decision.reason,
+        )
+        # The same words as for an unknown server: do not confirm what exists.
+        raise _Refused(CLOSE_DENIED, CODES[CLOSE_DENIED].reason, "denied")
+    unavailable = server.unavailable_reason()
+    if unavailable:
+        raise _Refused(CLOSE_UNAVAILABLE, f"The console cannot open: {unavailable}", "unavailable")
+    return server, decision.permission, decision.rule
+
+
+async def _connect(
+    services: ConsoleServices, provider: CloudProvider, server: Server, permission: Permission
+) -> tuple[Link, dict[str, Any]]:
+    """A fresh console URL for every connection (tokens are one-time), the upstream opened on it with the
+    relay made, and what console_opened records of it (the host:port and address, never the URL)."""
+    clock = services.monotonic
+    connect_started = clock()
+    try:
+        console_url = await provider.remote_console(server.id)
+    except CloudError as exc:
+        log.warning("remote_console for %s failed: %s", server.id, exc)
+        raise _Refused(
+            _CLOUD_CODES.get(exc.kind, CLOSE_CLOUD), _sentence(exc.user_message), "cloud_error", failed=True
+        ) from None
+    services.cloud_answered()
+    try:
+        target = provider.console_target(console_url)
+    except UpstreamURLError as exc:
+        log.error("cloud returned an unusable console URL for %s: %s", server.id, exc)
+        raise _Refused(
+            CLOSE_UPSTREAM_URL, CODES[CLOSE_UPSTREAM_URL].reason, "upstream_url", failed=True
+        ) from None
+    del console_url
+    tried = f"{target.host}:{target.port}"
+    console = services.config.console
+    core = RelayCore(
+        ClientMessageFilter(view_only=permission is Permission.VIEW, allow_exclusive=console.allow_exclusive),
+        idle_timeout=console.idle_timeout or None,
+        idle_warning=console.idle_warning or None,
+        max_duration=console.max_duration or None,
+    )
+    started = clock()
+    try:
+        link = await services.connect(target, core)
+    except UpstreamError as exc:
+        log.warning("upstream connect for %s failed: %s", server.id, exc)
+        raise _Refused(
+            _UPSTREAM_CODES.get(exc.kind, CLOSE_UPSTREAM_UNREACHABLE),
+            _sentence(exc.user_message),
+            f"upstream_{exc.kind.name.lower()}",
+            failed=True,
+            upstream=tried,
+        ) from None
+    now = clock()
+    services.metrics.upstream_connected(now - started)
+    opened = {
+        "upstream": tried,
+        "upstream_address": link.upstream_address,
+        "connect_duration": round(now - connect_started, 3),
+    }
+    return link, opened
+
+
+async def _still_wanted(services: ConsoleServices, session: SessionData, live: LiveConsole) -> None:
+    """The last word before the first relayed byte. Lock and sign-out were checked before the cloud call,
+    which can take seconds; one that landed before this console was registered reached no relay, so the
+    state is read again now. From registration on, a termination reaches `live` itself (pending_close)."""
+    try:
+        locked = await services.store.is_locked(session.user)
+        revoked = await services.store.is_revoked(session.sid)
+    except StateUnavailable as exc:
+        if services.config.state.redis.fail_open:
+            return
+        log.warning("console refused: shared state unavailable: %s", exc)
+        raise _Refused(CLOSE_LIMIT, REASON_STATE_DOWN, "state", failed=True) from None
+    if locked:  # the words a lock or sign-out use when they close a live console
+        raise _Refused(CLOSE_LOCKED, REASON_LOCKED, "admin", failed=True)
+    if revoked:
+        raise _Refused(CLOSE_LOGGED_OUT, REASON_LOGGED_OUT, "logout", failed=True)
+    _unless_terminated(live)
+
+
+def _unless_terminated(live: LiveConsole) -> None:
+    if live.pending_close is not None:
+        code, reason, by = live.pending_close
+        raise _Refused(code, reason, by, failed=True)
+
+
+def _hello(
+    services: ConsoleServices, console_id: str, cloud: str, server: Server, permission: Permission
+) -> dict[str, Any]:
+    """The page's first notice: which server, with what permission, and the timers it runs under."""
+    console = services.config.console
+    return {
+        "type": "hello",
+        "console_id": console_id,
+        "permission": str(permission),
+        "server": {"name": server.name, "id": server.id, "cloud": cloud},
+        "idle_timeout": console.idle_timeout,
+        "max_duration": console.max_duration,
+    }
+
+
+async def _relay(
+    services: ConsoleServices, live: LiveConsole, link: Link, base: dict[str, Any], opened: dict[str, Any]
+) -> Closed:
+    """Relay until either side or the gateway ends it, then account for it."""
+    metrics = services.metrics
+    permission = live.record.permission
+    services.registry.attach(live.record.id, link)
+    metrics.session_started(permission)
+    services.audit.emit("console_opened", **base, **opened)
+    info: CloseInfo | None = None
+    try:
+        info = await link.run()
+    finally:
+        # Without an `info` the relay was cancelled: the process is stopping.
+        closed_by = live.closed_by or (info.by if info is not None else "shutdown")
+        metrics.session_ended(permission, closed_by)
+    stats = link.stats
+    metrics.relayed("to_browser", stats.bytes_to_browser, stats.msgs_to_browser)
+    metrics.relayed("to_upstream", stats.bytes_to_upstream, stats.msgs_to_upstream)
+    metrics.dropped(stats.dropped)
+    services.audit.emit(
+        "console_closed",
+        **base,
+        closed_by=closed_by,
+        close_code=info.code,
+        reason=info.reason,
+        bytes_to_browser=stats.bytes_to_browser,
+        bytes_to_upstream=stats.bytes_to_upstream,
+        messages_to_browser=stats.msgs_to_browser,
+        messages_to_upstream=stats.msgs_to_upstream,
+        dropped_messages=stats.dropped,
+        duration=round(services.monotonic() - stats.started, 3),
+    )
+    log.info(
+        "console %s for %s on %s closed by %s (%s %s)",
+        base["console_id"],
+        base.get("user"),
+        base.get("server_name"),
+        closed_by,
+        info.code,
+        info.reason,
+    )
+    return Closed(info, closed_by)
+
+
+def _close_reason(text: str) -> str:
+    """Close reasons are limited to 123 bytes of UTF-8."""
+    data = text.encode()
+    if len(data) <= 123:
+        return text
+    return data[:120].decode(errors="ignore") + "..."
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
