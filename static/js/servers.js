@@ -3,7 +3,7 @@
 import { ApiError, api, goToLogin, loadMe } from "./api.js";
 import { byId, el, permissionBadge, setBanner, setupHeader } from "./ui.js";
 
-/** @type {{row: HTMLTableRowElement, haystack: string}[]} */
+/** @type {{row: HTMLTableRowElement, haystack: string, cloud: string}[]} */
 let entries = [];
 
 /** Colour of a server status (ECS / Nova status words). */
@@ -79,9 +79,10 @@ function serverRow(s, showCloud) {
 
 function applyFilter() {
     const words = byId("filter").value.toLowerCase().split(/\s+/).filter(Boolean);
+    const onlyCloud = byId("cloud-filter").value;
     let shown = 0;
-    for (const { row, haystack } of entries) {
-        const match = words.every((w) => haystack.includes(w));
+    for (const { row, haystack, cloud } of entries) {
+        const match = (!onlyCloud || cloud === onlyCloud) && words.every((w) => haystack.includes(w));
         row.hidden = !match;
         shown += match ? 1 : 0;
     }
@@ -112,9 +113,11 @@ async function load() {
         const errors = Array.isArray(data.errors) ? data.errors : [];
         const showCloud = new Set(servers.map((s) => s.cloud)).size > 1;
         byId("cloud-col").hidden = !showCloud;
+        showCloudChoice(showCloud ? [...new Set(servers.map((s) => s.cloud))].sort() : []);
         entries = servers.map((s) => ({
             row: serverRow(s, showCloud),
-            haystack: [s.name, s.id, s.availability_zone].filter(Boolean).join(" ").toLowerCase(),
+            haystack: [s.name, s.id, s.availability_zone, s.cloud].filter(Boolean).join(" ").toLowerCase(),
+            cloud: s.cloud,
         }));
         byId("rows").replaceChildren(...entries.map((e) => e.row));
         showCloudErrors(errors);
@@ -131,6 +134,16 @@ async function load() {
     } finally {
         refresh.disabled = false;
     }
+}
+
+/** With several clouds, a choice of one; the choice survives a refresh while that cloud is still listed. */
+function showCloudChoice(clouds) {
+    const select = /** @type {HTMLSelectElement} */ (byId("cloud-filter"));
+    const chosen = clouds.includes(select.value) ? select.value : "";
+    select.replaceChildren(el("option", { value: "", text: "All clouds" }),
+        ...clouds.map((c) => el("option", { value: c, text: c })));
+    select.value = chosen;
+    byId("cloud-filter-box").hidden = clouds.length === 0;
 }
 
 /** @param {{cloud: string, message: string}[]} errors */
@@ -160,6 +173,7 @@ async function main() {
             filter.focus();
         }
     });
+    byId("cloud-filter").addEventListener("change", applyFilter);
     byId("refresh").addEventListener("click", load);
     await load();
 }
