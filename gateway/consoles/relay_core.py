@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from gateway.consoles.codes import (
+    CLOSE_GOING_AWAY,
     CLOSE_IDLE,
     CLOSE_LINK_EXPIRED,
     CLOSE_MAX_DURATION,
+    CLOSE_NORMAL,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_UPSTREAM_CODE,
     CLOSE_UPSTREAM_LOST,
@@ -147,7 +149,7 @@ def browser_close_for_upstream(code: int, reason: str, *, upstream_spoke: bool) 
     if code == ABNORMAL:
         return (CLOSE_UPSTREAM_LOST, REASON_LOST) if upstream_spoke else (CLOSE_LINK_EXPIRED, REASON_EXPIRED)
     if code in (0, NO_STATUS):
-        return 1000, ""
+        return CLOSE_NORMAL, ""
     if _sendable(code):
         return code, clip_reason(reason)
     return CLOSE_UPSTREAM_CODE, f"{CODES[CLOSE_UPSTREAM_CODE].reason} (code {code})"
@@ -231,7 +233,7 @@ class RelayCore:
             result = filt.feed(data)
         except RFBProtocolError as exc:
             log.warning("closing a console session on a client protocol error: %s", exc)
-            return self._end(CloseInfo("gateway", CLOSE_PROTOCOL_ERROR, REASON_PROTOCOL, 1000))
+            return self._end(CloseInfo("gateway", CLOSE_PROTOCOL_ERROR, REASON_PROTOCOL, CLOSE_NORMAL))
         stats = self.stats
         if result.input_events:
             stats.last_input = now
@@ -265,12 +267,12 @@ class RelayCore:
     def browser_closed(self, code: int | None, reason: str) -> list[Command]:
         """The browser's close frame (`code` None: it carried no status)."""
         code = code if isinstance(code, int) else 0
-        up = code if code in (1000, 1001) or 3000 <= code <= 4999 else 1000
+        up = code if code in (CLOSE_NORMAL, CLOSE_GOING_AWAY) or 3000 <= code <= 4999 else CLOSE_NORMAL
         return self._end(CloseInfo("browser", code or NO_STATUS, reason, up))
 
     def browser_vanished(self) -> list[Command]:
         """The browser's connection dropped without a close frame, or a write to it failed."""
-        return self._end(CloseInfo("browser", ABNORMAL, "", 1001))
+        return self._end(CloseInfo("browser", ABNORMAL, "", CLOSE_GOING_AWAY))
 
     def upstream_closed(self, code: int, reason: str) -> list[Command]:
         """The console proxy's close frame; `code` 1006 when it vanished without one."""
@@ -282,7 +284,7 @@ class RelayCore:
         """A broken frame or an over-long message from the console proxy: the link is bad, not the token."""
         return self._end(CloseInfo("upstream", CLOSE_UPSTREAM_LOST, REASON_LOST, ABNORMAL))
 
-    def terminate(self, code: int, reason: str, *, upstream_code: int = 1000) -> list[Command]:
+    def terminate(self, code: int, reason: str, *, upstream_code: int = CLOSE_NORMAL) -> list[Command]:
         """The gateway ends the console (admin, sign-out, lock, drain, shutdown); the first word counts."""
         return self._end(CloseInfo("gateway", code, clip_reason(reason), upstream_code))
 
@@ -298,14 +300,14 @@ class RelayCore:
         if timers.max_duration is not None:
             max_end = stats.started + timers.max_duration
             if now >= max_end:
-                return self._end(CloseInfo("gateway", CLOSE_MAX_DURATION, REASON_MAX_DURATION, 1000))
+                return self._end(CloseInfo("gateway", CLOSE_MAX_DURATION, REASON_MAX_DURATION, CLOSE_NORMAL))
             wake = max_end
         idle_timeout = timers.idle_timeout
         if idle_timeout is not None:
             last = stats.last_input
             deadline = last + idle_timeout
             if now >= deadline:
-                return self._end(CloseInfo("gateway", CLOSE_IDLE, idle_reason(idle_timeout), 1000))
+                return self._end(CloseInfo("gateway", CLOSE_IDLE, idle_reason(idle_timeout), CLOSE_NORMAL))
             wake = min(wake, deadline)
             if timers.idle_warning is not None:
                 warn_at = deadline - timers.idle_warning
@@ -332,9 +334,9 @@ class RelayCore:
         """Both sides' closes: the browser hears the code and reason (or, when it closed, only an answer);
         the upstream hears the browser's code, or 1000 (1006 → its own vanishing: nothing to add)."""
         if info.by == "browser":
-            browser = CloseSide("browser", 1000, "")  # only answers the browser's own close
+            browser = CloseSide("browser", CLOSE_NORMAL, "")  # only answers the browser's own close
         else:
             browser = CloseSide("browser", info.code, info.reason)
-        upstream_code = info.upstream_code if info.upstream_code is not None else 1000
+        upstream_code = info.upstream_code if info.upstream_code is not None else CLOSE_NORMAL
         upstream = CloseSide("upstream", upstream_code, info.reason if info.by == "browser" else "")
         return [browser, upstream]
