@@ -57,5 +57,6 @@ def run_explain(args: argparse.Namespace, config: GatewayConfig) -> int:
         except CloudError as exc:
             print(f"novnc-gateway: cannot look up {args.server}: {exc.user_message}", file=sys.stderr)
             return 1
-    print(explain(Policy(config.policy), args.user, args.group, server))
+    provider = next((c.provider for c in config.clouds if c.name == server.cloud), None)
+    print(explain(Policy(config.policy), args.user, args.group, server, provider=provider))
     return 0

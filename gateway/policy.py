@@ -351,13 +351,17 @@ class Policy:
         return out
 
 
-def explain(policy: Policy, user: str, groups: Sequence[str], server: Server) -> str:
-    """Everything an operator needs to see why a user got what they got on one server."""
+def explain(
+    policy: Policy, user: str, groups: Sequence[str], server: Server, *, provider: str | None = None
+) -> str:
+    """Everything an operator needs to see why a user got what they got on one server (and, given the
+    server's cloud's `provider`, which API the gateway would ask)."""
     decision, results = policy._evaluate(user, groups, server)
     lines = [
         f"user:     {user or '<anonymous>'} (groups: {', '.join(groups) if groups else 'none'})",
         f"server:   {server.name} (id {server.id}, cloud {server.cloud}, project {server.project_id}, "
         f"region {server.region})",
+        *([f"provider: {provider} (the API of cloud {server.cloud})"] if provider else []),
         f"decision: {decision.permission.value}",
         f"rule:     {decision.rule if decision.rule is not None else '(none: default deny)'}",
         f"reason:   {decision.reason}",
