@@ -130,8 +130,12 @@ def conflict_reason(server: Mapping[str, object] | None) -> str:
             return _TASK_STATES[task]
         if server.get("OS-EXT-STS:vm_state") == "building" or server.get("status") == "BUILD":
             return "the server is still being built"
-        if isinstance(task, str) and task:
+        if isinstance(task, str) and re.fullmatch(
+            r"[a-z][a-z_-]{0,39}", task
+        ):  # it reaches the page and logs
             return f"the server is busy ({task.replace('_', ' ')})"
+        if task:
+            return "the server is busy"
         return "the server has no compute host to serve a console yet"
     return "the server is not ready for a console"
 
