@@ -20,8 +20,9 @@ import pytest
 from gateway.state.base import Command, StateStore
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
+from tests.support.polling import wait_for
 from tests.support.redis_server import REDIS_SERVER, RedisServer
-from tests.support.state import Inbox, eventually, record
+from tests.support.state import Inbox, record
 
 Replica = Callable[..., StateStore]
 
@@ -138,7 +139,7 @@ async def test_released_console_is_not_revived_for_console_ttl(replica: Replica)
         await a.console_update(gone)
         return bool(await b.consoles())
 
-    await eventually(revived, within=ttl + 1.0)
+    await wait_for(revived, within=ttl + 1.0, what="an update reviving the console once its tombstone lapsed")
     assert time.monotonic() - released >= ttl - 0.05
 
 
@@ -168,7 +169,7 @@ async def test_crashed_replica_leaves_ghosts_for_at_most_console_ttl(replica: Re
     async def gone() -> bool:
         return await survivor.consoles() == []
 
-    await eventually(gone, within=ttl + 1.0)
+    await wait_for(gone, within=ttl + 1.0, what="the ghosts lapsing")
     assert time.monotonic() - crashed_at <= ttl + 0.5
     assert await survivor.console_acquire(record("dave"), per_user=2, global_max=10) is None
 
@@ -205,7 +206,7 @@ async def test_locks_and_revocations_are_shared(replica: Replica) -> None:
     async def lapsed() -> bool:
         return not await b.is_revoked("sid-1")
 
-    await eventually(lapsed, within=1.5)
+    await wait_for(lapsed, within=1.5, what="the entry lapsing")
 
 
 async def test_revoked_sessions_answers_for_many_at_once(replica: Replica) -> None:
@@ -237,7 +238,7 @@ async def test_termination_requests_are_shared_and_lapse(replica: Replica) -> No
     async def lapsed() -> bool:
         return "c1" not in await b.termination_requests(["c1", "c2"])
 
-    await eventually(lapsed, within=1.5)
+    await wait_for(lapsed, within=1.5, what="the entry lapsing")
     assert list(await b.termination_requests(["c1", "c2"])) == ["c2"]
 
 
@@ -255,7 +256,7 @@ async def test_recorded_groups_are_shared_per_user_and_method_and_lapse(replica:
     async def lapsed() -> bool:
         return ("pat", "proxy-header") not in await b.recorded_groups(wanted)
 
-    await eventually(lapsed, within=1.5)
+    await wait_for(lapsed, within=1.5, what="the entry lapsing")
 
 
 # -- rate buckets and counters ------------------------------------------------------------------------
@@ -280,7 +281,7 @@ async def test_token_bucket_refills(replica: Replica) -> None:
     async def refilled() -> bool:
         return await b.take_token("fast", rate=20, burst=1) is None
 
-    await eventually(refilled, within=1.0)
+    await wait_for(refilled, within=1.0, what="a token again")
 
 
 @pytest.mark.parametrize(("rate", "burst"), [(0, 1), (-1, 1), (1, 0)])
@@ -302,7 +303,7 @@ async def test_fixed_window_counter_is_shared(replica: Replica) -> None:
     async def window_over() -> bool:
         return await b.incr("short", 0.3) == 1
 
-    await eventually(window_over, within=1.5)
+    await wait_for(window_over, within=1.5, what="the window over")
 
 
 # -- commands, health ---------------------------------------------------------------------------------

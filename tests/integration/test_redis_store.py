@@ -34,8 +34,9 @@ from gateway.sim.certs import make_self_signed
 from gateway.state.base import StateUnavailable
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
+from tests.support.polling import wait_for
 from tests.support.redis_server import REDIS_SERVER, RedisServer, TlsFiles
-from tests.support.state import Inbox, eventually, record
+from tests.support.state import Inbox, record
 
 pytestmark = pytest.mark.skipif(not Path(REDIS_SERVER).exists(), reason="redis-server is not installed")
 
@@ -154,7 +155,7 @@ async def test_terminate_from_one_registry_closes_the_console_on_another(make_st
         async def closed() -> bool:
             return relaying.local[rec.id].pending_close is not None
 
-        await eventually(closed, within=1.0, step=0.005)
+        await wait_for(closed, within=1.0, what="the terminate on the relaying replica", every=0.005)
         assert relaying.local[rec.id].pending_close == (CLOSE_TERMINATED, "maintenance", "admin")
         await relaying.release(rec.id)
         assert await admin.all() == []
@@ -163,26 +164,19 @@ async def test_terminate_from_one_registry_closes_the_console_on_another(make_st
         await admin.close()
 
 
-def holds(predicate: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
-    async def check() -> bool:
-        return predicate()
-
-    return check
-
-
 async def test_every_subscription_is_followed_by_a_resync(
     make_store: StoreFactory, own_redis: RedisServer
 ) -> None:
     a = make_store(own_redis)
     inbox = Inbox()
     await a.start(inbox)
-    await eventually(holds(lambda: inbox.resyncs == 1), within=1.0)
+    await wait_for(lambda: inbox.resyncs == 1, within=1.0, what="the first resync")
     raw = Redis(host="127.0.0.1", port=own_redis.port, socket_connect_timeout=1)
     try:
         await raw.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
     finally:
         await raw.aclose()
-    await eventually(holds(lambda: inbox.resyncs == 2), within=5.0)
+    await wait_for(lambda: inbox.resyncs == 2, within=5.0, what="a resync after the resubscription")
 
 
 async def test_a_replica_that_missed_commands_reconciles_from_state(
@@ -208,7 +202,7 @@ async def test_a_replica_that_missed_commands_reconciles_from_state(
         await raw.execute_command("CLIENT", "KILL", "USER", user, "TYPE", "pubsub")
         store = relaying.store
         assert isinstance(store, RedisStore)
-        await eventually(holds(lambda: not store.listening), within=5.0)
+        await wait_for(lambda: not store.listening, within=5.0, what="the listener cut off")
 
         await admin.store.lock_user("lena", "incident")
         await admin.terminate(by="admin", code=CLOSE_LOCKED, reason=REASON_LOCKED, user="lena")
@@ -220,8 +214,10 @@ async def test_a_replica_that_missed_commands_reconciles_from_state(
         assert all(live.pending_close is None for live in relaying.local.values()), "a command got through"
 
         await raw.execute_command("ACL", "SETUSER", user, "&*")  # the listener resubscribes, then resyncs
-        await eventually(
-            holds(lambda: all(live.pending_close for live in relaying.local.values())), within=5.0
+        await wait_for(
+            lambda: all(live.pending_close for live in relaying.local.values()),
+            within=5.0,
+            what="every console closed on reconciliation",
         )
         assert relaying.local[locked.id].pending_close == (CLOSE_LOCKED, REASON_LOCKED, "admin")
         assert relaying.local[signed_out.id].pending_close == (CLOSE_LOGGED_OUT, REASON_LOGGED_OUT, "logout")
@@ -289,7 +285,7 @@ async def test_redis_outage_fails_fast_and_recovers(make_store: StoreFactory, ow
     async def both_resubscribed() -> bool:
         return await subscribers(own_redis, a.channel) == 2
 
-    await eventually(both_resubscribed, within=5.0, step=0.05)
+    await wait_for(both_resubscribed, within=5.0, what="both listeners resubscribed")
     await b.publish({"op": "after-restart"})
     assert await inbox_a.next(within=1.0) == {"op": "after-restart"}
 
@@ -313,7 +309,7 @@ async def test_frozen_redis_is_noticed_by_the_listener(
     async def pinged_twice() -> bool:
         return await pings() >= before + 2
 
-    await eventually(pinged_twice, within=3.0, step=0.05)
+    await wait_for(pinged_twice, within=3.0, what="two heartbeat PINGs")
     assert a.listening and "lost Redis" not in caplog.text  # the idle heartbeat is answered
     await raw.aclose()
 
@@ -329,14 +325,14 @@ async def test_frozen_redis_is_noticed_by_the_listener(
         async def noticed() -> bool:
             return not a.listening
 
-        await eventually(noticed, within=2.0)
+        await wait_for(noticed, within=2.0, what="the listener noticing the frozen Redis")
     finally:
         os.kill(pid, signal.SIGCONT)
 
     async def listening_again() -> bool:
         return a.listening
 
-    await eventually(listening_again, within=5.0, step=0.05)
+    await wait_for(listening_again, within=5.0, what="the listener back")
     await a.publish({"op": "thawed"})
     assert await inbox.next() == {"op": "thawed"}
 

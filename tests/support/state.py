@@ -1,14 +1,11 @@
-"""Helpers for the state-store tests: console records, a command inbox, and polling with a deadline."""
+"""Helpers for the state-store tests: console records and a command inbox."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
-
-import pytest
 
 from gateway.state.base import Command, ConsoleRecord
 
@@ -30,16 +27,6 @@ def record(user: str = "alice", **kw: Any) -> ConsoleRecord:
     }
     fields.update(kw)
     return ConsoleRecord(**fields)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float, step: float = 0.02) -> float:
-    """Poll `check` until true; returns the seconds it took, fails the test at the deadline."""
-    start = time.monotonic()
-    while not await check():
-        if time.monotonic() - start > within:
-            pytest.fail(f"condition not met within {within} s")
-        await asyncio.sleep(step)
-    return time.monotonic() - start
 
 
 class Inbox:
