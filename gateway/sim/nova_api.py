@@ -7,7 +7,8 @@ Nova itself needs a message queue, a database and a hypervisor; this follows its
 legacy `X-OpenStack-Nova-API-Version` header (406 beyond the maximum), Nova's fault bodies
 (`{"itemNotFound": {"code": 404, "message": ...}}`) and 409 for servers not ready for a console.
 Tokens are validated by the caller's `validate` (the tests: a real Keystone; the demo: the simulated IAM),
-as keystonemiddleware would.
+as keystonemiddleware would; with `access_keys`, AK/SK-signed requests are accepted too, as on a Huawei-stack
+cloud's Nova-style paths (Open Telekom Cloud).
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from gateway.clouds.huawei.signer import SignatureError, verify_request
 
 __all__ = ["NovaServer", "SimulatedNova", "keystone_validator"]
 
@@ -124,8 +128,11 @@ class SimulatedNova:
         validate: TokenValidator,
         max_version: tuple[int, int] = (2, 96),
         min_version: tuple[int, int] = (2, 1),
+        access_keys: dict[str, str] | None = None,
     ) -> None:
         self.project_id = project_id
+        # AK/SK signatures, as a Huawei-stack cloud (Open Telekom Cloud) accepts on its Nova-style paths.
+        self.access_keys = dict(access_keys or {})
         self.servers: dict[str, NovaServer] = {s.id: s for s in servers}
         self.issue_console = issue_console
         self.validate = validate
@@ -161,12 +168,30 @@ class SimulatedNova:
         if request.path.rstrip("/") == "/v2.1":
             return await handler(request)  # the version document needs no token
         token = request.headers.get("X-Auth-Token")
-        if not token:
+        if token:
+            project = await self.validate(token)
+            if project is None:
+                return _unauthorized()
+            self.tokens_seen.add(token)
+        elif self.access_keys and request.headers.get("Authorization", "").startswith("SDK-HMAC-SHA256 "):
+            try:
+                verify_request(
+                    self.access_keys.get,
+                    request.method,
+                    request.raw_path,
+                    request.headers,
+                    await request.read(),
+                    now=datetime.now(UTC),
+                )
+            except SignatureError as exc:
+                body = {
+                    "error_code": exc.code,
+                    "error_msg": f"Incorrect IAM authentication information: {exc.message}",
+                }
+                return web.json_response(body, status=401)
+            project = request.headers.get("X-Project-Id")
+        else:
             return _unauthorized()
-        project = await self.validate(token)
-        if project is None:
-            return _unauthorized()
-        self.tokens_seen.add(token)
         in_path = request.match_info.get("project_id")
         if project != self.project_id or (in_path is not None and in_path != project):
             return _fault(

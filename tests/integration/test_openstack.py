@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from gateway.clouds.base import CloudError, CloudErrorKind
+from gateway.clouds.huawei import AKSKAuth, Credentials
 from gateway.clouds.keystone import KeystoneAuth
 from gateway.clouds.openstack import NovaCompute
 from gateway.sim.demo import DemoCloud
@@ -221,6 +222,30 @@ async def test_409_states_become_clear_messages(make: Make, name: str, reason: s
     assert refused.value.kind is CloudErrorKind.BAD_STATE
     assert refused.value.user_message == reason
     assert refused.value.status == 409 and refused.value.code == "conflictingRequest"
+
+
+async def test_huawei_stack_profile_signs_the_nova_paths_with_aksk(make: Make, stack: Stack) -> None:
+    """Open Telekom Cloud's shape: /v2.1/{project_id}/servers/... at 2.6+, AK/SK instead of a token."""
+    _, account, cloud = stack
+    assert cloud.nova is not None
+    cloud.nova.access_keys["OTCAKEXAMPLE0001"] = "otc-secret-key-for-the-test"
+    endpoint = f"{cloud.nova_url}/v2.1/{{project_id}}"
+    provider = make(
+        auth=AKSKAuth(Credentials("OTCAKEXAMPLE0001", "otc-secret-key-for-the-test")), endpoint=endpoint
+    )
+    assert [s.id for s in await provider.list_servers()] == [s.id for s in SERVERS]
+    console = await provider.remote_console(WEB.id)
+    assert provider.console_target(console).path == "/"
+    path = f"/v2.1/{account.project_id}/servers/{WEB.id}/remote-consoles"
+    assert ("POST", path, "compute 2.6") in cloud.nova.calls
+    cloud.nova.calls.clear()
+    wrong = make(auth=AKSKAuth(Credentials("OTCAKEXAMPLE0001", "not-the-key")), endpoint=endpoint, retries=3)
+    with pytest.raises(CloudError) as rejected:
+        await wrong.get_server(WEB.id)
+    assert rejected.value.kind is CloudErrorKind.AUTH
+    assert [c for c in cloud.nova.calls if "/servers/" in c[1]] == [
+        ("GET", f"/v2.1/{account.project_id}/servers/{WEB.id}", "compute 2.73")
+    ], "a rejected signature is not retried"
 
 
 async def test_unknown_server_is_not_found(make: Make) -> None:

@@ -34,7 +34,7 @@ NO_SERVER = "no such server in this project"
 
 _BY_STATUS: dict[int, tuple[CloudErrorKind, str]] = {
     400: (CloudErrorKind.BAD_REQUEST, "the cloud does not offer noVNC consoles for this server"),
-    401: (CloudErrorKind.AUTH, "the compute API rejected the gateway's token"),
+    401: (CloudErrorKind.AUTH, "the compute API rejected the gateway's credentials"),
     403: (
         CloudErrorKind.FORBIDDEN,
         "the gateway's cloud account may not open consoles here (policy os_compute_api:os-remote-consoles)",
