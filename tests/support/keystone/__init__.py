@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.support.polling import wait_for
 from tests.support.processes import ROOT, free_port
-from tests.support.ws_peers import wait_for
 
 VENV = ROOT / ".venv" / "keystone"
 HERE = Path(__file__).resolve().parent
