@@ -9,8 +9,10 @@ first-byte rule for expired links, what the browser is told about an upstream cl
 tested with a fake clock and no sockets (tests/unit/test_relay_core.py). Keep-alive pings are aiohttp's
 heartbeat, below the messages this machine sees.
 
-Per message the machine does what the relay did inline before (one filter call and a few counters), and
-returns a one-element tuple, so the hot path costs the same (docs/performance.md).
+Per message the machine does what the relay did inline before (one filter call and a few counters). The
+per-message answers (forward these bytes) reuse one command object per direction, so the hot path
+allocates nothing more than before: a command is valid until the next event of its kind, which is how the
+driver uses it (it carries each command out before it reads the next message).
 """
 
 from __future__ import annotations
@@ -179,7 +181,7 @@ class RelayCore:
     """One console's relay rules. Every event method returns the commands to carry out, in order; once a
     close is decided (`ended` set, two CloseSide commands returned) later events return nothing."""
 
-    __slots__ = ("_filter", "_following", "_timers", "ended", "stats")
+    __slots__ = ("_filter", "_following", "_timers", "_to_browser", "_to_upstream", "ended", "stats")
 
     def __init__(
         self,
@@ -202,6 +204,11 @@ class RelayCore:
         self._following = client_filter.follows_server
         self._timers = _Timers(idle_timeout, idle_warning, max_duration)
         self.stats = RelayStats()
+        # Reused for every message (see the module docstring): (the command, the one-command answer).
+        up = ToUpstream(b"")
+        self._to_upstream = (up, (up,))
+        down = ToBrowser(b"")
+        self._to_browser = (down, (down,))
         self.ended: CloseInfo | None = None
 
     @property
@@ -246,7 +253,9 @@ class RelayCore:
         if forward or not data:
             stats.bytes_to_upstream += len(forward)
             stats.msgs_to_upstream += 1
-            return (_PASS_THROUGH, ToUpstream(forward)) if opaque else (ToUpstream(forward),)
+            command, answer = self._to_upstream
+            command.data = forward
+            return (_PASS_THROUGH, command) if opaque else answer
         return (_PASS_THROUGH,) if opaque else ()
 
     def upstream_bytes(self, data: bytes) -> tuple[Command, ...]:
@@ -256,13 +265,15 @@ class RelayCore:
         stats = self.stats
         stats.bytes_to_browser += len(data)
         stats.msgs_to_browser += 1
+        command, answer = self._to_browser
+        command.data = data
         if self._following:
             filt = self._filter
             filt.feed_server(data)  # before the browser sees it: it decides what the client may send next
             if not filt.follows_server:
                 self._following = False
-                return (ToBrowser(data), _PASS_THROUGH)
-        return (ToBrowser(data),)
+                return (command, _PASS_THROUGH)
+        return answer
 
     def browser_closed(self, code: int | None, reason: str) -> list[Command]:
         """The browser's close frame (`code` None: it carried no status)."""
