@@ -21,6 +21,7 @@ from gateway.consoles.relay import Relay
 from gateway.consoles.relay_core import CloseInfo, RelayCore
 from gateway.rfb import ClientMessageFilter
 from gateway.upstream import HostAllowlist, UpstreamTarget, open_upstream, upstream_session
+from tests.support.polling import wait_for
 
 HANDSHAKE = b"RFB 003.008\n\x01\x01"
 # The server's side of that handshake (version, security types [None], SecurityResult OK): the
@@ -93,7 +94,7 @@ class Harness:
         return await self.http.ws_connect(f"http://127.0.0.1:{gw_port}/", autoclose=True)
 
     async def result(self) -> CloseInfo:
-        await wait_until(lambda: bool(self.results))
+        await wait_for(lambda: bool(self.results), 10.0, "the relay to start")
         return await asyncio.wait_for(self.results[0], 10)
 
 
@@ -106,16 +107,6 @@ async def harness(frame_passthrough: bool) -> AsyncIterator[Harness]:
         finally:
             for runner in reversed(h.runners):
                 await runner.cleanup()
-
-
-async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Poll a state predicate with a deadline (it checks the state itself; not a sleep as a sync)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.002)
 
 
 async def test_messages_arrive_one_to_one_and_text_is_dropped(harness: Harness) -> None:
@@ -212,17 +203,19 @@ async def test_a_browser_that_stops_reading_pauses_the_upstream_and_loses_nothin
     browser = await harness.start(script)
     await browser.receive(timeout=5)
     await browser.send_bytes(HANDSHAKE)
-    await wait_until(
+    await wait_for(
         lambda: (
             bool(harness.relays)
             and (getattr(harness.relays[0]._passthrough, "forwarding", False) or not harness.fast)
-        )
+        ),
+        10.0,
+        "the relay to forward",
     )
     relay = harness.relays[0]
     up_transport = relay._upstream._writer.transport  # type: ignore[union-attr]
     browser_transport = harness.requests[0].transport
     assert browser_transport is not None
-    await wait_until(lambda: not up_transport.is_reading())
+    await wait_for(lambda: not up_transport.is_reading(), 10.0, "the upstream to be paused")
     assert not done.is_set()
     assert relay.stats.bytes_to_browser < total // 2
     # Bounded by the transport's high-water mark plus one read and one frame.
