@@ -66,6 +66,7 @@ FIELDS: dict[str, FieldSpec] = {
     "requested": FieldSpec(str, "the permission asked for", ("view", "control")),
     "rule": FieldSpec(str, "the policy rule that decided (null: no rule matched, default deny)"),
     "console_id": FieldSpec(str, "the gateway's id for one console session (not the cloud's token)"),
+    "justification": FieldSpec(str, "the reason the user gave for opening a console (when a rule asks)"),
     "method": FieldSpec(str, "sign-in method", METHODS),
     # -- outcomes
     "reason": FieldSpec(str, "why, in words"),
@@ -110,12 +111,12 @@ EVENTS: dict[str, EventSpec] = {
     "console_requested": EventSpec(
         "a user asked for a console (before policy and limits are checked)",
         required=("server_id", "cloud"),
-        optional=(*_SERVER, "requested"),
+        optional=(*_SERVER, "requested", "justification"),
     ),
     "console_opened": EventSpec(
         "the relay is up: browser and upstream connected",
         required=("console_id", "server_id", "cloud", "permission", "rule"),
-        optional=(*_SERVER, "upstream", "upstream_address", "connect_duration"),
+        optional=(*_SERVER, "upstream", "upstream_address", "connect_duration", "justification"),
     ),
     "console_failed": EventSpec(
         "a console that policy and limits allowed did not open (cloud, upstream, lock or sign-out)",

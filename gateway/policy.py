@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AdminConfig",
     "Decision",
+    "Demands",
     "Permission",
     "Policy",
     "PolicyConfig",
@@ -96,6 +97,9 @@ class RuleConfig(BaseModel):
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
     permission: Literal["control", "view", "deny"]
+    # What a console this rule grants demands of the user before it opens (docs/policy.md, "Demands").
+    justification: Literal["none", "required"] = "none"
+    ticket_pattern: str | None = None  # a word of the justification must match it (re.search)
 
     @field_validator("name")
     @classmethod
@@ -118,6 +122,14 @@ class RuleConfig(BaseModel):
         for key in self.metadata:
             if not key.strip():
                 raise ValueError(f"{where}: metadata: empty key")
+        if self.ticket_pattern is not None:
+            if self.justification != "required":
+                raise ValueError(f'{where}: ticket_pattern needs justification = "required"')
+            try:
+                re.compile(self.ticket_pattern)
+            except re.error as exc:
+                problem = f"{where}: ticket_pattern is not a valid regular expression: {exc}"
+                raise ValueError(problem) from None
         return self
 
 
@@ -160,11 +172,59 @@ class PolicyConfig(BaseModel):
         return self
 
 
+MAX_JUSTIFICATION = 200  # characters: a reason is a line, and it travels in audit lines and close reasons
+
+
+@dataclass(frozen=True, slots=True)
+class Demands:
+    """What the deciding rule asks of the user before a console opens (none of it is a permission)."""
+
+    justification: bool = False
+    ticket_pattern: str | None = None
+
+    def justification_problem(self, text: str) -> str | None:
+        """None when `text` is an acceptable reason; otherwise what is expected, in words for the page."""
+        if not self.justification:
+            return None
+        text = text.strip()
+        pattern = self.ticket_pattern
+        ticket = f" with a ticket reference matching {pattern}" if pattern is not None else ""
+        if not text:
+            return f"A reason is required to open this console: say why{ticket}."
+        if len(text) > MAX_JUSTIFICATION:
+            return f"The reason must be at most {MAX_JUSTIFICATION} characters{ticket}."
+        if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+            return f"The reason must be one line of text{ticket}."
+        if self.ticket_pattern is not None and not any(
+            re.search(self.ticket_pattern, word) for word in text.split()
+        ):
+            return f"The reason needs a ticket reference matching {self.ticket_pattern}."
+        return None
+
+    def describe(self) -> list[str]:
+        """For `explain`: each demand in words."""
+        out = []
+        if self.justification:
+            pattern = self.ticket_pattern
+            out.append("a justification" + (f" (a ticket reference matching {pattern})" if pattern else ""))
+        return out
+
+
+NO_DEMANDS = Demands()
+
+
+def _demands(config: RuleConfig) -> Demands:
+    if config.justification == "none":
+        return NO_DEMANDS
+    return Demands(justification=True, ticket_pattern=config.ticket_pattern)
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     permission: Permission
     rule: str | None  # None: nothing matched (default deny) / not an admin
     reason: str
+    demands: Demands = NO_DEMANDS  # the deciding rule's
 
     @property
     def allowed(self) -> bool:
@@ -205,10 +265,11 @@ class _Match:
 class _Rule:
     """A RuleConfig prepared for matching."""
 
-    __slots__ = ("config", "level", "tags")
+    __slots__ = ("config", "demands", "level", "tags")
 
     def __init__(self, config: RuleConfig) -> None:
         self.config = config
+        self.demands = _demands(config)
         self.tags = [_split_tag(t) for t in config.tags]
         if config.server_ids:
             self.level = 4
@@ -326,7 +387,7 @@ class Policy:
 
         # max() keeps the first of equal keys, so a remaining tie goes to file order.
         rule, m = max(matching, key=key)
-        return Decision(Permission(rule.permission), rule.name, _reason(rule, m)), results
+        return Decision(Permission(rule.permission), rule.name, _reason(rule, m), rule.demands), results
 
     def decide(self, user: str, groups: Sequence[str], server: Server) -> Decision:
         return self._evaluate(user, groups, server)[0]
@@ -365,6 +426,7 @@ def explain(
         f"decision: {decision.permission.value}",
         f"rule:     {decision.rule if decision.rule is not None else '(none: default deny)'}",
         f"reason:   {decision.reason}",
+        *(f"demands:  {demand}" for demand in decision.demands.describe()),
         "rules, in file order:",
     ]
     if not results:

@@ -65,6 +65,9 @@ CLOSE_LINK_EXPIRED: Final = _define(
 CLOSE_UNAVAILABLE: Final = _define(
     4423, "unavailable", "Server not available", "The console cannot open: the server is not available"
 )
+CLOSE_JUSTIFICATION: Final = _define(
+    4428, "justification", "A reason is required", "Give a reason to open this console"
+)
 CLOSE_LIMIT: Final = _define(4429, "limit", "Limit reached", "A console limit was reached; try again later")
 CLOSE_UPSTREAM_CODE: Final = _define(  # the upstream closed with a code that is not ours to repeat
     4500, "upstream_code", "Console proxy closed", "The console proxy closed the connection"

@@ -31,6 +31,7 @@ from gateway.consoles.codes import (
     CLOSE_DENIED,
     CLOSE_DRAINING,
     CLOSE_GOING_AWAY,
+    CLOSE_JUSTIFICATION,
     CLOSE_LIMIT,
     CLOSE_LINK_EXPIRED,
     CLOSE_LOCKED,
@@ -49,7 +50,7 @@ from gateway.consoles.codes import (
 from gateway.consoles.registry import ConsoleRegistry, LiveConsole, new_record
 from gateway.consoles.relay_core import CloseInfo, RelayCore, RelayStats
 from gateway.metrics import Metrics
-from gateway.policy import Permission, Policy
+from gateway.policy import MAX_JUSTIFICATION, Decision, Permission, Policy
 from gateway.rfb import ClientMessageFilter
 from gateway.state.base import ConsoleRecord, StateStore, StateUnavailable
 from gateway.upstream import UpstreamError, UpstreamErrorKind, UpstreamTarget, UpstreamURLError
@@ -83,6 +84,7 @@ class OpenRequest:
     client: str  # the browser's address
     audit: Mapping[str, Any]  # what every audit line of this request carries (request id, client, user)
     state_down: bool = False  # the shared state could not be read while identifying the request
+    justification: str = ""  # the reason the user gave for opening (the page asks when a rule wants one)
 
 
 class Browser(Protocol):
@@ -167,7 +169,8 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
         metrics.refused("state")
         return Refusal(CLOSE_LIMIT, REASON_STATE_DOWN, "state")
     base = {**request.audit, "cloud": request.cloud, "server_id": request.server_id}
-    services.audit.emit("console_requested", **base)
+    given = request.justification.strip()[:MAX_JUSTIFICATION]  # the page's words, bounded for the audit
+    services.audit.emit("console_requested", **base, justification=given or None)
     live: LiveConsole | None = None
     try:
         provider = await _admit(services, session, base)
@@ -191,18 +194,20 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
         live = await _register(services, record, base)
         base["console_id"] = console_id
         live.expires = session.created + services.config.session.absolute_lifetime
-        server, permission, rule = await _decide(services, provider, session, base)
-        base.update(
-            server_name=server.name, project_id=server.project_id, permission=str(permission), rule=rule
-        )
+        server, decision = await _decide(services, provider, session, base)
+        permission = decision.permission
+        _justified(services, decision, request.justification, base)
+        base.update(permission=str(permission), rule=decision.rule)
         record.server_name, record.project_id = server.name, server.project_id
         record.permission = str(permission)
+        if decision.demands.justification:
+            record.justification = request.justification.strip()
         live.server = server
         _unless_terminated(live)  # ended while the cloud answered: do not ask it for a console token
         link, opened = await _connect(services, provider, server, permission)
         try:
             await _still_wanted(services, session, live)
-            await browser.send_json(_hello(services, console_id, request.cloud, server, permission))
+            await browser.send_json(_hello(services, record, server))
         except BaseException as exc:
             # Nobody will relay this upstream (refused at the last moment, the browser left while we
             # connected, or the handler is being cancelled): close it now rather than leave it, and its
@@ -289,7 +294,7 @@ async def _register(services: ConsoleServices, record: ConsoleRecord, base: dict
 
 async def _decide(
     services: ConsoleServices, provider: CloudProvider, session: SessionData, base: dict[str, Any]
-) -> tuple[Server, Permission, str | None]:
+) -> tuple[Server, Decision]:
     """The server as the cloud describes it now, and what policy grants on it."""
     try:
         server = await provider.get_server(base["server_id"])
@@ -315,7 +320,20 @@ async def _decide(
     unavailable = server.unavailable_reason()
     if unavailable:
         raise _Refused(CLOSE_UNAVAILABLE, f"The console cannot open: {unavailable}", "unavailable")
-    return server, decision.permission, decision.rule
+    base.update(server_name=server.name, project_id=server.project_id)
+    return server, decision
+
+
+def _justified(services: ConsoleServices, decision: Decision, given: str, base: dict[str, Any]) -> None:
+    """A rule that wants a reason gets one before the cloud is asked for a console URL; the refusal says
+    what is expected, and the page asks the user and connects again."""
+    problem = decision.demands.justification_problem(given)
+    if problem is None:
+        return
+    services.audit.emit(
+        "console_denied", **base, rule=decision.rule, permission=str(decision.permission), reason=problem
+    )
+    raise _Refused(CLOSE_JUSTIFICATION, problem, "justification")
 
 
 async def _connect(
@@ -396,18 +414,18 @@ def _unless_terminated(live: LiveConsole) -> None:
         raise _Refused(code, reason, by, failed=True)
 
 
-def _hello(
-    services: ConsoleServices, console_id: str, cloud: str, server: Server, permission: Permission
-) -> dict[str, Any]:
-    """The page's first notice: which server, with what permission, and the timers it runs under."""
+def _hello(services: ConsoleServices, record: ConsoleRecord, server: Server) -> dict[str, Any]:
+    """The page's first notice: which server, with what permission (and the reason given, for everyone
+    watching), and the timers it runs under."""
     console = services.config.console
     return {
         "type": "hello",
-        "console_id": console_id,
-        "permission": str(permission),
-        "server": {"name": server.name, "id": server.id, "cloud": cloud},
+        "console_id": record.id,
+        "permission": record.permission,
+        "server": {"name": server.name, "id": server.id, "cloud": record.cloud},
         "idle_timeout": console.idle_timeout,
         "max_duration": console.max_duration,
+        **({"justification": record.justification} if record.justification else {}),
     }
 
 
@@ -419,7 +437,7 @@ async def _relay(
     permission = live.record.permission
     services.registry.attach(live.record.id, link)
     metrics.session_started(permission)
-    services.audit.emit("console_opened", **base, **opened)
+    services.audit.emit("console_opened", **base, **opened, justification=live.record.justification or None)
     info: CloseInfo | None = None
     try:
         info = await link.run()

@@ -47,6 +47,7 @@ class ConsoleRecord:
     replica: str
     groups: list[str] = field(default_factory=list)
     method: str = ""  # how the user signed in: with `user`, whose identity a re-decision concerns
+    justification: str = ""  # the reason the user gave, when the policy rule asks for one
     bytes_to_browser: int = 0
     bytes_to_upstream: int = 0
     state: str = "connecting"

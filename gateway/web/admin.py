@@ -46,6 +46,7 @@ async def list_sessions(request: web.Request) -> web.Response:
             "bytes_to_upstream": r.bytes_to_upstream,
             "replica": r.replica,
             "state": r.state,
+            "justification": r.justification,
         }
         for r in await gw.registry.all()
     ]

@@ -49,6 +49,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
                 client=request[CLIENT],
                 audit=audit_base(request, session),
                 state_down=bool(request.get(STATE_DOWN)),
+                justification=request.query.get("justification", ""),
             ),
             ws,
             _services(gw, ws),

@@ -136,7 +136,9 @@ function consoleRow(c) {
     const serverName = el("span", { class: "cell-main" });
     const serverSub = el("span", { class: "cell-sub" });
     const server = el("td", {}, serverName, el("br"), serverSub);
-    const access = el("td");
+    const accessBadge = el("span");
+    const justification = el("span", { class: "cell-sub", dataset: { testid: "admin-justification" } });
+    const access = el("td", {}, accessBadge, el("br"), justification);
     const since = el("td", { class: "hide-sm nowrap" });
     const durationText = el("span");
     const stateText = el("span", { class: "cell-sub" });
@@ -174,7 +176,9 @@ function consoleRow(c) {
         current = next;
         serverName.textContent = next.server_name || next.server_id;
         serverSub.textContent = `${next.server_id} · ${next.cloud}`;
-        access.replaceChildren(permissionBadge(next.permission));
+        accessBadge.replaceChildren(permissionBadge(next.permission));
+        justification.textContent = next.justification || "";
+        justification.title = next.justification ? "The reason given for this console" : "";
         since.textContent = formatTime(next.since);
         durationText.textContent = formatDuration(next.seconds);
         stateText.textContent = next.state || "";

@@ -37,9 +37,10 @@ export function openConsoleChannel(url, hooks) {
 }
 
 /** The ws(s) URL of the console socket for a server, on this page's origin. */
-export function consoleSocketURL(cloud, serverId) {
+export function consoleSocketURL(cloud, serverId, justification = "") {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    return `${scheme}//${location.host}/ws/console/${encodeURIComponent(cloud)}/${encodeURIComponent(serverId)}`;
+    const query = justification ? `?justification=${encodeURIComponent(justification)}` : "";
+    return `${scheme}//${location.host}/ws/console/${encodeURIComponent(cloud)}/${encodeURIComponent(serverId)}${query}`;
 }
 
 export class ConsoleChannel {

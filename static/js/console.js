@@ -35,6 +35,7 @@ const CLOSE_TITLES = {
     4409: "Maximum session length reached",
     4410: "Console link expired",
     4423: "Server not available",
+    4428: "A reason is required",
     4429: "Limit reached",
     4500: "Console proxy closed",
     4502: "Connection to the console lost",
@@ -55,6 +56,8 @@ const DEFAULT_REASONS = {
 const LOST_TITLE = "Connection lost";
 const LOST_REASON = "The connection to the gateway dropped. Check your network, then reconnect.";
 
+/** The policy rule wants a reason (justification) before the console opens: the page asks for one. */
+const JUSTIFICATION_CODE = 4428;
 /** Close codes after which signing in again is the way forward. */
 const SIGN_IN_CODES = new Set([4001, 4004, 4401]);
 /** Codes that end the session by design rather than by a fault; see setState(). */
@@ -78,6 +81,8 @@ const state = {
     scale: readScalePreference(),
     idleDeadline: 0,
     idleTimer: 0,
+    /** The reason the user gave, sent with every (re)connection once asked for. */
+    justification: "",
 };
 
 const ui = {};
@@ -158,10 +163,12 @@ function connect() {
     state.securityReason = "";
     state.clientFailTitle = "";
     ui.failure.hidden = true;
+    ui.justify.hidden = true;
     clearIdleWarning();
     setState("connecting");
 
-    const channel = openConsoleChannel(consoleSocketURL(state.cloud, state.serverId), {
+    const url = consoleSocketURL(state.cloud, state.serverId, state.justification);
+    const channel = openConsoleChannel(url, {
         hello: (hello) => channel === state.channel && onHello(channel, hello),
         idleWarning: (seconds) => channel === state.channel && showIdleWarning(seconds),
         close: (info) => channel === state.channel && onClosed(info),
@@ -188,6 +195,9 @@ function teardown() {
 function onHello(channel, hello) {
     state.viewOnly = Boolean(hello && hello.permission === "view");
     const server = (hello && hello.server) || {};
+    const reason = hello && typeof hello.justification === "string" ? hello.justification : "";
+    ui.justification.textContent = reason ? `Reason: ${reason}` : "";
+    ui.justification.hidden = !reason;
     if (typeof server.name === "string" && server.name) {
         setServerName(server.name, `${server.id || state.serverId} · ${server.cloud || state.cloud}`);
     }
@@ -254,6 +264,10 @@ function onClosed(info) {
         return;
     }
     const code = info.code;
+    if (code === JUSTIFICATION_CODE) {
+        askJustification(info.reason || "Give a reason to open this console.");
+        return;
+    }
     const title = CLOSE_TITLES[code] || LOST_TITLE;
     const reason = info.reason || state.securityReason || DEFAULT_REASONS[code] ||
         (CLOSE_TITLES[code] ? "" : LOST_REASON);
@@ -276,6 +290,23 @@ function showFailure(title, reason, code, kind) {
     ui.failSignIn.href = "/login?next=" + encodeURIComponent(location.pathname);
     ui.failure.hidden = false;
     ui.failReconnect.focus();
+}
+
+/** @param {string} expected the gateway's words for what the rule wants */
+function askJustification(expected) {
+    setState("failed", JUSTIFICATION_CODE);
+    ui.justifyExpected.textContent = expected;
+    ui.justifyText.value = state.justification;
+    ui.justify.hidden = false;
+    ui.justifyText.focus();
+}
+
+function setupJustification() {
+    byId("justify-form").addEventListener("submit", (event) => {
+        event.preventDefault();
+        state.justification = ui.justifyText.value.trim();
+        connect();
+    });
 }
 
 // ---------------------------------------------------------------------------- idle warning
@@ -472,6 +503,8 @@ async function main() {
         failReason: "failure-reason", failCode: "failure-code", failSignIn: "failure-signin",
         failReconnect: "failure-reconnect", clipDialog: "clipboard-dialog", clipText: "clipboard-text",
         clipStatus: "clipboard-status", clipRemote: "clipboard-remote", clipRemoteBox: "clipboard-remote-box",
+        justify: "justify", justifyExpected: "justify-expected", justifyText: "justify-text",
+        justification: "justification",
     })) {
         ui[key] = byId(id);
     }
@@ -487,6 +520,7 @@ async function main() {
 
     buildKeysMenu();
     setupClipboard();
+    setupJustification();
     setupViewToggles();
     ui.cad.addEventListener("click", () => {
         if (state.rfb && state.connected && !state.viewOnly) {

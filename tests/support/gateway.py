@@ -200,13 +200,19 @@ class Operator:
         self.csrf = me["csrf"]
 
     async def open_console(
-        self, name_or_id: str, *, cloud: str = "demo", origin: str | None = None
+        self,
+        name_or_id: str,
+        *,
+        cloud: str = "demo",
+        origin: str | None = None,
+        justification: str | None = None,
     ) -> RecordingTransport:
         """Connect the console socket and read the hello; raises ConsoleRefused with code and reason."""
         ids = {s.name: s.id for s in self.gateway.cloud.servers}
         target = ids.get(name_or_id, name_or_id)
         ws = await self.http.ws_connect(
             self.gateway.ws_url(f"/ws/console/{cloud}/{target}"),
+            params={"justification": justification} if justification is not None else None,
             origin=origin or self.gateway.origin,
             autoping=True,
         )

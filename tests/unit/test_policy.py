@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -383,3 +384,56 @@ def test_docs_examples_match_the_code():
         if user != "bob":
             assert d.reason in doc, d.reason
     assert explain(p, "bob", ["ops"], srv("web-1", "env=prod")) in doc
+
+
+# --- justification -----------------------------------------------------------------------------------
+
+TICKET = "^(INC|CHG)-[0-9]+$"
+
+
+def test_a_rule_can_require_a_justification_with_a_ticket_pattern():
+    p = policy(
+        rule("prod", "control", tags=["env=prod"], justification="required", ticket_pattern=TICKET),
+        rule("dev", "control", names=["dev-*"]),
+    )
+    d = p.decide("bob", ["ops"], server())
+    assert d.demands.justification and d.demands.ticket_pattern == "^(INC|CHG)-[0-9]+$"
+    assert not p.decide("bob", ["ops"], server(name="dev-1", tags=())).demands.justification
+    # Any word of the reason may be the ticket reference; the rest is free text.
+    assert d.demands.justification_problem("INC-42 disk full on web-1") is None
+    assert d.demands.justification_problem("disk full, see CHG-7") is None
+    for bad, expected in [
+        ("", "A reason is required"),
+        ("   ", "A reason is required"),
+        ("disk full", "ticket reference matching ^(INC|CHG)-[0-9]+$"),
+        ("INC-x disk", "ticket reference matching"),
+        ("INC-1 " + "x" * 300, "at most 200 characters"),
+        ("INC-1\nsecond line", "one line"),
+    ]:
+        problem = d.demands.justification_problem(bad)
+        assert problem is not None and expected in problem, (bad, problem)
+
+
+def test_a_justification_without_a_pattern_is_any_non_empty_line():
+    d = policy(rule("prod", "control", justification="required")).decide("bob", ["ops"], server())
+    assert d.demands.justification_problem("restarting nginx") is None
+    assert d.demands.justification_problem("") == "A reason is required to open this console: say why."
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"ticket_pattern": "^INC-[0-9]+$"}, 'ticket_pattern needs justification = "required"'),
+        ({"justification": "required", "ticket_pattern": "(["}, "ticket_pattern is not a valid"),
+        ({"justification": "maybe"}, "justification"),
+    ],
+)
+def test_malformed_justification_settings_are_refused(extra, message):
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        RuleConfig.model_validate(rule("r", **extra))
+
+
+def test_explain_shows_the_justification_a_rule_demands():
+    p = policy(rule("prod", "control", justification="required", ticket_pattern="^INC-[0-9]+$"))
+    text = explain(p, "bob", ["ops"], server())
+    assert "demands:  a justification (a ticket reference matching ^INC-[0-9]+$)" in text
