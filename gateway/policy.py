@@ -100,6 +100,9 @@ class RuleConfig(BaseModel):
     # What a console this rule grants demands of the user before it opens (docs/policy.md, "Demands").
     justification: Literal["none", "required"] = "none"
     ticket_pattern: str | None = None  # a word of the justification must match it (re.search)
+    clipboard_copy: Literal["allow", "deny"] = "allow"  # console -> browser
+    clipboard_paste: Literal["allow", "deny"] = "allow"  # browser -> console
+    clipboard_max: int | None = Field(default=None, ge=1)  # bytes, as sent, either direction
 
     @field_validator("name")
     @classmethod
@@ -181,6 +184,9 @@ class Demands:
 
     justification: bool = False
     ticket_pattern: str | None = None
+    copy: bool = True  # clipboard text may leave the console for the browser
+    paste: bool = True  # ... and come in from it
+    clipboard_max: int | None = None  # bytes, as sent; longer transfers are dropped
 
     def justification_problem(self, text: str) -> str | None:
         """None when `text` is an acceptable reason; otherwise what is expected, in words for the page."""
@@ -207,6 +213,10 @@ class Demands:
         if self.justification:
             pattern = self.ticket_pattern
             out.append("a justification" + (f" (a ticket reference matching {pattern})" if pattern else ""))
+        if not (self.copy and self.paste) or self.clipboard_max is not None:
+            cap = f", at most {self.clipboard_max} bytes" if self.clipboard_max is not None else ""
+            copy, paste = ("allowed" if ok else "denied" for ok in (self.copy, self.paste))
+            out.append(f"clipboard: copy out {copy}, paste in {paste}{cap}")
         return out
 
 
@@ -214,9 +224,14 @@ NO_DEMANDS = Demands()
 
 
 def _demands(config: RuleConfig) -> Demands:
-    if config.justification == "none":
-        return NO_DEMANDS
-    return Demands(justification=True, ticket_pattern=config.ticket_pattern)
+    demands = Demands(
+        justification=config.justification == "required",
+        ticket_pattern=config.ticket_pattern,
+        copy=config.clipboard_copy == "allow",
+        paste=config.clipboard_paste == "allow",
+        clipboard_max=config.clipboard_max,
+    )
+    return NO_DEMANDS if demands == NO_DEMANDS else demands
 
 
 @dataclass(frozen=True, slots=True)

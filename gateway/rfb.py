@@ -23,7 +23,13 @@ import struct
 from dataclasses import dataclass
 from typing import Final, cast
 
-__all__ = ["ClientMessageFilter", "FilterResult", "RFBProtocolError"]
+__all__ = [
+    "COPY_SAFE_ENCODINGS",
+    "ClientMessageFilter",
+    "FilterResult",
+    "RFBProtocolError",
+    "ServerMessageFilter",
+]
 
 
 class RFBProtocolError(ValueError):
@@ -98,11 +104,17 @@ class ClientMessageFilter:
         "_client_version",
         "_exclusive_ok",
         "_ext_mouse",
+        "_filtering",
         "_max_buffer",
         "_max_cut_text",
         "_minor",
         "_offered",
+        "_paste",
+        "_paste_max",
         "_pending",
+        "_restrict_encodings",
+        "_server_end",
+        "_server_fed",
         "_server_pending",
         "_server_state",
         "_server_version",
@@ -110,7 +122,10 @@ class ClientMessageFilter:
         "_state",
         "_view_only",
         "_why",
+        "bytes_per_pixel",
         "dropped_by_type",
+        "paste_denied",
+        "paste_denied_bytes",
     )
 
     def __init__(
@@ -120,14 +135,32 @@ class ClientMessageFilter:
         allow_exclusive: bool = False,
         max_buffer: int = 64 * 1024,
         max_cut_text: int = 1 << 24,
+        paste: bool = True,
+        paste_max: int | None = None,
+        copy_out: bool = True,
     ) -> None:
-        """`allow_exclusive` lets a control session's ClientInit through unchanged (never view-only)."""
+        """`allow_exclusive` lets a control session's ClientInit through unchanged (never view-only).
+
+        Clipboard policy for control sessions: `paste` False drops every ClientCutText (plain or
+        extended), `paste_max` drops the longer ones (their length as sent); both are counted in
+        `paste_denied` / `paste_denied_bytes`. `copy_out` False means the server's stream is filtered
+        (ServerMessageFilter): SetEncodings is rewritten to encodings the gateway can frame.
+        Any of them makes the control stream parsed strictly, message by message, like view-only."""
         if max_buffer < 64:
             raise ValueError("max_buffer must be at least 64 bytes")
         self._view_only = view_only
+        self._paste = paste and not view_only
+        self._paste_max = paste_max
+        self._restrict_encodings = not copy_out
+        self._filtering = view_only or not paste or paste_max is not None or not copy_out
         self._exclusive_ok = allow_exclusive and not view_only
-        self._max_buffer = max_buffer
+        self._max_buffer = max(max_buffer, (paste_max or 0) + 8)
         self._max_cut_text = max_cut_text
+        self.paste_denied = 0  # ClientCutText messages the clipboard policy dropped (not view-only drops)
+        self.paste_denied_bytes = 0
+        self.bytes_per_pixel = 4  # the client's pixel format (SetPixelFormat), for ServerMessageFilter
+        self._server_fed = 0  # server bytes followed so far
+        self._server_end: int | None = None  # where the server's handshake ended (before ServerInit)
         self._state = _VERSION
         self._client_version = (0, 0)  # what the client announced
         self._server_version = (0, 0)
@@ -157,6 +190,16 @@ class ClientMessageFilter:
         return self._server_state < _S_DONE and self._state < _MESSAGES
 
     @property
+    def server_handshake_end(self) -> int | None:
+        """The offset in the server's stream where ServerInit starts, once the handshake got there."""
+        return self._server_end
+
+    @property
+    def server_lost(self) -> bool:
+        """The server's handshake could not be followed (or it refused the client)."""
+        return self._server_state > _S_DONE
+
+    @property
     def buffered(self) -> int:
         """Bytes held back waiting for the rest of a message (at most `max_buffer`)."""
         return len(self._pending)
@@ -167,6 +210,7 @@ class ClientMessageFilter:
         cannot be followed, the client's side is refused at the point that depended on it."""
         if self.follows_server:
             self._server_pending += data
+            self._server_fed += len(data)
             try:
                 self._advance_server()
             except _Unknown as exc:
@@ -195,8 +239,8 @@ class ClientMessageFilter:
         if pending:
             pending += data
             buf = pending
-        elif state < _MESSAGES:
-            buf = bytearray(data)  # the handshake may rewrite ClientInit in place
+        elif state < _MESSAGES or self._restrict_encodings:
+            buf = bytearray(data)  # the handshake may rewrite ClientInit, SetEncodings in place
         else:
             buf = data
         try:
@@ -206,7 +250,7 @@ class ClientMessageFilter:
             self._pending = bytearray()
             raise
 
-        if self._view_only or state < _MESSAGES:
+        if self._filtering or state < _MESSAGES:
             if buf is data and len(out) == 1 and out[0] == (0, len(data)):
                 forward = data
             else:
@@ -228,6 +272,7 @@ class ClientMessageFilter:
         Control mode emits ranges only for the handshake: from ClientInit on, the rest of the
         chunk (`feed` forwards later chunks whole)."""
         view_only = self._view_only
+        filtering = self._filtering
         n = len(buf)
         pos = 0
         out: list[tuple[int, int]] = []
@@ -252,26 +297,33 @@ class ClientMessageFilter:
                 try:
                     measured = self._measure(buf, pos, avail)
                 except _Unknown as exc:
-                    if view_only:
+                    if filtering:
                         raise RFBProtocolError(str(exc)) from None
                     self._state = _PASSTHROUGH
                     return n, out, dropped, inputs
                 if measured is _NEED_MORE:
                     break
                 size, kind = measured
-                if view_only:
-                    if kind.view_only_allowed:
+                if filtering:
+                    if kind.view_only_allowed or (not view_only and self._passes(kind, size)):
                         if size > self._max_buffer:
                             raise RFBProtocolError(f"{kind.name} of {size} bytes exceeds the limit")
                         if avail < size:
                             break
                         if kind is _SET_ENCODINGS:
                             self._note_encodings(buf, pos, size)
+                        elif kind is _SET_PIXEL_FORMAT:
+                            self.bytes_per_pixel = max(1, buf[pos + 4] // 8)
+                        if kind.is_input:
+                            inputs += 1
                         emit(pos, pos + size)
                         pos += size
                         continue
                     if kind is _CUT_TEXT and size - 8 > self._max_cut_text:
                         raise RFBProtocolError(f"ClientCutText of {size - 8} bytes exceeds the limit")
+                    if kind is _CUT_TEXT and not view_only:  # the clipboard policy's, not view-only's
+                        self.paste_denied += 1
+                        self.paste_denied_bytes += size - 8
                     dropped += 1
                     self.dropped_by_type[kind.name] = self.dropped_by_type.get(kind.name, 0) + 1
                 else:
@@ -307,10 +359,10 @@ class ClientMessageFilter:
             try:
                 self._handshake_step(state, bytes(buf[pos : pos + unit]))
             except _Unknown as exc:
-                if not self._exclusive_ok:
+                if not self._exclusive_ok or filtering:
                     raise RFBProtocolError(str(exc)) from None
                 self._cannot_follow(str(exc))
-            if self._state == _PASSTHROUGH or (self._state == _MESSAGES and not view_only):
+            if self._state == _PASSTHROUGH or (self._state == _MESSAGES and not filtering):
                 emit(pos, n)  # control mode: everything from here on goes as it came
                 if self._state == _PASSTHROUGH:
                     return n, out, dropped, inputs
@@ -428,6 +480,8 @@ class ClientMessageFilter:
                     self._refused()
                 else:
                     self._server_state = _S_DONE
+        if self._server_state == _S_DONE and self._server_end is None:
+            self._server_end = self._server_fed - len(buf)
         if self._server_state < _S_DONE and len(buf) > _SERVER_AHEAD_MAX:
             # Not followed further; a client that still needs the server's word gets no further.
             self._server_state = _S_LOST
@@ -444,7 +498,7 @@ class ClientMessageFilter:
         self._server_state = _S_LOST
         self._why = why
         if self._state < _MESSAGES:
-            self._state = _PASSTHROUGH if self._exclusive_ok else _AWAIT_SERVER
+            self._state = _PASSTHROUGH if self._exclusive_ok and not self._filtering else _AWAIT_SERVER
 
     def _measure(self, buf: bytes | bytearray, pos: int, avail: int) -> tuple[int, _Kind] | None:
         """Total length and kind of the message at `pos`, or None until its header is complete."""
@@ -505,9 +559,232 @@ class ClientMessageFilter:
         raise _Unknown(f"unknown client message type {t}")
 
     def _malformed(self, what: str) -> Exception:
-        # Malformed is fatal in view-only; in control mode the server is the judge.
-        return RFBProtocolError(what) if self._view_only else _Unknown(what)
+        # Malformed is fatal when filtering; in plain control mode the server is the judge.
+        return RFBProtocolError(what) if self._filtering else _Unknown(what)
+
+    def _passes(self, kind: _Kind, size: int) -> bool:
+        """A control session's message under the clipboard policy (only ClientCutText is subject to it)."""
+        if kind is not _CUT_TEXT:
+            return True
+        return self._paste and (self._paste_max is None or size - 8 <= self._paste_max)
 
     def _note_encodings(self, buf: bytes | bytearray, pos: int, size: int) -> None:
-        encodings = struct.unpack_from(f">{(size - 4) // 4}i", buf, pos + 4)
+        count = (size - 4) // 4
+        encodings = struct.unpack_from(f">{count}i", buf, pos + 4)
+        if self._restrict_encodings:
+            # The server must only use encodings ServerMessageFilter can frame; refused ones become Raw
+            # (every server has it), in place, so the message keeps its length.
+            encodings = tuple(e if e in COPY_SAFE_ENCODINGS else 0 for e in encodings)
+            struct.pack_into(f">{count}i", cast(bytearray, buf), pos + 4, *encodings)
         self._ext_mouse = _EXTENDED_MOUSE_BUTTONS in encodings
+
+
+# -- the server's stream, when the clipboard policy restricts copying out ---------------------------
+
+_ENC_RAW: Final = 0
+_ENC_COPYRECT: Final = 1
+_ENC_ZRLE: Final = 16
+_ENC_DESKTOP_SIZE: Final = -223
+_ENC_LAST_RECT: Final = -224
+_ENC_CURSOR: Final = -239
+_ENC_EXT_DESKTOP_SIZE: Final = -308
+_ENC_DESKTOP_NAME: Final = -307
+# Encodings whose rectangles the gateway can measure from their headers, plus pseudo-encodings that
+# carry no rectangle data (or change nothing in the framing): JPEG quality and compression levels,
+# continuous updates, fences, QEMU key events and pointer modes, xvp, extended mouse buttons.
+COPY_SAFE_ENCODINGS: Final = frozenset(
+    {
+        _ENC_RAW,
+        _ENC_COPYRECT,
+        _ENC_ZRLE,
+        _ENC_DESKTOP_SIZE,
+        _ENC_LAST_RECT,
+        _ENC_CURSOR,
+        _ENC_EXT_DESKTOP_SIZE,
+        _ENC_DESKTOP_NAME,
+        -313,  # ContinuousUpdates
+        -312,  # Fence
+        -309,  # xvp
+        -258,  # QEMU extended key events
+        -257,  # QEMU pointer motion change
+        _EXTENDED_MOUSE_BUTTONS,
+        *range(-256, -246),  # compression level
+        *range(-32, -22),  # JPEG quality
+    }
+)
+_S_INIT, _S_MESSAGE, _S_RECT = range(3)
+
+
+class ServerMessageFilter:
+    """Drops ServerCutText (plain and extended) from the server's stream: copying out denied, or
+    longer than `copy_max` bytes (as sent). Only used where a rule restricts copying out, so other
+    consoles keep their frames passing through untouched.
+
+    Framing the server's stream needs the length of every rectangle; the client filter (made with
+    `copy_out=False`) rewrites SetEncodings to COPY_SAFE_ENCODINGS, whose lengths are in their headers
+    (ZRLE is the compressed one), and tells this filter where the handshake ends and the pixel size.
+    Anything else from the server is refused rather than passed unread. Counted: `copy_denied`,
+    `copy_denied_bytes` (lengths, never content)."""
+
+    __slots__ = (
+        "_client",
+        "_copy_max",
+        "_pending",
+        "_pos",
+        "_rects",
+        "_skip",
+        "_skip_out",
+        "_state",
+        "copy_denied",
+        "copy_denied_bytes",
+    )
+
+    def __init__(self, client: ClientMessageFilter, *, copy_max: int) -> None:
+        """`copy_max` 0: every copy out is denied."""
+        self._client = client
+        self._copy_max = copy_max
+        self._pos = 0  # server bytes seen
+        self._state = _S_INIT
+        self._pending = bytearray()
+        self._skip = 0  # body bytes still to stream past
+        self._skip_out = False  # ... and whether they are dropped
+        self._rects = 0  # rectangles left in the current FramebufferUpdate
+        self.copy_denied = 0
+        self.copy_denied_bytes = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes to forward to the browser; raises RFBProtocolError for what cannot be framed."""
+        start = self._pos
+        self._pos += len(data)
+        end = self._client.server_handshake_end
+        if end is None:
+            if self._client.server_lost:
+                raise RFBProtocolError("the console server's handshake could not be followed")
+            return data  # still the handshake, which the client filter follows
+        if start + len(data) <= end:
+            return data
+        head = b""
+        if start < end:
+            head, data = data[: end - start], data[end - start :]
+        pending = self._pending
+        if pending:
+            pending += data
+            buf: bytes | bytearray = pending
+        else:
+            buf = data
+        out: list[tuple[int, int]] = []
+        pos = self._parse(buf, out)
+        if buf is pending:
+            forward = b"".join(bytes(buf[a:b]) for a, b in out)
+            del pending[:pos]
+        else:
+            if len(out) == 1 and out[0] == (0, len(data)):
+                forward = data
+            else:
+                forward = b"".join(data[a:b] for a, b in out)
+            if pos < len(data):
+                self._pending = bytearray(data[pos:])
+        return head + forward if head else forward
+
+    def _parse(self, buf: bytes | bytearray, out: list[tuple[int, int]]) -> int:
+        n = len(buf)
+        pos = 0
+
+        def emit(a: int, b: int) -> None:
+            if out and out[-1][1] == a:
+                out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+
+        while pos < n:
+            if self._skip:
+                take = min(self._skip, n - pos)
+                if not self._skip_out:
+                    emit(pos, pos + take)
+                pos += take
+                self._skip -= take
+                continue
+            measured = self._measure(buf, pos, n - pos)
+            if measured is None:
+                break
+            size, drop = measured
+            take = min(size, n - pos)
+            if not drop:
+                emit(pos, pos + take)
+            pos += take
+            self._skip, self._skip_out = size - take, drop
+        return pos
+
+    def _measure(self, buf: bytes | bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
+        """(length, dropped) of the unit at `pos`, or None until its header is complete."""
+        if self._state == _S_INIT:
+            if avail < 24:
+                return None
+            self._state = _S_MESSAGE
+            self._client.bytes_per_pixel = max(1, buf[pos + 4] // 8)  # until the client sets its own
+            return 24 + int.from_bytes(buf[pos + 20 : pos + 24], "big"), False
+        if self._state == _S_RECT:
+            if avail < 12:
+                return None
+            w = (buf[pos + 4] << 8) | buf[pos + 5]
+            h = (buf[pos + 6] << 8) | buf[pos + 7]
+            enc = int.from_bytes(buf[pos + 8 : pos + 12], "big", signed=True)
+            body = self._rect_body(buf, pos + 12, avail - 12, w, h, enc)
+            if body is None:
+                return None
+            self._rects -= 1
+            if enc == _ENC_LAST_RECT or not self._rects:
+                self._state = _S_MESSAGE
+            return 12 + body, False
+        t = buf[pos]
+        if t == 0:  # FramebufferUpdate
+            if avail < 4:
+                return None
+            self._rects = (buf[pos + 2] << 8) | buf[pos + 3]
+            if self._rects:
+                self._state = _S_RECT
+            return 4, False
+        if t == 3:  # ServerCutText: dropped as it streams past, never buffered
+            if avail < 8:
+                return None
+            length = abs(int.from_bytes(buf[pos + 4 : pos + 8], "big", signed=True))
+            drop = length > self._copy_max
+            if drop:
+                self.copy_denied += 1
+                self.copy_denied_bytes += length
+            return 8 + length, drop
+        if t == 1:  # SetColourMapEntries
+            if avail < 6:
+                return None
+            return 6 + 6 * ((buf[pos + 4] << 8) | buf[pos + 5]), False
+        if t in (2, 150):  # Bell, EndOfContinuousUpdates
+            return 1, False
+        if t == 248:  # ServerFence
+            if avail < 9:
+                return None
+            return 9 + buf[pos + 8], False
+        if t == 250:  # xvp
+            return 4, False
+        raise RFBProtocolError(f"server message type {t} cannot be framed under the clipboard policy")
+
+    def _rect_body(
+        self, buf: bytes | bytearray, pos: int, avail: int, w: int, h: int, enc: int
+    ) -> int | None:
+        bpp = self._client.bytes_per_pixel
+        if enc == _ENC_RAW:
+            return w * h * bpp
+        if enc == _ENC_COPYRECT:
+            return 4
+        if enc in (_ENC_ZRLE, _ENC_DESKTOP_NAME):
+            if avail < 4:
+                return None
+            return 4 + int.from_bytes(buf[pos : pos + 4], "big")
+        if enc == _ENC_CURSOR:
+            return w * h * bpp + ((w + 7) // 8) * h
+        if enc == _ENC_EXT_DESKTOP_SIZE:
+            if avail < 1:
+                return None
+            return 4 + 16 * buf[pos]
+        if enc in COPY_SAFE_ENCODINGS:
+            return 0  # pseudo-encodings without data
+        raise RFBProtocolError(f"rectangle encoding {enc} cannot be framed under the clipboard policy")

@@ -51,7 +51,7 @@ from gateway.consoles.registry import ConsoleRegistry, LiveConsole, new_record
 from gateway.consoles.relay_core import CloseInfo, RelayCore, RelayStats
 from gateway.metrics import Metrics
 from gateway.policy import MAX_JUSTIFICATION, Decision, Permission, Policy
-from gateway.rfb import ClientMessageFilter
+from gateway.rfb import ClientMessageFilter, ServerMessageFilter
 from gateway.state.base import ConsoleRecord, StateStore, StateUnavailable
 from gateway.upstream import UpstreamError, UpstreamErrorKind, UpstreamTarget, UpstreamURLError
 
@@ -204,10 +204,10 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
             record.justification = request.justification.strip()
         live.server = server
         _unless_terminated(live)  # ended while the cloud answered: do not ask it for a console token
-        link, opened = await _connect(services, provider, server, permission)
+        link, opened = await _connect(services, provider, server, decision)
         try:
             await _still_wanted(services, session, live)
-            await browser.send_json(_hello(services, record, server))
+            await browser.send_json(_hello(services, record, server, decision))
         except BaseException as exc:
             # Nobody will relay this upstream (refused at the last moment, the browser left while we
             # connected, or the handler is being cancelled): close it now rather than leave it, and its
@@ -337,7 +337,7 @@ def _justified(services: ConsoleServices, decision: Decision, given: str, base: 
 
 
 async def _connect(
-    services: ConsoleServices, provider: CloudProvider, server: Server, permission: Permission
+    services: ConsoleServices, provider: CloudProvider, server: Server, decision: Decision
 ) -> tuple[Link, dict[str, Any]]:
     """A fresh console URL for every connection (tokens are one-time), the upstream opened on it with the
     relay made, and what console_opened records of it (the host:port and address, never the URL)."""
@@ -361,11 +361,13 @@ async def _connect(
     del console_url
     tried = f"{target.host}:{target.port}"
     console = services.config.console
+    client_filter, server_filter = _filters(decision, allow_exclusive=console.allow_exclusive)
     core = RelayCore(
-        ClientMessageFilter(view_only=permission is Permission.VIEW, allow_exclusive=console.allow_exclusive),
+        client_filter,
         idle_timeout=console.idle_timeout or None,
         idle_warning=console.idle_warning or None,
         max_duration=console.max_duration or None,
+        server_filter=server_filter,
     )
     started = clock()
     try:
@@ -387,6 +389,26 @@ async def _connect(
         "connect_duration": round(now - connect_started, 3),
     }
     return link, opened
+
+
+def _filters(
+    decision: Decision, *, allow_exclusive: bool
+) -> tuple[ClientMessageFilter, ServerMessageFilter | None]:
+    """The RFB filters for this permission and the rule's clipboard policy. Only a restriction on
+    copying out reads the server's stream (the other consoles' frames pass through unread)."""
+    demands = decision.demands
+    cap = demands.clipboard_max
+    restrict_copy = not demands.copy or cap is not None
+    client = ClientMessageFilter(
+        view_only=decision.permission is Permission.VIEW,
+        allow_exclusive=allow_exclusive,
+        paste=demands.paste,
+        paste_max=cap,
+        copy_out=not restrict_copy,
+    )
+    if not restrict_copy:
+        return client, None
+    return client, ServerMessageFilter(client, copy_max=cap if demands.copy and cap is not None else 0)
 
 
 async def _still_wanted(services: ConsoleServices, session: SessionData, live: LiveConsole) -> None:
@@ -414,10 +436,13 @@ def _unless_terminated(live: LiveConsole) -> None:
         raise _Refused(code, reason, by, failed=True)
 
 
-def _hello(services: ConsoleServices, record: ConsoleRecord, server: Server) -> dict[str, Any]:
+def _hello(
+    services: ConsoleServices, record: ConsoleRecord, server: Server, decision: Decision
+) -> dict[str, Any]:
     """The page's first notice: which server, with what permission (and the reason given, for everyone
-    watching), and the timers it runs under."""
+    watching), the clipboard policy (the page offers only what passes), and the timers it runs under."""
     console = services.config.console
+    demands = decision.demands
     return {
         "type": "hello",
         "console_id": record.id,
@@ -425,6 +450,7 @@ def _hello(services: ConsoleServices, record: ConsoleRecord, server: Server) -> 
         "server": {"name": server.name, "id": server.id, "cloud": record.cloud},
         "idle_timeout": console.idle_timeout,
         "max_duration": console.max_duration,
+        "clipboard": {"copy": demands.copy, "paste": demands.paste, "max": demands.clipboard_max},
         **({"justification": record.justification} if record.justification else {}),
     }
 
@@ -460,6 +486,7 @@ async def _relay(
         messages_to_browser=stats.msgs_to_browser,
         messages_to_upstream=stats.msgs_to_upstream,
         dropped_messages=stats.dropped,
+        **_clipboard_denied(stats),
         duration=round(services.monotonic() - stats.started, 3),
     )
     log.info(
@@ -472,6 +499,17 @@ async def _relay(
         info.reason,
     )
     return Closed(info, closed_by)
+
+
+def _clipboard_denied(stats: RelayStats) -> dict[str, int]:
+    """What the clipboard policy refused, in counts and lengths (never content); nothing when nothing."""
+    fields = {
+        "paste_denied": stats.paste_denied,
+        "paste_denied_bytes": stats.paste_denied_bytes,
+        "copy_denied": stats.copy_denied,
+        "copy_denied_bytes": stats.copy_denied_bytes,
+    }
+    return fields if stats.paste_denied or stats.copy_denied else {}
 
 
 def _close_reason(text: str) -> str:

@@ -37,7 +37,7 @@ from gateway.consoles.codes import (
     REASON_MAX_DURATION,
     REASON_PROTOCOL,
 )
-from gateway.rfb import ClientMessageFilter, RFBProtocolError
+from gateway.rfb import ClientMessageFilter, RFBProtocolError, ServerMessageFilter
 
 __all__ = [
     "CloseInfo",
@@ -115,7 +115,11 @@ class RelayStats:
     bytes_to_upstream: int = 0
     msgs_to_browser: int = 0
     msgs_to_upstream: int = 0
-    dropped: int = 0  # client messages the view-only filter dropped
+    dropped: int = 0  # client messages the view-only filter (or the clipboard policy) dropped
+    paste_denied: int = 0  # clipboard transfers the policy refused, browser -> console
+    paste_denied_bytes: int = 0
+    copy_denied: int = 0  # ... console -> browser
+    copy_denied_bytes: int = 0
     started: float = 0.0  # the clock's time when the relay started
     last_input: float = 0.0  # the clock's time of the last forwarded key/pointer/clipboard message
 
@@ -181,7 +185,16 @@ class RelayCore:
     """One console's relay rules. Every event method returns the commands to carry out, in order; once a
     close is decided (`ended` set, two CloseSide commands returned) later events return nothing."""
 
-    __slots__ = ("_filter", "_following", "_timers", "_to_browser", "_to_upstream", "ended", "stats")
+    __slots__ = (
+        "_filter",
+        "_following",
+        "_server_filter",
+        "_timers",
+        "_to_browser",
+        "_to_upstream",
+        "ended",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -190,7 +203,10 @@ class RelayCore:
         idle_timeout: float | None,
         idle_warning: float | None,
         max_duration: float | None,
+        server_filter: ServerMessageFilter | None = None,
     ) -> None:
+        """`server_filter`: the clipboard policy restricts copying out, so every server byte is read
+        (and frames never pass through unread); without it only the handshake is."""
         for name, value in (("idle_timeout", idle_timeout), ("max_duration", max_duration)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -201,6 +217,7 @@ class RelayCore:
         elif idle_warning is not None:
             idle_warning = min(idle_warning, idle_timeout)  # longer than the timeout: warn at once
         self._filter = client_filter
+        self._server_filter = server_filter
         self._following = client_filter.follows_server
         self._timers = _Timers(idle_timeout, idle_warning, max_duration)
         self.stats = RelayStats()
@@ -217,8 +234,9 @@ class RelayCore:
 
     @property
     def follows_server(self) -> bool:
-        """The server's bytes still matter (the RFB handshake): feed them as `upstream_bytes`."""
-        return self._following
+        """The server's bytes still matter (the RFB handshake, or a copy-out filter): feed them as
+        `upstream_bytes`."""
+        return self._following or self._server_filter is not None
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -246,9 +264,11 @@ class RelayCore:
             stats.last_input = now
         if result.dropped:
             stats.dropped += result.dropped
+            stats.paste_denied, stats.paste_denied_bytes = filt.paste_denied, filt.paste_denied_bytes
         opaque = self._following and not filt.follows_server  # the client's reply ended the handshake
         if opaque:
             self._following = False
+            opaque = self._server_filter is None
         forward = result.forward
         if forward or not data:
             stats.bytes_to_upstream += len(forward)
@@ -263,9 +283,12 @@ class RelayCore:
         if self.ended is not None:
             return ()
         stats = self.stats
+        command, answer = self._to_browser
+        server_filter = self._server_filter
+        if server_filter is not None:
+            return self._filtered_upstream(server_filter, data)
         stats.bytes_to_browser += len(data)
         stats.msgs_to_browser += 1
-        command, answer = self._to_browser
         command.data = data
         if self._following:
             filt = self._filter
@@ -273,6 +296,27 @@ class RelayCore:
             if not filt.follows_server:
                 self._following = False
                 return (command, _PASS_THROUGH)
+        return answer
+
+    def _filtered_upstream(self, server_filter: ServerMessageFilter, data: bytes) -> tuple[Command, ...]:
+        """Copying out is restricted: every server byte goes through the filter (never passes through)."""
+        if self._following:
+            self._filter.feed_server(data)
+            self._following = self._filter.follows_server
+        try:
+            forward = server_filter.feed(data)
+        except RFBProtocolError as exc:
+            log.warning("closing a console session: the clipboard filter cannot read the server: %s", exc)
+            return tuple(self._end(CloseInfo("gateway", CLOSE_PROTOCOL_ERROR, REASON_PROTOCOL, CLOSE_NORMAL)))
+        stats = self.stats
+        stats.copy_denied = server_filter.copy_denied
+        stats.copy_denied_bytes = server_filter.copy_denied_bytes
+        if not forward:
+            return ()
+        stats.bytes_to_browser += len(forward)
+        stats.msgs_to_browser += 1
+        command, answer = self._to_browser
+        command.data = forward
         return answer
 
     def browser_closed(self, code: int | None, reason: str) -> list[Command]:

@@ -125,6 +125,7 @@ class RFBClientProtocol:
         self.server_init: ServerInit | None = None
         self.pixel_format: ClientPixelFormat | None = None
         self.framebuffer = bytearray()
+        self.cut_texts: list[bytes] = []  # ServerCutText received (what a copy in the console sends)
         self._buf = bytearray()
         self._out = bytearray()
         self._update: _Pending | None = None
@@ -305,7 +306,11 @@ class RFBClientProtocol:
             if len(self._buf) < 8:
                 return None
             (n,) = struct.unpack_from(">I", self._buf, 4)
-            return None if self._take(8 + n) is None else _NOTHING
+            message = self._take(8 + n)
+            if message is None:
+                return None
+            self.cut_texts.append(message[8:])
+            return _NOTHING
         if kind == 248:  # ServerFence
             if len(self._buf) < 9:
                 return None

@@ -13,12 +13,13 @@ import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.polling import wait_for
 from tests.support.processes import free_port
 
-__all__ = ["QEMU", "XVNC", "qemu_vnc", "xvnc"]
+__all__ = ["QEMU", "XVNC", "XvncSession", "qemu_vnc", "xvnc", "xvnc_session"]
 
 XVNC = shutil.which("Xvnc")
 QEMU = shutil.which("qemu-system-x86_64")
@@ -34,8 +35,22 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class XvncSession:
+    host: str
+    port: int
+    display: str  # ":N": where X programs (tests/support/x_echo.py) show up on the console
+
+
 @contextlib.contextmanager
 def xvnc(log_path: Path, *, desktop: str = "real-xvnc") -> Iterator[tuple[str, int]]:
+    """Xvnc's RFB address (see `xvnc_session`)."""
+    with xvnc_session(log_path, desktop=desktop) as session:
+        yield session.host, session.port
+
+
+@contextlib.contextmanager
+def xvnc_session(log_path: Path, *, desktop: str = "real-xvnc") -> Iterator[XvncSession]:
     """Xvnc on a display it picks itself (-displayfd), RFB on a loopback port, security type None.
 
     Its defaults are kept: -DisconnectClients is on, so a client asking for exclusive access
@@ -72,7 +87,7 @@ def xvnc(log_path: Path, *, desktop: str = "real-xvnc") -> Iterator[tuple[str, i
         with os.fdopen(read_fd) as ready:
             display = ready.readline().strip()  # Xvnc writes its display number once it accepts clients
         assert display, f"Xvnc did not start: {log_path.read_text()[-500:]}"
-        yield "127.0.0.1", port
+        yield XvncSession("127.0.0.1", port, f":{display}")
     finally:
         _stop(proc)
 

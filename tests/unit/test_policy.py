@@ -12,6 +12,7 @@ from gateway.clouds.base import Server
 from gateway.policy import (
     AdminConfig,
     Decision,
+    Demands,
     Permission,
     Policy,
     PolicyConfig,
@@ -437,3 +438,22 @@ def test_explain_shows_the_justification_a_rule_demands():
     p = policy(rule("prod", "control", justification="required", ticket_pattern="^INC-[0-9]+$"))
     text = explain(p, "bob", ["ops"], server())
     assert "demands:  a justification (a ticket reference matching ^INC-[0-9]+$)" in text
+
+
+# --- clipboard -----------------------------------------------------------------------------------------
+
+
+def test_clipboard_settings_come_with_the_deciding_rule_and_show_in_explain():
+    p = policy(
+        rule("prod", "control", tags=["env=prod"], clipboard_copy="deny", clipboard_max=4096),
+        rule("all", "control"),
+    )
+    demands = p.decide("bob", ["ops"], server()).demands
+    assert (demands.copy, demands.paste, demands.clipboard_max) == (False, True, 4096)
+    assert p.decide("bob", ["ops"], server(tags=())).demands == Demands()
+    text = explain(p, "bob", ["ops"], server())
+    assert "demands:  clipboard: copy out denied, paste in allowed, at most 4096 bytes" in text
+    with pytest.raises(ValidationError):
+        RuleConfig.model_validate(rule("r", clipboard_paste="sometimes"))
+    with pytest.raises(ValidationError):
+        RuleConfig.model_validate(rule("r", clipboard_max=0))

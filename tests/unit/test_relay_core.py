@@ -19,7 +19,7 @@ from gateway.consoles.relay_core import (
     ToUpstream,
     Wakeup,
 )
-from gateway.rfb import ClientMessageFilter
+from gateway.rfb import ClientMessageFilter, ServerMessageFilter
 
 T0 = 1000.0  # the driver's clock when the relay starts; fractions below are exact in binary
 GREETING = b"RFB 003.008\n" + b"\x01\x01" + b"\x00\x00\x00\x00"  # version, security [None], result OK
@@ -236,3 +236,34 @@ def test_a_broken_upstream_stream_is_a_lost_link() -> None:
     core.start(T0)
     assert core.upstream_failed()[0] == CloseSide("browser", 4502, REASON_LOST)
     assert core.ended == CloseInfo("upstream", 4502, REASON_LOST, 1006)
+
+
+# --- clipboard policy ------------------------------------------------------------------------------
+
+
+def test_a_copy_restriction_keeps_the_server_stream_filtered_and_counts_denials() -> None:
+    client = ClientMessageFilter(view_only=False, paste=False, copy_out=False)
+    core = RelayCore(
+        client,
+        idle_timeout=None,
+        idle_warning=None,
+        max_duration=None,
+        server_filter=ServerMessageFilter(client, copy_max=0),
+    )
+    core.start(T0)
+    assert core.upstream_bytes(GREETING) == (ToBrowser(GREETING),)
+    assert core.browser_bytes(HANDSHAKE, T0) == (ToUpstream(HANDSHAKE),)  # no PassThrough: frames are read
+    assert core.follows_server
+    server_init = struct.pack(">HH16sI", 8, 8, bytes([32, 24, 0, 1]) + bytes(12), 1) + b"x"
+    copied = struct.pack(">B3xi", 3, 6) + b"secret"
+    assert core.upstream_bytes(server_init + copied) == (ToBrowser(server_init),)
+    assert core.upstream_bytes(copied) == ()
+    assert core.browser_bytes(CUT + KEY, T0 + 1) == (ToUpstream(KEY),)
+    stats = core.stats
+    assert (stats.copy_denied, stats.copy_denied_bytes, stats.paste_denied, stats.paste_denied_bytes) == (
+        2,
+        12,
+        1,
+        5,
+    )
+    assert stats.bytes_to_browser == len(GREETING) + len(server_init)

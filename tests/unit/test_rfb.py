@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.rfb import ClientMessageFilter, FilterResult, RFBProtocolError
+from gateway.rfb import (
+    COPY_SAFE_ENCODINGS,
+    ClientMessageFilter,
+    FilterResult,
+    RFBProtocolError,
+    ServerMessageFilter,
+)
 
 # --- message builders, laid out as noVNC's RFB.messages writes them -------------------------
 
@@ -545,3 +551,108 @@ def test_random_streams_in_random_chunks(messages: list[bytes], data: st.DataObj
     assert out == stream
     assert (dropped, inputs) == (0, n_input)
     assert not control.passthrough
+
+
+# --- clipboard policy ---------------------------------------------------------------------------------
+
+ZRLE, TIGHT, HEXTILE, RAW, COPYRECT = 16, 7, 5, 0, 1
+EXT_CLIPBOARD, CURSOR, DESKTOP_SIZE, LAST_RECT = -1063131698, -239, -223, -224
+
+
+def after_init(filt: ClientMessageFilter) -> None:
+    assert filt.feed(HANDSHAKE_38_NONE).forward == HANDSHAKE_38_NONE
+
+
+def test_denied_paste_drops_client_cut_text_and_counts_its_length() -> None:
+    filt = server_led(view_only=False, paste=False)
+    after_init(filt)
+    stream = key_event() + cut_text(b"secret!") + cut_text(b"zz", extended=True) + pointer()
+    result = filt.feed(stream)
+    assert result.forward == key_event() + pointer()
+    assert (filt.paste_denied, filt.paste_denied_bytes) == (2, 9)
+    assert result.input_events == 2  # the key and the pointer; a denied paste is no activity
+
+
+def test_a_paste_cap_passes_short_pastes_and_drops_long_ones_in_any_chunking() -> None:
+    stream = cut_text(b"short") + key_event() + cut_text(b"x" * 100) + key_event(0)
+    for step in (1, 3, len(stream)):
+        filt = server_led(view_only=False, paste_max=10)
+        after_init(filt)
+        out = b"".join(filt.feed(stream[i : i + step]).forward for i in range(0, len(stream), step))
+        assert out == cut_text(b"short") + key_event() + key_event(0)
+        assert (filt.paste_denied, filt.paste_denied_bytes) == (1, 100)
+
+
+def test_a_copy_restriction_rewrites_set_encodings_to_ones_the_gateway_can_frame() -> None:
+    filt = server_led(view_only=False, copy_out=False)
+    after_init(filt)
+    sent = set_encodings(TIGHT, ZRLE, HEXTILE, RAW, EXT_CLIPBOARD, CURSOR)
+    out = filt.feed(sent).forward
+    assert len(out) == len(sent)
+    kept = struct.unpack_from(">6i", out, 4)
+    assert set(kept) <= COPY_SAFE_ENCODINGS
+    assert kept == (RAW, ZRLE, RAW, RAW, RAW, CURSOR)  # refused ones become Raw, which every server has
+    # Without a restriction the list is forwarded as it came.
+    plain = server_led(view_only=False)
+    after_init(plain)
+    assert plain.feed(sent).forward == sent
+
+
+PIXEL_FORMAT_32 = bytes([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0]) + bytes(3)
+SERVER_INIT = struct.pack(">HH16sI", 64, 48, PIXEL_FORMAT_32, 4) + b"test"
+
+
+def rect(x: int, y: int, w: int, h: int, encoding: int, body: bytes) -> bytes:
+    return struct.pack(">HHHHi", x, y, w, h, encoding) + body
+
+
+def update(*rects: bytes) -> bytes:
+    return struct.pack(">BxH", 0, len(rects)) + b"".join(rects)
+
+
+def server_cut(text: bytes, extended: bool = False) -> bytes:
+    return struct.pack(">B3xi", 3, -len(text) if extended else len(text)) + text
+
+
+def test_denied_copy_drops_server_cut_text_in_any_chunking_and_passes_the_rest() -> None:
+    messages = (
+        SERVER_INIT
+        + update(rect(0, 0, 2, 2, RAW, bytes(16)), rect(0, 0, 4, 4, ZRLE, u32(3) + b"abc"))
+        + server_cut(b"copied secret")
+        + bytes([2])  # Bell
+        + update(rect(1, 1, 2, 2, COPYRECT, bytes(4)), rect(0, 0, 8, 2, CURSOR, bytes(8 * 2 * 4 + 2)))
+        + server_cut(b"ext", extended=True)
+        + struct.pack(">B3xIB", 248, 0, 2)
+        + b"ff"
+        + update(rect(0, 0, 64, 48, DESKTOP_SIZE, b""))
+    )
+    expected = messages.replace(server_cut(b"copied secret"), b"")
+    expected = expected.replace(server_cut(b"ext", extended=True), b"")
+    for step in (1, 5, 64, len(messages)):
+        client = server_led(view_only=False, copy_out=False)
+        server = ServerMessageFilter(client, copy_max=0)
+        assert server.feed(SERVER_38_NONE) == SERVER_38_NONE  # the handshake passes as it comes
+        after_init(client)
+        out = b"".join(server.feed(messages[i : i + step]) for i in range(0, len(messages), step))
+        assert out == expected, step
+        assert (server.copy_denied, server.copy_denied_bytes) == (2, 16)
+
+
+def test_a_copy_cap_passes_short_copies() -> None:
+    client = server_led(view_only=False, copy_out=False)
+    server = ServerMessageFilter(client, copy_max=5)
+    server.feed(SERVER_38_NONE)
+    after_init(client)
+    stream = SERVER_INIT + server_cut(b"ok") + server_cut(b"far too long")
+    assert server.feed(stream) == SERVER_INIT + server_cut(b"ok")
+    assert (server.copy_denied, server.copy_denied_bytes) == (1, 12)
+
+
+def test_a_server_message_the_gateway_cannot_frame_is_refused_rather_than_passed() -> None:
+    client = server_led(view_only=False, copy_out=False)
+    server = ServerMessageFilter(client, copy_max=0)
+    server.feed(SERVER_38_NONE)
+    after_init(client)
+    server.feed(SERVER_INIT)
+    with pytest.raises(RFBProtocolError, match="encoding 7"):
+        server.feed(update(rect(0, 0, 2, 2, TIGHT, bytes(20))))
