@@ -83,6 +83,8 @@ const state = {
     idleTimer: 0,
     /** The reason the user gave, sent with every (re)connection once asked for. */
     justification: "",
+    /** The rule's clipboard policy, from the hello (the gateway enforces it; the page offers what passes). */
+    clipboard: { copy: true, paste: true, max: null },
 };
 
 const ui = {};
@@ -194,6 +196,7 @@ function teardown() {
  */
 function onHello(channel, hello) {
     state.viewOnly = Boolean(hello && hello.permission === "view");
+    state.clipboard = { copy: true, paste: true, max: null, ...((hello && hello.clipboard) || {}) };
     const server = (hello && hello.server) || {};
     const reason = hello && typeof hello.justification === "string" ? hello.justification : "";
     ui.justification.textContent = reason ? `Reason: ${reason}` : "";
@@ -415,7 +418,12 @@ function closeKeysMenu(refocus) {
 
 function setupClipboard() {
     ui.clipboard.addEventListener("click", () => {
-        ui.clipStatus.textContent = "";
+        const { paste, max } = state.clipboard;
+        byId("clipboard-send").disabled = !paste;
+        byId("clipboard-type").disabled = !paste;
+        ui.clipStatus.textContent = paste
+            ? (max ? `At most ${max} bytes pass to the console.` : "")
+            : "The policy for this server does not allow pasting into the console.";
         ui.clipDialog.showModal();
         ui.clipText.focus();
     });
@@ -426,25 +434,31 @@ function setupClipboard() {
     });
     byId("clipboard-close").addEventListener("click", () => ui.clipDialog.close());
     byId("clipboard-send").addEventListener("click", () => {
-        if (!state.rfb || !state.connected || state.viewOnly) {
+        if (!state.rfb || !state.connected || state.viewOnly || !state.clipboard.paste) {
             return;
         }
         state.rfb.clipboardPasteFrom(ui.clipText.value);
         clearIdleWarning();
         ui.clipDialog.close();
     });
-    byId("clipboard-type").addEventListener("click", () => {
-        if (!state.rfb || !state.connected || state.viewOnly) {
+    byId("clipboard-type").addEventListener("click", async () => {
+        const rfb = state.rfb;
+        if (!rfb || !state.connected || state.viewOnly || !state.clipboard.paste) {
             return;
         }
         const text = ui.clipText.value;
-        const typed = typeText(state.rfb, text);
+        const limit = state.clipboard.max || MAX_TYPED;
+        ui.clipDialog.close();
+        ui.typing.hidden = false;
+        ui.typing.textContent = "Typing…";
+        // Stops when this console ends or turns view-only; the gateway drops keys from view-only anyway.
+        const typed = await typeText(rfb, text, {
+            limit,
+            stillWanted: () => rfb === state.rfb && state.connected && !state.viewOnly,
+        });
         clearIdleWarning();
-        if (text.length > MAX_TYPED) {
-            ui.clipStatus.textContent = `Typed the first ${typed} characters only.`;
-        } else {
-            ui.clipDialog.close();
-        }
+        ui.typing.textContent = [...text].length > typed ? `Typed the first ${typed} characters only.` : "";
+        ui.typing.hidden = !ui.typing.textContent;
     });
 }
 
@@ -504,7 +518,7 @@ async function main() {
         failReconnect: "failure-reconnect", clipDialog: "clipboard-dialog", clipText: "clipboard-text",
         clipStatus: "clipboard-status", clipRemote: "clipboard-remote", clipRemoteBox: "clipboard-remote-box",
         justify: "justify", justifyExpected: "justify-expected", justifyText: "justify-text",
-        justification: "justification",
+        justification: "justification", typing: "typing-status",
     })) {
         ui[key] = byId(id);
     }

@@ -55,14 +55,31 @@ const SHIFTED = new Set('~!@#$%^&*()_+{}|:"<>?');
 export const MAX_TYPED = 4096;
 
 /**
- * Type text as key presses. Newlines become Return and tabs Tab; other control characters are skipped.
+ * Characters typed per second. Consoles without a clipboard (QEMU's, a BIOS, a login prompt) read a
+ * keyboard: a burst of thousands of key events overruns their buffers and loses or repeats keys.
+ */
+export const TYPE_RATE = 50;
+
+/**
+ * Type text as key presses, at TYPE_RATE characters per second. Newlines become Return and tabs Tab;
+ * other control characters are skipped.
  * @param {{sendKey: (keysym: number, code: string|null, down?: boolean) => void}} rfb
  * @param {string} text
- * @returns {number} the number of characters typed
+ * @param {{limit?: number, stillWanted?: () => boolean}} [opts] at most `limit` characters; stop as soon
+ *     as `stillWanted` says no (the console closed, or turned view-only)
+ * @returns {Promise<number>} the number of characters typed
  */
-export function typeText(rfb, text) {
+export async function typeText(rfb, text, opts = {}) {
+    const limit = Math.min(MAX_TYPED, opts.limit || MAX_TYPED);
+    const stillWanted = opts.stillWanted || (() => true);
     let typed = 0;
-    for (const ch of text.slice(0, MAX_TYPED).replace(/\r\n?/g, "\n")) {
+    for (const ch of [...text.replace(/\r\n?/g, "\n")].slice(0, limit)) {
+        if (typed > 0) {
+            await new Promise((resolve) => setTimeout(resolve, 1000 / TYPE_RATE));
+        }
+        if (!stillWanted()) {
+            break;
+        }
         if (ch === "\n") {
             rfb.sendKey(KeyTable.XK_Return, "Enter");
         } else if (ch === "\t") {
