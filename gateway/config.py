@@ -20,7 +20,6 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -32,30 +31,11 @@ from pydantic import (
 
 from gateway.auth.passwords import check_hash
 from gateway.clouds.identity import normalise_identity_url
+from gateway.durations import Duration
 from gateway.policy import PolicyConfig
 
 ENV_PREFIX = "NOVNC_GATEWAY__"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: object) -> object:
-    """Accept seconds as a number or a string with a unit ("90s", "15m", "8h") so configs read naturally."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30, '90s', '15m' or '8h'")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if not match:
-            raise ValueError("not a duration (use seconds, or a number with ms/s/m/h/d)")
-        return float(match.group(1)) * _UNITS[match.group(2)]
-    return value
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 
 
 def parse_host_port(value: str, *, what: str = "address") -> tuple[str, int]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway.auth.cookie import generate_key
-from gateway.config import ConfigError, load_config, parse_duration
+from gateway.config import ConfigError, load_config
+from gateway.durations import parse_duration
 
 KEY = generate_key()
 HASH = "scrypt$ln=10,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$" + "A" * 43
