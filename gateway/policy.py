@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.durations import Duration, format_duration
+
 if TYPE_CHECKING:
     from gateway.clouds.base import Server
 
@@ -103,6 +105,9 @@ class RuleConfig(BaseModel):
     clipboard_copy: Literal["allow", "deny"] = "allow"  # console -> browser
     clipboard_paste: Literal["allow", "deny"] = "allow"  # browser -> console
     clipboard_max: int | None = Field(default=None, ge=1)  # bytes, as sent, either direction
+    # Step-up for control sessions: a sign-in at most this old, of one of these classes (OIDC acr).
+    max_auth_age: Duration | None = None
+    acr_values: list[str] = Field(default_factory=list)
 
     @field_validator("name")
     @classmethod
@@ -116,7 +121,8 @@ class RuleConfig(BaseModel):
         where = f'policy rule "{self.name}"'
         if not self.users and not self.groups:
             raise ValueError(f'{where}: give users or groups (use users = ["*"] for everyone signed in)')
-        for field in ("users", "groups", "clouds", "projects", "regions", "server_ids", "names"):
+        selectors = ("users", "groups", "clouds", "projects", "regions", "server_ids", "names")
+        for field in (*selectors, "acr_values"):
             _check_entries(getattr(self, field), f"{where}: {field}")
         for tag in self.tags:
             key = tag.split("=", 1)[0]
@@ -187,6 +193,22 @@ class Demands:
     copy: bool = True  # clipboard text may leave the console for the browser
     paste: bool = True  # ... and come in from it
     clipboard_max: int | None = None  # bytes, as sent; longer transfers are dropped
+    max_auth_age: float | None = None  # seconds: control needs a sign-in at most this old
+    acr_values: tuple[str, ...] = ()  # control needs a sign-in of one of these classes
+
+    @property
+    def step_up(self) -> bool:
+        return self.max_auth_age is not None or bool(self.acr_values)
+
+    def step_up_problem(self, *, auth_time: float | None, acr: str | None, now: float) -> str | None:
+        """None when the sign-in (its time, None: unknown, and class) is enough for control here;
+        otherwise what is missing, for the page (which sends the user through the provider again)."""
+        if self.max_auth_age is not None and (auth_time is None or now - auth_time > self.max_auth_age):
+            within = format_duration(self.max_auth_age)
+            return f"This console needs a sign-in within the last {within}; sign in again"
+        if self.acr_values and acr not in self.acr_values:
+            return f"This console needs a stronger sign-in ({' or '.join(self.acr_values)}); sign in again"
+        return None
 
     def justification_problem(self, text: str) -> str | None:
         """None when `text` is an acceptable reason; otherwise what is expected, in words for the page."""
@@ -217,6 +239,13 @@ class Demands:
             cap = f", at most {self.clipboard_max} bytes" if self.clipboard_max is not None else ""
             copy, paste = ("allowed" if ok else "denied" for ok in (self.copy, self.paste))
             out.append(f"clipboard: copy out {copy}, paste in {paste}{cap}")
+        if self.step_up:
+            parts = []
+            if self.max_auth_age is not None:
+                parts.append(f"a sign-in within the last {format_duration(self.max_auth_age)}")
+            if self.acr_values:
+                parts.append(f"of class {' or '.join(self.acr_values)}")
+            out.append("for control, " + ", ".join(parts))
         return out
 
 
@@ -230,6 +259,8 @@ def _demands(config: RuleConfig) -> Demands:
         copy=config.clipboard_copy == "allow",
         paste=config.clipboard_paste == "allow",
         clipboard_max=config.clipboard_max,
+        max_auth_age=config.max_auth_age,
+        acr_values=tuple(config.acr_values),
     )
     return NO_DEMANDS if demands == NO_DEMANDS else demands
 

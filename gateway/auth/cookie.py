@@ -59,6 +59,10 @@ class SessionData:
     last_seen: float
     csrf: str = field(repr=False)
     id_token_hint: str | None = field(default=None, repr=False)
+    # When the user last proved who they are, and how strongly (OIDC auth_time and acr), for rules that
+    # want a recent or strong sign-in for control. None: not known (the provider did not say).
+    auth_time: float | None = None
+    acr: str | None = None
     # Set by decode when an older (still configured) key was used, so the cookie gets re-issued under keys[0].
     stale_key: bool = field(default=False, repr=False, compare=False)
 
@@ -132,8 +136,14 @@ class SessionCodec:
             f"absolute={self.absolute_lifetime})"
         )
 
-    def new_session(self, identity: Identity, *, now: float) -> SessionData:
+    def new_session(
+        self, identity: Identity, *, now: float, auth_time: float | None = None, acr: str | None = None
+    ) -> SessionData:
+        """`auth_time`: when the user authenticated. A local sign-in checked the password just now; OIDC
+        passes what the ID token says, which may be earlier (the provider's own session); None: unknown."""
         return SessionData(
+            auth_time=now if auth_time is None and identity.method == "local" else auth_time,
+            acr=acr,
             sid=secrets.token_urlsafe(16),
             user=identity.user,
             groups=tuple(identity.groups),
@@ -163,6 +173,10 @@ class SessionCodec:
             "l": data.last_seen,
             "x": data.csrf,
         }
+        if data.auth_time is not None:
+            payload["a"] = data.auth_time
+        if data.acr is not None:
+            payload["r"] = data.acr
         if data.id_token_hint:
             value = self._seal({**payload, "h": data.id_token_hint})
             if len(value) <= MAX_COOKIE_VALUE:
@@ -263,6 +277,8 @@ class SessionCodec:
                 last_seen=float(obj["l"]),
                 csrf=str(obj["x"]),
                 id_token_hint=obj.get("h") if isinstance(obj.get("h"), str) else None,
+                auth_time=float(obj["a"]) if "a" in obj else None,
+                acr=obj["r"] if isinstance(obj.get("r"), str) else None,
             )
         except (ValueError, KeyError, TypeError):
             raise SessionError("session cookie malformed (authenticated but unreadable payload)") from None

@@ -15,7 +15,7 @@ import logging
 import secrets
 import ssl
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -50,6 +50,14 @@ class OIDCSettings:
     use_userinfo: bool = True  # fetch userinfo when the ID token lacks the username, email or groups claim
 
 
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """When the user authenticated at the provider (`auth_time`, seconds) and how (`acr`); None: not said."""
+
+    auth_time: float | None
+    acr: str | None
+
+
 @dataclass(slots=True)
 class PendingLogin:
     state: str
@@ -57,6 +65,8 @@ class PendingLogin:
     code_verifier: str = field(repr=False)
     return_to: str
     created: float
+    max_age: int | None = None  # step-up: the ID token's auth_time must be at most this old
+    acr_values: tuple[str, ...] = ()  # step-up: its acr must be one of these
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +80,8 @@ class PendingLogin:
                 code_verifier=str(data["code_verifier"]),
                 return_to=str(data["return_to"]),
                 created=float(data["created"]),
+                max_age=int(data["max_age"]) if data.get("max_age") is not None else None,
+                acr_values=tuple(str(v) for v in data.get("acr_values") or ()),
             )
         except (KeyError, TypeError, ValueError):
             raise AuthError("pending sign-in data malformed", _FAILED) from None
@@ -191,7 +203,11 @@ class OIDCClient:
             raise RuntimeError("OIDCClient.discover() must be awaited first")
         return self.metadata
 
-    def begin(self, return_to: str, *, now: float) -> tuple[str, PendingLogin]:
+    def begin(
+        self, return_to: str, *, now: float, max_age: int | None = None, acr_values: Sequence[str] = ()
+    ) -> tuple[str, PendingLogin]:
+        """The provider's sign-in URL. A step-up (`max_age`, `acr_values`) asks the provider to
+        authenticate the user again (prompt=login) with that class; `finish` checks it did."""
         meta = self._meta()
         pending = PendingLogin(
             state=secrets.token_urlsafe(32),
@@ -199,7 +215,14 @@ class OIDCClient:
             code_verifier=secrets.token_urlsafe(64),
             return_to=safe_return_to(return_to),
             created=now,
+            max_age=max_age,
+            acr_values=tuple(acr_values),
         )
+        step_up: dict[str, str] = {}
+        if max_age is not None:
+            step_up.update(max_age=str(max_age), prompt="login")
+        if acr_values:
+            step_up["acr_values"] = " ".join(acr_values)
         challenge = _b64url(hashlib.sha256(pending.code_verifier.encode("ascii")).digest())
         url = _with_query(
             meta["authorization_endpoint"],
@@ -212,13 +235,15 @@ class OIDCClient:
                 "nonce": pending.nonce,
                 "code_challenge": challenge,
                 "code_challenge_method": "S256",
+                **step_up,
             },
         )
         return url, pending
 
     async def finish(
         self, query: Mapping[str, str], pending: PendingLogin, *, now: float
-    ) -> tuple[Identity, str]:
+    ) -> tuple[Identity, str, Authentication]:
+        """The identity, the ID token (for logout) and when and how strongly the user authenticated."""
         meta = self._meta()
         if now - pending.created > PENDING_LIFETIME:
             raise AuthError(
@@ -251,6 +276,7 @@ class OIDCClient:
         if not isinstance(id_token, str):
             raise AuthError("token response has no id_token", _FAILED)
         claims = await self._validate_id_token(id_token, pending, now=now)
+        authentication = self._authentication(claims, pending, now=now)
         access_token = tokens.get("access_token")
         if self._lacks_claims(claims) and isinstance(access_token, str):
             claims = await self._merge_userinfo(claims, access_token)
@@ -264,7 +290,28 @@ class OIDCClient:
         if identity.email is not None and claims.get("email_verified") is False:
             # An address the provider says it has not verified must not match e-mail based policy rules.
             identity = dataclasses.replace(identity, email=None)
-        return identity, id_token
+        return identity, id_token, authentication
+
+    def _authentication(
+        self, claims: Mapping[str, Any], pending: PendingLogin, *, now: float
+    ) -> Authentication:
+        """auth_time and acr from the ID token, checked against what a step-up asked for."""
+        raw = claims.get("auth_time")
+        auth_time = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+        acr = claims.get("acr") if isinstance(claims.get("acr"), str) else None
+        if pending.max_age is not None and (
+            auth_time is None or now - auth_time > pending.max_age + self.settings.clock_skew
+        ):
+            raise AuthError(
+                "id token auth_time is missing or older than the max_age asked for",
+                "Your identity provider did not sign you in again; try again.",
+            )
+        if pending.acr_values and acr not in pending.acr_values:
+            raise AuthError(
+                f"id token acr {str(acr)[:64]!r} is not one of {list(pending.acr_values)}",
+                "Your identity provider did not confirm the stronger sign-in this console needs.",
+            )
+        return Authentication(auth_time, acr)
 
     async def _exchange(self, code: str, pending: PendingLogin) -> dict[str, Any]:
         meta = self._meta()

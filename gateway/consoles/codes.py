@@ -52,6 +52,9 @@ CLOSE_UNAUTHENTICATED: Final = _define(
 )
 CLOSE_DENIED: Final = _define(4403, "denied", "Not allowed", "You may not open this console")
 CLOSE_NOT_FOUND: Final = _define(4404, "not_found", "No such server", "No such cloud is configured")
+CLOSE_STEP_UP: Final = _define(
+    4407, "step_up", "Fresh sign-in required", "This console needs a more recent or stronger sign-in"
+)
 CLOSE_IDLE: Final = _define(4408, "idle", "Closed after inactivity", "Closed after a time without input")
 CLOSE_MAX_DURATION: Final = _define(
     4409, "max_duration", "Maximum session length reached", "The console reached its maximum duration"

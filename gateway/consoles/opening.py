@@ -37,6 +37,7 @@ from gateway.consoles.codes import (
     CLOSE_LOCKED,
     CLOSE_LOGGED_OUT,
     CLOSE_NOT_FOUND,
+    CLOSE_STEP_UP,
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNAVAILABLE,
     CLOSE_UPSTREAM_TLS,
@@ -128,6 +129,7 @@ class ConsoleServices:
     draining: bool
     cloud_answered: Callable[[], None]  # the cloud API answered (health reports it)
     monotonic: Callable[[], float] = field(default=time.monotonic)
+    wall: Callable[[], float] = field(default=time.time)  # for the sign-in's age (a wall-clock time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,8 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
         server, decision = await _decide(services, provider, session, base)
         permission = decision.permission
         _justified(services, decision, request.justification, base)
+        if permission is Permission.CONTROL:
+            await _recent_enough(services, session, decision, browser, base)
         base.update(permission=str(permission), rule=decision.rule)
         record.server_name, record.project_id = server.name, server.project_id
         record.permission = str(permission)
@@ -334,6 +338,39 @@ def _justified(services: ConsoleServices, decision: Decision, given: str, base: 
         "console_denied", **base, rule=decision.rule, permission=str(decision.permission), reason=problem
     )
     raise _Refused(CLOSE_JUSTIFICATION, problem, "justification")
+
+
+async def _recent_enough(
+    services: ConsoleServices,
+    session: SessionData,
+    decision: Decision,
+    browser: Browser,
+    base: dict[str, Any],
+) -> None:
+    """Step-up: a rule that wants a recent (or stronger) sign-in for control gets one. The page hears
+    what to ask the identity provider for, sends the user through it and comes back here."""
+    demands = decision.demands
+    problem = demands.step_up_problem(auth_time=session.auth_time, acr=session.acr, now=services.wall())
+    if problem is None:
+        return
+    if session.method.startswith("proxy"):
+        # The gateway cannot send the user back through a proxy; say what is missing instead.
+        problem = problem.replace("; sign in again", "; the sign-in proxy does not vouch for that")
+    services.audit.emit(
+        "console_denied", **base, rule=decision.rule, permission=str(decision.permission), reason=problem
+    )
+    max_age = int(demands.max_auth_age) if demands.max_auth_age is not None else None
+    notice = {
+        "type": "step_up",
+        "method": session.method,
+        "max_age": max_age,
+        "acr_values": list(demands.acr_values),
+    }
+    try:
+        await browser.send_json(notice)
+    except ConnectionError:
+        raise _Refused(CLOSE_GOING_AWAY, "", "browser_gone") from None
+    raise _Refused(CLOSE_STEP_UP, problem, "step_up")
 
 
 async def _connect(

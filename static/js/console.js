@@ -31,6 +31,7 @@ const CLOSE_TITLES = {
     4401: "Not signed in",
     4403: "Not allowed",
     4404: "No such server",
+    4407: "Fresh sign-in required",
     4408: "Closed after inactivity",
     4409: "Maximum session length reached",
     4410: "Console link expired",
@@ -58,8 +59,10 @@ const LOST_REASON = "The connection to the gateway dropped. Check your network, 
 
 /** The policy rule wants a reason (justification) before the console opens: the page asks for one. */
 const JUSTIFICATION_CODE = 4428;
+/** The rule wants a more recent or stronger sign-in for control (step-up). */
+const STEP_UP_CODE = 4407;
 /** Close codes after which signing in again is the way forward. */
-const SIGN_IN_CODES = new Set([4001, 4004, 4401]);
+const SIGN_IN_CODES = new Set([4001, 4004, 4401, 4407]);
 /** Codes that end the session by design rather than by a fault; see setState(). */
 const NORMAL_CODES = new Set([1000, 1001]);
 
@@ -83,6 +86,8 @@ const state = {
     idleTimer: 0,
     /** The reason the user gave, sent with every (re)connection once asked for. */
     justification: "",
+    /** What the gateway asked for before a 4407: {method, max_age, acr_values}. */
+    stepUp: null,
     /** The rule's clipboard policy, from the hello (the gateway enforces it; the page offers what passes). */
     clipboard: { copy: true, paste: true, max: null },
 };
@@ -164,6 +169,7 @@ function connect() {
     state.rfbFailed = false;
     state.securityReason = "";
     state.clientFailTitle = "";
+    state.stepUp = null;
     ui.failure.hidden = true;
     ui.justify.hidden = true;
     clearIdleWarning();
@@ -173,6 +179,11 @@ function connect() {
     const channel = openConsoleChannel(url, {
         hello: (hello) => channel === state.channel && onHello(channel, hello),
         idleWarning: (seconds) => channel === state.channel && showIdleWarning(seconds),
+        notice: (notice) => {
+            if (channel === state.channel && notice.type === "step_up") {
+                state.stepUp = notice;
+            }
+        },
         close: (info) => channel === state.channel && onClosed(info),
     });
     state.channel = channel;
@@ -271,6 +282,20 @@ function onClosed(info) {
         askJustification(info.reason || "Give a reason to open this console.");
         return;
     }
+    if (code === STEP_UP_CODE && state.stepUp && state.stepUp.method === "oidc") {
+        // Through the identity provider again, and back here: this page, its reason kept for the session.
+        const params = new URLSearchParams({ next: location.pathname });
+        if (Number.isInteger(state.stepUp.max_age)) {
+            params.set("max_age", String(state.stepUp.max_age));
+        }
+        if (Array.isArray(state.stepUp.acr_values) && state.stepUp.acr_values.length) {
+            params.set("acr_values", state.stepUp.acr_values.join(" "));
+        }
+        setState("connecting");
+        ui.connectingText.textContent = "Sending you to sign in again…";
+        location.assign(`/auth/oidc/start?${params}`);
+        return;
+    }
     const title = CLOSE_TITLES[code] || LOST_TITLE;
     const reason = info.reason || state.securityReason || DEFAULT_REASONS[code] ||
         (CLOSE_TITLES[code] ? "" : LOST_REASON);
@@ -304,10 +329,25 @@ function askJustification(expected) {
     ui.justifyText.focus();
 }
 
+/** The reason survives a trip through the identity provider (step-up), for this tab only. */
+function justificationKey() {
+    return `novnc-gw.justification:${location.pathname}`;
+}
+
 function setupJustification() {
+    try {
+        state.justification = sessionStorage.getItem(justificationKey()) || "";
+    } catch {
+        state.justification = "";
+    }
     byId("justify-form").addEventListener("submit", (event) => {
         event.preventDefault();
         state.justification = ui.justifyText.value.trim();
+        try {
+            sessionStorage.setItem(justificationKey(), state.justification);
+        } catch {
+            // Private mode: a fresh sign-in (step-up) will ask again.
+        }
         connect();
     });
 }

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from playwright.async_api import expect
 from yarl import URL
 
-from gateway.auth.cookie import generate_key
+from gateway.auth.cookie import SessionData, cookie_name, generate_key
 from gateway.auth.identity import Identity
 from tests.support.browser import chromium, new_page
 from tests.support.gateway import ConsoleRefused, Operator, RunningGateway
@@ -337,7 +337,9 @@ async def oidc_gateway(gateways: Callable[..., Any], tmp_path: Path) -> AsyncIte
     """A gateway signing in through a real oidc-provider registered for that gateway's callback."""
     providers: list[Any] = []
 
-    async def start(**oidc: Any) -> tuple[RunningGateway, Any]:
+    async def start(rule: dict[str, Any] | None = None, **oidc: Any) -> tuple[RunningGateway, Any]:
+        """`rule`: more settings for the SSO user's control rule."""
+
         def tweak(data: dict[str, Any]) -> None:
             origin = f"http://{data['server']['listen']}"
             provider = start_oidc_provider(redirect_uris=[origin + "/auth/oidc/callback"], log_dir=tmp_path)
@@ -349,7 +351,8 @@ async def oidc_gateway(gateways: Callable[..., Any], tmp_path: Path) -> AsyncIte
                 "client_secret": provider.client_secret,
                 **oidc,
             }
-            data["policy"]["rules"].append({"name": "sso-users", "users": ["alice"], "permission": "control"})
+            sso_rule = {"name": "sso-users", "users": ["alice"], "permission": "control", **(rule or {})}
+            data["policy"]["rules"].append(sso_rule)
 
         gateway = await gateways(tweak)
         return gateway, providers[-1]
@@ -456,3 +459,103 @@ async def test_console_refused_for_user_without_permission(gateways: Callable[..
         assert denied["rule"] is None
     finally:
         await operator.close()
+
+
+async def oidc_sign_in(operator: Operator, provider: Any, start: str) -> tuple[int, dict[str, str]]:
+    """Through the real provider from `start` (a gateway path); the callback's status and query."""
+    async with operator.http.get(operator.gateway.url + start, allow_redirects=False) as response:
+        assert response.status == 302
+        authorization = response.headers["Location"]
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(authorization).query))
+    callback = await sign_in(authorization, redirect_uri=provider.redirect_uri)
+    status, _ = await operator.get("/auth/oidc/callback?" + urllib.parse.urlencode(callback))
+    return status, query
+
+
+async def test_oidc_step_up_asks_the_provider_again_and_checks_auth_time(
+    oidc_gateway: Callable[..., Any],
+) -> None:
+    gateway, provider = await oidc_gateway(rule={"max_auth_age": "10m"})
+    operator = Operator(gateway)
+
+    def session() -> SessionData:
+        raw = next(c.value for c in operator.http.cookie_jar if c.key == cookie_name(False))
+        return gateway.gw.codec.decode(raw, now=time.time())
+
+    try:
+        await oidc_sign_in(operator, provider, "/auth/oidc/start?next=/servers")
+        # Asked for nothing, the provider does not say when alice authenticated: not enough for control.
+        assert session().auth_time is None
+        refused = await operator.open_console("web-01")
+        assert refused.notices == [{"type": "step_up", "method": "oidc", "max_age": 600, "acr_values": []}]
+        assert await refused.recv() is None
+        assert refused.close_code == 4407
+        assert refused.close_reason == (
+            "This console needs a sign-in within the last 10 minutes; sign in again"
+        )
+        denied = await gateway.wait_for_audit("console_denied", rule="sso-users")
+        assert denied["reason"] == refused.close_reason
+
+        path = "/console/demo/" + gateway.cloud.servers[0].id
+        status, asked = await oidc_sign_in(operator, provider, f"/auth/oidc/start?next={path}&max_age=600")
+        assert (status, asked["max_age"], asked["prompt"]) == (302, "600", "login")
+        auth_time = session().auth_time  # from the ID token, checked against max_age by the callback
+        assert auth_time is not None and abs(time.time() - auth_time) < 60
+        transport = await operator.open_console("web-01")
+        assert transport.notices[0]["type"] == "hello" and transport.notices[0]["permission"] == "control"
+        await transport.close()
+    finally:
+        await operator.close()
+
+
+async def test_oidc_step_up_refuses_a_sign_in_without_the_asked_acr(oidc_gateway: Callable[..., Any]) -> None:
+    """The suite's provider authenticates with no acr: a console that wants one is not opened by it."""
+    gateway, provider = await oidc_gateway(rule={"acr_values": ["urn:example:mfa"]})
+    operator = Operator(gateway)
+    try:
+        status, asked = await oidc_sign_in(
+            operator, provider, "/auth/oidc/start?next=/servers&acr_values=urn:example:mfa"
+        )
+        assert asked["acr_values"] == "urn:example:mfa"
+        failed = await gateway.wait_for_audit("login_failed", method="oidc")
+        assert "acr" in failed["reason"]
+        status, _ = await operator.get("/api/me")
+        assert status == 401
+    finally:
+        await operator.close()
+
+
+@pytest.mark.browser
+async def test_oidc_step_up_in_chromium_returns_to_the_console(oidc_gateway: Callable[..., Any]) -> None:
+    """The console page sends the user through the provider again (prompt=login, max_age) and back to the
+    same console, which then opens."""
+    gateway, provider = await oidc_gateway(rule={"max_auth_age": "10m"})
+
+    async def provider_login(page: Any) -> None:
+        await page.wait_for_url(provider.issuer + "/**")
+        await page.locator("input[name=login]").fill("alice")
+        await page.locator("input[name=password]").fill("any-password")
+        await page.locator("button[type=submit]").click()
+        consent = page.locator("button[type=submit]")
+        if await consent.count() and not page.url.startswith(gateway.url):
+            await consent.click()
+
+    async with chromium() as browser:
+        context, page, _traffic = await new_page(browser)
+        await page.goto(gateway.url + "/login")
+        await page.get_by_test_id("login-sso").click()
+        await provider_login(page)
+        await page.wait_for_url(gateway.url + "/servers")
+        console = f"{gateway.url}/console/demo/{gateway.cloud.servers[0].id}"
+        await page.goto(console)
+        await provider_login(page)  # the step-up: the provider asks for the password again
+        await page.wait_for_url(console)
+        await expect(page.get_by_test_id("console-status")).to_have_attribute(
+            "data-state", "connected", timeout=15_000
+        )
+        await context.close()
+    opened = await gateway.wait_for_audit("console_opened", rule="sso-users")
+    assert opened["permission"] == "control"
+    assert (await gateway.wait_for_audit("console_denied", rule="sso-users"))["reason"].startswith(
+        "This console needs a sign-in within the last 10 minutes"
+    )

@@ -113,7 +113,7 @@ async def test_code_flow_yields_identity_with_nested_groups(
     url, pending = client.begin("/console", now=time.time())
     callback = await sign_in(url, redirect_uri=REDIRECT_URI, login="alice")
     assert callback["iss"] == provider.issuer  # RFC 9207 parameter, checked by finish()
-    identity, id_token = await client.finish(callback, pending, now=time.time())
+    identity, id_token, _ = await client.finish(callback, pending, now=time.time())
     assert identity.user == "alice"
     assert identity.email == "alice@example.test"
     assert identity.groups == ("vm-admin", "viewer")
@@ -131,7 +131,7 @@ async def test_flat_groups_string_is_split(provider: OIDCProvider, http: aiohttp
     client = OIDCClient(settings_for(provider), http)
     await client.discover()
     url, pending = client.begin("/", now=time.time())
-    identity, _ = await client.finish(
+    identity, _, _ = await client.finish(
         await sign_in(url, redirect_uri=REDIRECT_URI, login="bob"), pending, now=time.time()
     )
     assert (identity.user, identity.groups) == ("bob", ("viewers", "auditors"))
@@ -142,7 +142,7 @@ async def test_unverified_email_is_dropped(provider: OIDCProvider, http: aiohttp
     await client.discover()
     url, pending = client.begin("/", now=time.time())
     callback = await sign_in(url, redirect_uri=REDIRECT_URI, login="carol")
-    identity, _ = await client.finish(callback, pending, now=time.time())
+    identity, _, _ = await client.finish(callback, pending, now=time.time())
     assert (identity.user, identity.email, identity.groups) == ("carol", None, ())
 
 
@@ -157,7 +157,7 @@ async def test_state_mismatch_is_refused_before_the_code_is_used(
     with pytest.raises(AuthError, match=r"state mismatch"):
         await client.finish(forged, pending, now=time.time())
     # The code was not spent by the refused attempt.
-    identity, _ = await client.finish(callback, pending, now=time.time())
+    identity, _, _ = await client.finish(callback, pending, now=time.time())
     assert identity.user == "alice"
 
 
@@ -226,7 +226,7 @@ async def test_groups_from_userinfo_when_id_token_lacks_them(
     client = OIDCClient(settings_for(userinfo_provider), http)
     await client.discover()
     url, pending = client.begin("/", now=time.time())
-    identity, id_token = await client.finish(
+    identity, id_token, _ = await client.finish(
         await sign_in(url, redirect_uri=REDIRECT_URI), pending, now=time.time()
     )
     assert "groups" not in jwt.decode(id_token, options={"verify_signature": False})

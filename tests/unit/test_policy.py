@@ -457,3 +457,28 @@ def test_clipboard_settings_come_with_the_deciding_rule_and_show_in_explain():
         RuleConfig.model_validate(rule("r", clipboard_paste="sometimes"))
     with pytest.raises(ValidationError):
         RuleConfig.model_validate(rule("r", clipboard_max=0))
+
+
+# --- step-up sign-in -----------------------------------------------------------------------------------
+
+
+def test_a_rule_can_require_a_recent_and_strong_enough_sign_in_for_control():
+    p = policy(
+        rule("prod", "control", tags=["env=prod"], max_auth_age="10m", acr_values=["phr", "mfa"]),
+        rule("view", "view", names=["web-*"], users=["viewer"], max_auth_age="10m"),
+    )
+    demands = p.decide("bob", ["ops"], server()).demands
+    assert (demands.max_auth_age, demands.acr_values) == (600.0, ("phr", "mfa"))
+    now = 10_000.0
+    assert demands.step_up_problem(auth_time=now - 599, acr="mfa", now=now) is None
+    assert demands.step_up_problem(auth_time=now - 601, acr="mfa", now=now) == (
+        "This console needs a sign-in within the last 10 minutes; sign in again"
+    )
+    assert demands.step_up_problem(auth_time=None, acr="mfa", now=now) == (
+        "This console needs a sign-in within the last 10 minutes; sign in again"
+    )
+    assert demands.step_up_problem(auth_time=now, acr="pwd", now=now) == (
+        "This console needs a stronger sign-in (phr or mfa); sign in again"
+    )
+    text = explain(p, "bob", ["ops"], server())
+    assert "demands:  for control, a sign-in within the last 10 minutes, of class phr or mfa" in text
