@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from .identity import AuthError, Identity, identity_from_claims
+from .identity import Authentication, AuthError, Identity, identity_from_claims
 from .jwks import JWKSCache, KeySource, StaticKey, safe_algorithms, verify_jwt
 
 _REJECTED = "Your sign-in proxy sent an identity the gateway cannot accept."
@@ -66,6 +66,10 @@ class AssertionVerifier:
         return value or None
 
     async def verify(self, token: str, *, now: float | None = None) -> Identity:
+        return (await self.authenticate(token, now=now))[0]
+
+    async def authenticate(self, token: str, *, now: float | None = None) -> tuple[Identity, Authentication]:
+        """The asserted identity, and when and how the proxy says the user authenticated (auth_time, acr)."""
         try:
             claims = await verify_jwt(
                 token,
@@ -77,12 +81,13 @@ class AssertionVerifier:
                 now=time.time() if now is None else now,
                 what="assertion",
             )
-            return identity_from_claims(
+            identity = identity_from_claims(
                 claims,
                 username_claim=self.username_claim,
                 email_claim=self.email_claim,
                 groups_claim=self.groups_claim,
                 method="proxy-jwt",
             )
+            return identity, Authentication.from_claims(claims)
         except AuthError as exc:
             raise AuthError(exc.reason, _REJECTED) from None

@@ -25,6 +25,22 @@ class Identity:
     method: str = "local"  # one of METHODS
 
 
+@dataclass(frozen=True, slots=True)
+class Authentication:
+    """When the user authenticated (`auth_time`, seconds) and how (`acr`), as an ID token or a proxy's
+    assertion says (the standard claims); None: not said. Step-up rules (docs/policy.md) read them."""
+
+    auth_time: float | None
+    acr: str | None
+
+    @classmethod
+    def from_claims(cls, claims: Mapping[str, Any]) -> Authentication:
+        raw = claims.get("auth_time")
+        auth_time = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+        acr = claims.get("acr")
+        return cls(auth_time, acr if isinstance(acr, str) else None)
+
+
 class AuthError(Exception):
     """A sign-in or session failure.
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from .identity import AuthError, Identity, claim_value, identity_from_claims
+from .identity import Authentication, AuthError, Identity, claim_value, identity_from_claims
 from .jwks import FetchedCache, JWKSCache, read_limited, safe_algorithms, verify_jwt
 
 log = logging.getLogger("gateway.auth")
@@ -48,14 +48,6 @@ class OIDCSettings:
     allowed_algs: tuple[str, ...] = ("RS256", "ES256", "PS256", "EdDSA")
     ca_file: str | None = None
     use_userinfo: bool = True  # fetch userinfo when the ID token lacks the username, email or groups claim
-
-
-@dataclass(frozen=True, slots=True)
-class Authentication:
-    """When the user authenticated at the provider (`auth_time`, seconds) and how (`acr`); None: not said."""
-
-    auth_time: float | None
-    acr: str | None
 
 
 @dataclass(slots=True)
@@ -296,9 +288,8 @@ class OIDCClient:
         self, claims: Mapping[str, Any], pending: PendingLogin, *, now: float
     ) -> Authentication:
         """auth_time and acr from the ID token, checked against what a step-up asked for."""
-        raw = claims.get("auth_time")
-        auth_time = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
-        acr = claims.get("acr") if isinstance(claims.get("acr"), str) else None
+        authentication = Authentication.from_claims(claims)
+        auth_time, acr = authentication.auth_time, authentication.acr
         if pending.max_age is not None and (
             auth_time is None or now - auth_time > pending.max_age + self.settings.clock_skew
         ):
@@ -311,7 +302,7 @@ class OIDCClient:
                 f"id token acr {str(acr)[:64]!r} is not one of {list(pending.acr_values)}",
                 "Your identity provider did not confirm the stronger sign-in this console needs.",
             )
-        return Authentication(auth_time, acr)
+        return authentication
 
     async def _exchange(self, code: str, pending: PendingLogin) -> dict[str, Any]:
         meta = self._meta()

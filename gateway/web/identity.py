@@ -12,7 +12,7 @@ import time
 from aiohttp import web
 
 from gateway.auth.cookie import SessionData, SessionError
-from gateway.auth.identity import AuthError, Identity
+from gateway.auth.identity import Authentication, AuthError, Identity
 from gateway.auth.proxy_headers import IDENTITY_HEADERS
 from gateway.consoles.codes import CLOSE_SIGNIN_EXPIRED
 from gateway.services import REASON_REMOVED
@@ -32,12 +32,20 @@ async def proxy_identity(request: web.Request, handler: Handler) -> web.StreamRe
     if _spoofed_headers(request):
         log.warning("spoofed identity header from %s ignored", request[CLIENT])
         request[SPOOFED] = True
-    asserted = await _asserted_identity(request)
-    if asserted is not None:
+    found = await _asserted_identity(request)
+    if found is not None:
+        asserted, authentication = found
         session = request[SESSION]
         if session is None or (session.user, session.method) != (asserted.user, asserted.method):
-            await _sign_in(request, asserted)
+            await _sign_in(request, asserted, authentication)
         else:
+            if authentication is not None and (session.auth_time, session.acr) != (
+                authentication.auth_time,
+                authentication.acr,
+            ):
+                # The proxy's word on when and how the user authenticated, for step-up rules.
+                session.auth_time, session.acr = authentication.auth_time, authentication.acr
+                set_session(request, session)
             await _follow(request, session, asserted)
     return await handler(request)
 
@@ -57,20 +65,22 @@ async def local_users(request: web.Request, handler: Handler) -> web.StreamRespo
     return await handler(request)
 
 
-async def _asserted_identity(request: web.Request) -> Identity | None:
+async def _asserted_identity(request: web.Request) -> tuple[Identity, Authentication | None] | None:
+    """Who the proxy says the caller is; with a signed assertion, also its auth_time and acr."""
     gw = request.app[GATEWAY]
     if gw.assertion is not None:
         token = gw.assertion.token_from_headers(request.headers)
         if token:
             try:
-                return await gw.assertion.verify(token)
+                return await gw.assertion.authenticate(token)
             except AuthError as exc:
                 log.warning("signed identity header refused from %s: %s", request[CLIENT], exc.reason)
                 request[AUTH_ERROR] = exc
                 gw.metrics.signins_total.labels(method="proxy-jwt", outcome="refused").inc()
                 return None
     if gw.trusted_headers is not None:
-        return gw.trusted_headers.identify(request.remote or "", request.headers)
+        identity = gw.trusted_headers.identify(request.remote or "", request.headers)
+        return (identity, None) if identity is not None else None
     return None
 
 
@@ -81,9 +91,11 @@ def _spoofed_headers(request: web.Request) -> bool:
     return trusted.spoofed(request.remote or "", request.headers)
 
 
-async def _sign_in(request: web.Request, identity: Identity) -> None:
+async def _sign_in(request: web.Request, identity: Identity, authentication: Authentication | None) -> None:
     gw = request.app[GATEWAY]
-    set_session(request, gw.codec.new_session(identity, now=time.time()))
+    said = authentication or Authentication(None, None)
+    session = gw.codec.new_session(identity, now=time.time(), auth_time=said.auth_time, acr=said.acr)
+    set_session(request, session)
     gw.metrics.signins_total.labels(method=identity.method, outcome="ok").inc()
     _audit(request, "login", identity)
     await _remember_groups(request, identity)

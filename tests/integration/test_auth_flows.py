@@ -559,3 +559,54 @@ async def test_oidc_step_up_in_chromium_returns_to_the_console(oidc_gateway: Cal
     assert (await gateway.wait_for_audit("console_denied", rule="sso-users"))["reason"].startswith(
         "This console needs a sign-in within the last 10 minutes"
     )
+
+
+async def test_step_up_reads_auth_time_and_acr_from_the_proxy_assertion(
+    gateways: Callable[..., Any], tmp_path: Path
+) -> None:
+    key, public = _es256_pair(tmp_path)
+    header = "X-Pomerium-Jwt-Assertion"
+
+    def tweak(data: dict[str, Any]) -> None:
+        data["auth"]["proxy_jwt"] = {
+            "enabled": True,
+            "header": header,
+            "public_key_file": str(public),
+            "issuer": "https://sso.example",
+            "audience": "novnc-gateway",
+        }
+        data["policy"]["rules"].append(
+            {
+                "name": "sso-ops-fresh",
+                "groups": ["sso-ops"],
+                "permission": "control",
+                "max_auth_age": "10m",
+                "acr_values": ["urn:example:mfa"],
+            }
+        )
+
+    gateway = await gateways(tweak)
+    now = int(time.time())
+    cases = [
+        ({"auth_time": now - 30, "acr": "urn:example:mfa"}, None),
+        ({"auth_time": now - 3600, "acr": "urn:example:mfa"}, "within the last 10 minutes"),
+        ({"auth_time": now - 30, "acr": "urn:example:pwd"}, "stronger sign-in (urn:example:mfa)"),
+        ({}, "within the last 10 minutes"),
+    ]
+    for claims, refused in cases:
+        operator = Operator(gateway)
+        try:
+            asserted = _assertion(key, email="erin@example.com", groups=["sso-ops"], **claims)
+            operator.http.headers[header] = asserted
+            transport = await operator.open_console("web-01")
+            if refused is None:
+                assert transport.notices[0]["permission"] == "control", claims
+            else:
+                assert transport.notices[0]["type"] == "step_up", claims
+                assert await transport.recv() is None
+                assert transport.close_code == 4407
+                assert refused in (transport.close_reason or "")
+                assert "the sign-in proxy does not vouch for that" in (transport.close_reason or "")
+            await transport.close()
+        finally:
+            await operator.close()
