@@ -70,6 +70,12 @@ class Metrics:
         self.dropped_messages_total = Counter(
             f"{PREFIX}_dropped_messages", "Client messages dropped by the view-only filter.", registry=r
         )
+        self.clipboard_denied_total = Counter(
+            f"{PREFIX}_clipboard_denied",
+            "Clipboard transfers the policy dropped (paste: browser to console, copy: console to browser).",
+            ["direction"],
+            registry=r,
+        )
         self.cloud_api_seconds = Histogram(
             f"{PREFIX}_cloud_api_seconds",
             "Cloud API call latency, successful or not.",
@@ -106,6 +112,7 @@ class Metrics:
         self._messages = {d: self.messages_relayed_total.labels(direction=d) for d in DIRECTIONS}
         for permission in ("view", "control"):
             self.active_sessions.labels(permission=permission)
+        self._clipboard = {d: self.clipboard_denied_total.labels(direction=d) for d in ("paste", "copy")}
 
     # -- adapters and small helpers for the hot spots -------------------------------------------------
 
@@ -140,6 +147,11 @@ class Metrics:
         """direction is "to_browser" or "to_upstream" (KeyError otherwise)."""
         self._bytes[direction].inc(nbytes)
         self._messages[direction].inc(messages)
+
+    def clipboard_denied(self, *, paste: int, copy: int) -> None:
+        """Clipboard transfers the rule's clipboard policy dropped, counted when a console closes."""
+        self._clipboard["paste"].inc(paste)
+        self._clipboard["copy"].inc(copy)
 
     def dropped(self, messages: int) -> None:
         """Client messages the view-only filter dropped."""

@@ -512,6 +512,7 @@ async def _relay(
     metrics.relayed("to_browser", stats.bytes_to_browser, stats.msgs_to_browser)
     metrics.relayed("to_upstream", stats.bytes_to_upstream, stats.msgs_to_upstream)
     metrics.dropped(stats.dropped)
+    metrics.clipboard_denied(paste=stats.paste_denied, copy=stats.copy_denied)
     services.audit.emit(
         "console_closed",
         **base,

@@ -118,6 +118,10 @@ async def test_denied_paste_never_reaches_the_server_and_denied_copy_never_the_c
         closed = await gateway.wait_for_audit("console_closed", server_name="clip-xvnc")
         assert (closed["paste_denied"], closed["paste_denied_bytes"]) == (1, len(PASTED))
         assert closed["copy_denied"] >= 1 and closed["copy_denied_bytes"] >= len(COPIED)
+        registry = gateway.gw.metrics.registry
+        denied = "novnc_gateway_clipboard_denied_total"
+        assert registry.get_sample_value(denied, {"direction": "paste"}) == 1
+        assert (registry.get_sample_value(denied, {"direction": "copy"}) or 0) >= 1
         trail = gateway.audit_path.read_text()
         assert COPIED not in trail and PASTED.decode() not in trail
     finally:

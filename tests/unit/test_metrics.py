@@ -123,3 +123,13 @@ def test_no_high_cardinality_labels(m):
     }
     allowed = {"permission", "outcome", "direction", "cloud", "operation", "code", "method", "reason", "le"}
     assert label_names <= allowed | {"version", "python"}
+
+
+def test_clipboard_denials_are_counted_by_direction(m):
+    s = samples(m)
+    for direction in ("paste", "copy"):
+        assert s[("novnc_gateway_clipboard_denied_total", (("direction", direction),))] == 0
+    m.clipboard_denied(paste=2, copy=0)
+    m.clipboard_denied(paste=0, copy=3)
+    assert value(m, "novnc_gateway_clipboard_denied_total", direction="paste") == 2
+    assert value(m, "novnc_gateway_clipboard_denied_total", direction="copy") == 3
