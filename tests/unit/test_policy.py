@@ -482,3 +482,23 @@ def test_a_rule_can_require_a_recent_and_strong_enough_sign_in_for_control():
     )
     text = explain(p, "bob", ["ops"], server())
     assert "demands:  for control, a sign-in within the last 10 minutes, of class phr or mfa" in text
+
+
+def test_explain_lists_every_demand_of_the_deciding_rule_as_the_docs_show():
+    p = policy(
+        rule(
+            "prod-fresh-mfa",
+            "control",
+            tags=["env=prod"],
+            justification="required",
+            ticket_pattern=TICKET,
+            clipboard_copy="deny",
+            clipboard_max=4096,
+            max_auth_age="10m",
+            acr_values=["urn:example:mfa:phr"],
+        )
+    )
+    text = explain(p, "bob", ["ops"], server())
+    demands = [line for line in text.splitlines() if line.startswith("demands:")]
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
+    assert len(demands) == 3 and all(line in doc for line in demands), demands
