@@ -67,6 +67,8 @@ FIELDS: dict[str, FieldSpec] = {
     "rule": FieldSpec(str, "the policy rule that decided (null: no rule matched, default deny)"),
     "console_id": FieldSpec(str, "the gateway's id for one console session (not the cloud's token)"),
     "justification": FieldSpec(str, "the reason the user gave for opening a console (when a rule asks)"),
+    "access_request": FieldSpec(str, "the id of a just-in-time access request"),
+    "grant_seconds": FieldSpec(float, "how long the access asked for (and, approved, granted) lasts"),
     "method": FieldSpec(str, "sign-in method", METHODS),
     # -- outcomes
     "reason": FieldSpec(str, "why, in words"),
@@ -98,6 +100,17 @@ FIELDS: dict[str, FieldSpec] = {
 
 COMMON_FIELDS: tuple[str, ...] = ("request_id", "user", "groups", "client")
 _SERVER = ("server_name", "project_id", "region")
+_ACCESS = (
+    "access_request",
+    "target_user",
+    "cloud",
+    "server_id",
+    "server_name",
+    "rule",
+    "permission",
+    "grant_seconds",
+    "justification",
+)
 
 EVENTS: dict[str, EventSpec] = {
     "login": EventSpec("a user signed in", required=("user", "method")),
@@ -179,6 +192,14 @@ EVENTS: dict[str, EventSpec] = {
         optional=("server_id", "cloud", *_SERVER, "target_user", "reason"),
         require_any=("server_id", "target_user"),
     ),
+    "access_requested": EventSpec(
+        "a user asked for just-in-time access to a server (target_user: the requester)",
+        required=_ACCESS,
+    ),
+    "access_approved": EventSpec(
+        "an approver approved an access request: a grant until grant_seconds from now", required=_ACCESS
+    ),
+    "access_denied": EventSpec("an approver denied an access request", required=_ACCESS),
     "config_reloaded": EventSpec(
         "the configuration was reloaded (SIGHUP or admin)",
         required=("outcome",),

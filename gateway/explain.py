@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 
+from gateway.app import make_store
 from gateway.clouds.base import CloudError, Server
 from gateway.clouds.registry import build_provider
 from gateway.config import GatewayConfig
 from gateway.policy import Policy, explain
+from gateway.state.base import StateUnavailable, active_grants
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str]:
@@ -36,6 +39,21 @@ async def _lookup(config: GatewayConfig, ref: str) -> Server:
         await provider.close()
 
 
+async def _grants(config: GatewayConfig, user: str, server: Server) -> dict[str, float]:
+    """The access grants the shared state holds for this user and server (only Redis is shared with a
+    running gateway; an in-memory gateway's grants live in its own process)."""
+    if config.state.backend != "redis":
+        return {}
+    store = make_store(config)
+    try:
+        return active_grants(await store.access_requests(), user, server.cloud, server.id, time.time())
+    except StateUnavailable as exc:
+        print(f"novnc-gateway: access grants not read (shared state unavailable: {exc})", file=sys.stderr)
+        return {}
+    finally:
+        await store.close()
+
+
 def run_explain(args: argparse.Namespace, config: GatewayConfig) -> int:
     if args.offline:
         tags = _pairs(args.tag, "tag")
@@ -58,5 +76,6 @@ def run_explain(args: argparse.Namespace, config: GatewayConfig) -> int:
             print(f"novnc-gateway: cannot look up {args.server}: {exc.user_message}", file=sys.stderr)
             return 1
     provider = next((c.provider for c in config.clouds if c.name == server.cloud), None)
-    print(explain(Policy(config.policy), args.user, args.group, server, provider=provider))
+    grants = asyncio.run(_grants(config, args.user, server))
+    print(explain(Policy(config.policy), args.user, args.group, server, provider=provider, grants=grants))
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Literal
@@ -29,6 +29,7 @@ __all__ = [
     "Permission",
     "Policy",
     "PolicyConfig",
+    "Requestable",
     "RuleConfig",
     "explain",
 ]
@@ -108,6 +109,10 @@ class RuleConfig(BaseModel):
     # Step-up for control sessions: a sign-in at most this old, of one of these classes (OIDC acr).
     max_auth_age: Duration | None = None
     acr_values: list[str] = Field(default_factory=list)
+    # Just in time: the rule grants only through a request that one of these groups approved, for at
+    # most `max_grant` (docs/policy.md, "Just-in-time access").
+    approvers: list[str] = Field(default_factory=list)
+    max_grant: Duration | None = None
 
     @field_validator("name")
     @classmethod
@@ -122,8 +127,13 @@ class RuleConfig(BaseModel):
         if not self.users and not self.groups:
             raise ValueError(f'{where}: give users or groups (use users = ["*"] for everyone signed in)')
         selectors = ("users", "groups", "clouds", "projects", "regions", "server_ids", "names")
-        for field in (*selectors, "acr_values"):
+        for field in (*selectors, "acr_values", "approvers"):
             _check_entries(getattr(self, field), f"{where}: {field}")
+        for group in self.approvers:
+            if _GLOB_CHARS.search(group):
+                raise ValueError(f"{where}: approvers: {group!r} looks like a glob; give exact groups")
+        if self.max_grant is not None and not self.approvers:
+            raise ValueError(f"{where}: max_grant needs approvers")
         for tag in self.tags:
             key = tag.split("=", 1)[0]
             if not key.strip() or key != key.strip():
@@ -265,6 +275,19 @@ def _demands(config: RuleConfig) -> Demands:
     return NO_DEMANDS if demands == NO_DEMANDS else demands
 
 
+DEFAULT_MAX_GRANT = 3600.0  # seconds: how long an approved request may last, unless the rule says
+
+
+@dataclass(frozen=True, slots=True)
+class Requestable:
+    """A just-in-time rule the user could ask for on a server: what it would grant, who approves, how long."""
+
+    rule: str
+    permission: Permission
+    approvers: tuple[str, ...]
+    max_grant: float
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     permission: Permission
@@ -351,7 +374,21 @@ class _Rule:
                 return _WHO_OTHER, f"user {user} via {pattern}"
         return None
 
-    def match(self, user: str, groups: Sequence[str], server: Server) -> _Match:
+    @property
+    def just_in_time(self) -> bool:
+        return bool(self.config.approvers)
+
+    def match(self, user: str, groups: Sequence[str], server: Server, grants: Collection[str] = ()) -> _Match:
+        """`grants`: the just-in-time rules an approved request currently opens for this user and server."""
+        found = self._match(user, groups, server)
+        if not found.matched or not self.just_in_time:
+            return found
+        if self.name not in grants:
+            approvers = ", ".join(f"group {g}" for g in self.config.approvers)
+            return _Match(False, failure=f"needs an approved access request (approvers: {approvers})")
+        return _Match(True, who_level=found.who_level, because=(*found.because, "approved request"))
+
+    def _match(self, user: str, groups: Sequence[str], server: Server) -> _Match:
         cfg = self.config
         who = self.match_who(user, groups)
         if who is None:
@@ -416,9 +453,9 @@ class Policy:
         self._admin_groups = frozenset(config.admins.groups)
 
     def _evaluate(
-        self, user: str, groups: Sequence[str], server: Server
+        self, user: str, groups: Sequence[str], server: Server, grants: Collection[str] = ()
     ) -> tuple[Decision, list[tuple[_Rule, _Match]]]:
-        results = [(rule, rule.match(user, groups, server)) for rule in self._rules]
+        results = [(rule, rule.match(user, groups, server, grants)) for rule in self._rules]
         matching = [(rule, m) for rule, m in results if m.matched]
         if not matching:
             reason = f"no rule grants {user or '<anonymous>'} access to {server.name} (default deny)"
@@ -435,8 +472,36 @@ class Policy:
         rule, m = max(matching, key=key)
         return Decision(Permission(rule.permission), rule.name, _reason(rule, m), rule.demands), results
 
-    def decide(self, user: str, groups: Sequence[str], server: Server) -> Decision:
-        return self._evaluate(user, groups, server)[0]
+    def decide(
+        self, user: str, groups: Sequence[str], server: Server, grants: Collection[str] = ()
+    ) -> Decision:
+        """`grants`: names of the just-in-time rules an approved, unexpired request opens (shared state)."""
+        return self._evaluate(user, groups, server, grants)[0]
+
+    def requestable(
+        self, user: str, groups: Sequence[str], server: Server, grants: Collection[str] = ()
+    ) -> list[Requestable]:
+        """The just-in-time rules an approval would make decide, above what the user has now."""
+        now = self.decide(user, groups, server, grants).permission
+        out = []
+        for rule in self._rules:
+            if not rule.just_in_time or rule.name in grants or not rule._match(user, groups, server).matched:
+                continue
+            granted = self.decide(user, groups, server, {*grants, rule.name})
+            if granted.rule == rule.name and granted.permission > now:
+                cfg = rule.config
+                max_grant = cfg.max_grant if cfg.max_grant is not None else DEFAULT_MAX_GRANT
+                out.append(Requestable(rule.name, granted.permission, tuple(cfg.approvers), max_grant))
+        return out
+
+    def is_approver(self, groups: Sequence[str]) -> bool:
+        """Someone in `groups` approves access requests for some rule (the admin page shows them)."""
+        return any(set(rule.config.approvers) & set(groups) for rule in self._rules)
+
+    def approves(self, groups: Sequence[str], rule_name: str) -> bool:
+        """Whether someone in `groups` is an approver of the rule (exact group names)."""
+        rule = next((r for r in self._rules if r.name == rule_name), None)
+        return rule is not None and bool(set(rule.config.approvers) & set(groups))
 
     def is_admin(self, user: str, groups: Sequence[str]) -> Decision:
         if user and user in self._admin_users:
@@ -447,23 +512,38 @@ class Policy:
         return Decision(Permission.NONE, None, f"{user or '<anonymous>'} is not an admin")
 
     def filter_servers(
-        self, user: str, groups: Sequence[str], servers: Iterable[Server]
-    ) -> list[tuple[Server, Decision]]:
-        """The servers this user may at least view, each with its decision (for the server list page)."""
+        self,
+        user: str,
+        groups: Sequence[str],
+        servers: Iterable[Server],
+        grants_of: Callable[[Server], Collection[str]] = lambda _server: (),
+    ) -> list[tuple[Server, Decision, list[Requestable]]]:
+        """For the server list page: the servers this user may at least view or may request access to,
+        each with its decision (`grants_of`: the rules approved requests open there) and what an access
+        request could add."""
         out = []
         for server in servers:
-            decision = self.decide(user, groups, server)
-            if decision.allowed:
-                out.append((server, decision))
+            grants = grants_of(server)
+            decision = self.decide(user, groups, server, grants)
+            options = self.requestable(user, groups, server, grants)
+            if decision.allowed or options:
+                out.append((server, decision, options))
         return out
 
 
 def explain(
-    policy: Policy, user: str, groups: Sequence[str], server: Server, *, provider: str | None = None
+    policy: Policy,
+    user: str,
+    groups: Sequence[str],
+    server: Server,
+    *,
+    provider: str | None = None,
+    grants: Collection[str] = (),
 ) -> str:
     """Everything an operator needs to see why a user got what they got on one server (and, given the
-    server's cloud's `provider`, which API the gateway would ask)."""
-    decision, results = policy._evaluate(user, groups, server)
+    server's cloud's `provider`, which API the gateway would ask; given `grants`, the just-in-time rules
+    an approved request opens)."""
+    decision, results = policy._evaluate(user, groups, server, grants)
     lines = [
         f"user:     {user or '<anonymous>'} (groups: {', '.join(groups) if groups else 'none'})",
         f"server:   {server.name} (id {server.id}, cloud {server.cloud}, project {server.project_id}, "
@@ -473,6 +553,7 @@ def explain(
         f"rule:     {decision.rule if decision.rule is not None else '(none: default deny)'}",
         f"reason:   {decision.reason}",
         *(f"demands:  {demand}" for demand in decision.demands.describe()),
+        *(f"grant:    {rule} (an approved access request)" for rule in sorted(grants)),
         "rules, in file order:",
     ]
     if not results:

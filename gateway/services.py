@@ -81,6 +81,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self.apply_config(self.config)
         self.registry.on_identity = self.identity_changed
+        self.registry.on_grants_ended = self.grants_ended
 
     def apply_config(self, config: GatewayConfig) -> None:
         """Build every config-derived part first, then swap them in together (no half-applied reload)."""
@@ -200,7 +201,8 @@ class Gateway:
                 closed += 1
                 continue
             record.groups = list(groups)
-            permission = self.policy.decide(record.user, groups, live.server).permission
+            grants = live.grants(time.time())
+            permission = self.policy.decide(record.user, groups, live.server, grants).permission
             if rank[permission] < rank[Permission(record.permission)]:
                 live.terminate(
                     CLOSE_POLICY,
@@ -210,6 +212,14 @@ class Gateway:
                     "policy",
                 )
                 closed += 1
+        return closed
+
+    def grants_ended(self, consoles: list[LiveConsole]) -> int:
+        """Consoles opened through an access grant that has now ended: re-decided without it (downgraded
+        consoles close with 4003 and the reason, like any other re-decision)."""
+        closed = self.redecide(lambda record: record.groups, consoles)
+        if closed:
+            log.info("%d console(s) closed: their access grant ended", closed)
         return closed
 
     def identity_changed(self, identity: Identity) -> int:

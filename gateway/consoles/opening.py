@@ -53,7 +53,7 @@ from gateway.consoles.relay_core import CloseInfo, RelayCore, RelayStats
 from gateway.metrics import Metrics
 from gateway.policy import MAX_JUSTIFICATION, Decision, Permission, Policy
 from gateway.rfb import ClientMessageFilter, ServerMessageFilter
-from gateway.state.base import ConsoleRecord, StateStore, StateUnavailable
+from gateway.state.base import ConsoleRecord, StateStore, StateUnavailable, active_grants
 from gateway.upstream import UpstreamError, UpstreamErrorKind, UpstreamTarget, UpstreamURLError
 
 __all__ = ["Browser", "Closed", "ConsoleServices", "Link", "OpenRequest", "Refusal", "open_console"]
@@ -196,7 +196,9 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
         live = await _register(services, record, base)
         base["console_id"] = console_id
         live.expires = session.created + services.config.session.absolute_lifetime
-        server, decision = await _decide(services, provider, session, base)
+        server, decision, grant_until = await _decide(services, provider, session, base)
+        if grant_until is not None and decision.rule is not None:
+            live.grant = (decision.rule, grant_until)  # its end re-decides this console
         permission = decision.permission
         _justified(services, decision, request.justification, base)
         if permission is Permission.CONTROL:
@@ -298,8 +300,9 @@ async def _register(services: ConsoleServices, record: ConsoleRecord, base: dict
 
 async def _decide(
     services: ConsoleServices, provider: CloudProvider, session: SessionData, base: dict[str, Any]
-) -> tuple[Server, Decision]:
-    """The server as the cloud describes it now, and what policy grants on it."""
+) -> tuple[Server, Decision, float | None]:
+    """The server as the cloud describes it now, what policy grants on it, and when the access grant
+    that decided ends (None: no grant decided)."""
     try:
         server = await provider.get_server(base["server_id"])
     except CloudError as exc:
@@ -309,7 +312,8 @@ async def _decide(
         raise _Refused(
             _CLOUD_CODES.get(exc.kind, CLOSE_CLOUD), _sentence(exc.user_message), "cloud_error"
         ) from None
-    decision = services.policy.decide(session.user, session.groups, server)
+    grants = await _grants(services, session, server)
+    decision = services.policy.decide(session.user, session.groups, server, grants)
     if decision.permission is Permission.NONE:
         services.audit.emit(
             "console_denied",
@@ -325,7 +329,18 @@ async def _decide(
     if unavailable:
         raise _Refused(CLOSE_UNAVAILABLE, f"The console cannot open: {unavailable}", "unavailable")
     base.update(server_name=server.name, project_id=server.project_id)
-    return server, decision
+    return server, decision, grants.get(decision.rule or "")
+
+
+async def _grants(services: ConsoleServices, session: SessionData, server: Server) -> dict[str, float]:
+    """The just-in-time rules an approved, unexpired request opens for this user and server, with their
+    ends. Unreadable shared state grants nothing (the user keeps what the other rules give)."""
+    try:
+        requests = await services.store.access_requests()
+    except StateUnavailable as exc:
+        log.warning("access grants not read (shared state unavailable): %s", exc)
+        return {}
+    return active_grants(requests, session.user, server.cloud, server.id, services.wall())
 
 
 def _justified(services: ConsoleServices, decision: Decision, given: str, base: dict[str, Any]) -> None:

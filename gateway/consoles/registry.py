@@ -54,6 +54,13 @@ class LiveConsole:
         None  # (code, reason, by) when terminated before the relay ran
     )
     closed_by: str | None = None
+    grant: tuple[str, float] | None = None  # (rule, wall-clock end): opened through an approved request
+
+    def grants(self, now: float) -> frozenset[str]:
+        """The just-in-time rules this console may still count on (for a re-decision)."""
+        if self.grant is not None and self.grant[1] > now:
+            return frozenset({self.grant[0]})
+        return frozenset()
 
     def terminate(self, code: int, reason: str, by: str) -> None:
         self.closed_by = by
@@ -85,6 +92,8 @@ class ConsoleRegistry:
         # knows the policy); fed by `publish_identity` from whichever replica saw the change, and by
         # reconciliation with the groups `remember_groups` recorded.
         self.on_identity: Callable[[Identity], int] | None = None
+        # Re-decides consoles whose access grant ended (set by the Gateway); run by reconciliation.
+        self.on_grants_ended: Callable[[list[LiveConsole]], int] | None = None
         self._sync_interval = sync_interval
         self._tick = tick
         self._sync_task: asyncio.Task[None] | None = None
@@ -188,6 +197,12 @@ class ConsoleRegistry:
                 continue
             ended += 1
             log.info("console %s of %s closed on reconciliation (%s)", record.id, record.user, live.closed_by)
+        now = time.time()
+        ended_grants = [live for live in lives if live.grant is not None and live.grant[1] <= now]
+        if ended_grants and self.on_grants_ended is not None:
+            ended += self.on_grants_ended(ended_grants)
+            for live in ended_grants:
+                live.grant = None  # re-decided without it once; what other rules give stands
         if self.on_identity is not None:
             # Groups an SSO proxy asserted on another replica: this one may have missed the command.
             users = {(live.record.user, live.record.method) for live in lives}

@@ -172,6 +172,65 @@ class Commands(Protocol):
         """Deliver a command to every replica's handler; a handler's failure is not the publisher's."""
 
 
+@dataclass(slots=True)
+class AccessRequest:
+    """A just-in-time access request (docs/policy.md): pending until an approver decides; an approved one
+    is a grant of `rule` on one server to `user` until `expires` (wall-clock seconds)."""
+
+    id: str
+    user: str
+    cloud: str
+    server_id: str
+    server_name: str
+    rule: str
+    permission: str
+    duration: float  # seconds asked for
+    reason: str
+    created: float
+    status: str = "pending"  # pending | approved | denied
+    decided_by: str = ""
+    expires: float = 0.0
+
+    def grants(self, user: str, cloud: str, server_id: str, now: float) -> bool:
+        return (
+            self.status == "approved"
+            and (self.user, self.cloud, self.server_id) == (user, cloud, server_id)
+            and self.expires > now
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AccessRequest:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+def active_grants(
+    requests: Collection[AccessRequest], user: str, cloud: str, server_id: str, now: float
+) -> dict[str, float]:
+    """The just-in-time rules approved requests open for `user` on one server now, with their ends."""
+    return {r.rule: r.expires for r in requests if r.grants(user, cloud, server_id, now)}
+
+
+class AccessRequests(Protocol):
+    """Just-in-time access requests and the grants they become, shared by every replica. An entry lapses
+    `ttl` after its last write: a pending request after the time left to decide it, a grant when it ends."""
+
+    @abc.abstractmethod
+    async def access_request_put(self, request: AccessRequest, ttl: float) -> None: ...
+
+    @abc.abstractmethod
+    async def access_requests(self) -> list[AccessRequest]:
+        """Every request not yet lapsed, oldest first."""
+
+    @abc.abstractmethod
+    async def access_request_decide(self, decided: AccessRequest, ttl: float) -> bool:
+        """Store `decided` (same id, status approved or denied) only if that request is still pending:
+        of two approvers deciding at once, exactly one wins. False: unknown, lapsed or already decided."""
+
+
 class Health(Protocol):
     @abc.abstractmethod
     async def ping(self) -> None:
@@ -179,7 +238,16 @@ class Health(Protocol):
 
 
 class StateStore(
-    ConsoleLedger, Locks, Revocations, Terminations, IdentityRecords, RateLimits, Commands, Health, Protocol
+    ConsoleLedger,
+    Locks,
+    Revocations,
+    Terminations,
+    IdentityRecords,
+    RateLimits,
+    AccessRequests,
+    Commands,
+    Health,
+    Protocol,
 ):
     """Every concern together: what each backend implements (tests/contract/test_state_contract.py holds
     them to one behaviour) and what the console registry, which touches all of them, takes. A part that

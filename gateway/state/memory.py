@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
-from gateway.state.base import Command, CommandHandler, ConsoleRecord, StateStore, deliver
+from gateway.state.base import AccessRequest, Command, CommandHandler, ConsoleRecord, StateStore, deliver
 
 _MAX_KEYS = 100_000
 # Lapsed entries dropped per write, per table: more than the one key a write can add, so the sweep keeps
@@ -137,6 +137,7 @@ class MemoryStore(StateStore):
         self._revoked: ExpiringTable[str, bool] = ExpiringTable(clock)
         self._terminations: ExpiringTable[str, Command] = ExpiringTable(clock)
         self._groups: ExpiringTable[tuple[str, str], list[str]] = ExpiringTable(clock)
+        self._access: dict[str, tuple[float, AccessRequest]] = {}  # id -> (lapses at, request)
         self._buckets: ExpiringTable[str, tuple[float, float]] = ExpiringTable(clock)  # (tokens, stamp)
         self.counters = WindowCounters(max_keys=max_counters, clock=clock)
         self._handler: CommandHandler | None = None
@@ -201,6 +202,23 @@ class MemoryStore(StateStore):
     async def recorded_groups(self, users: Collection[tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
         found = ((u, self._groups.get(u)) for u in users)
         return {u: list(groups) for u, groups in found if groups is not None}
+
+    async def access_request_put(self, request: AccessRequest, ttl: float) -> None:
+        self._access[request.id] = (self._clock() + ttl, AccessRequest.from_dict(request.to_dict()))
+
+    async def access_requests(self) -> list[AccessRequest]:
+        now = self._clock()
+        for key in [k for k, (until, _) in self._access.items() if until <= now]:
+            del self._access[key]
+        live = sorted((r for _, r in self._access.values()), key=lambda r: r.created)
+        return [AccessRequest.from_dict(r.to_dict()) for r in live]
+
+    async def access_request_decide(self, decided: AccessRequest, ttl: float) -> bool:
+        entry = self._access.get(decided.id)
+        if entry is None or entry[0] <= self._clock() or entry[1].status != "pending":
+            return False
+        await self.access_request_put(decided, ttl)
+        return True
 
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
         if rate <= 0 or burst < 1:

@@ -36,6 +36,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from gateway.state.base import (
+    AccessRequest,
     Command,
     CommandHandler,
     ConsoleRecord,
@@ -153,6 +154,17 @@ end
 return n
 """
 
+# A decision on an access request: compare-and-set, so that of two approvers exactly one wins.
+# KEYS: request key, index set. ARGV: the pending JSON read, the decided JSON, ttl ms, id.
+_DECIDE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', tonumber(ARGV[3]))
+redis.call('SADD', KEYS[2], ARGV[4])
+return 1
+"""
+
 
 def _describe(exc: BaseException) -> str:
     """A reason for logs and refusals; redis-py's messages name host and port, never the password."""
@@ -209,6 +221,7 @@ class RedisStore(StateStore):
         self._release = self._client.register_script(_RELEASE)
         self._take = self._client.register_script(_RATE_BUCKET)
         self._incr = self._client.register_script(_INCR)
+        self._decide = self._client.register_script(_DECIDE)
         self._handler: CommandHandler | None = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
@@ -470,6 +483,38 @@ class RedisStore(StateStore):
             for u, doc in zip(wanted, found, strict=True)
             if doc is not None and isinstance(doc.get("groups"), list)
         }
+
+    async def access_request_put(self, request: AccessRequest, ttl: float) -> None:
+        value = json.dumps(request.to_dict(), separators=(",", ":"))
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("access", request.id), value, px=_ms(ttl))
+            pipe.sadd(self._key("access-index"), request.id)
+            await self._call(pipe.execute())
+
+    async def access_requests(self) -> list[AccessRequest]:
+        """Lapsed requests leave the index as they are found missing (each key carries its own TTL)."""
+        ids = sorted(str(i) for i in await self._call(self._client.smembers(self._key("access-index"))))
+        docs = await self._json_objects([self._key("access", i) for i in ids])
+        gone = [i for i, doc in zip(ids, docs, strict=True) if doc is None]
+        if gone:
+            await self._call(self._client.srem(self._key("access-index"), *gone))
+        found = []
+        for doc in docs:
+            if doc is not None:
+                with contextlib.suppress(TypeError, ValueError):
+                    found.append(AccessRequest.from_dict(doc))
+        return sorted(found, key=lambda r: r.created)
+
+    async def access_request_decide(self, decided: AccessRequest, ttl: float) -> bool:
+        key = self._key("access", decided.id)
+        raw = await self._call(self._client.get(key))
+        doc = _json_object(raw)
+        if doc is None or doc.get("status") != "pending":
+            return False
+        value = json.dumps(decided.to_dict(), separators=(",", ":"))
+        keys = [key, self._key("access-index")]
+        won = await self._call(self._decide(keys=keys, args=[raw, value, _ms(ttl), decided.id]))
+        return bool(won)
 
     async def _json_objects(self, keys: list[str]) -> list[dict[str, Any] | None]:
         """MGET in chunks: each value as a JSON object, or None when missing or unreadable."""

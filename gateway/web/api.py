@@ -14,7 +14,8 @@ from gateway.auth.identity import Identity
 from gateway.auth.passwords import PasswordPoolBusy
 from gateway.clouds.base import CloudError, CloudErrorKind, Server
 from gateway.consoles.codes import CLOSE_LOGGED_OUT, REASON_LOGGED_OUT
-from gateway.policy import Decision, Permission
+from gateway.policy import Decision, Permission, Requestable
+from gateway.state.base import StateUnavailable, active_grants
 from gateway.web.http import json_error, safe_next
 from gateway.web.keys import CLIENT, GATEWAY, REQUEST_ID
 from gateway.web.session_cookie import current, set_session
@@ -133,6 +134,7 @@ async def me(request: web.Request) -> web.Response:
             "method": session.method,
             "csrf": session.csrf,
             "admin": admin,
+            "approver": gw.policy.is_approver(session.groups),
             "locked": await gw.store.is_locked(session.user),
             "expires": session.created + gw.config.session.absolute_lifetime,
         }
@@ -155,11 +157,24 @@ def server_view(server: Server, decision: Decision) -> dict[str, Any]:
     }
 
 
+def requestable_view(options: list[Requestable]) -> dict[str, Any] | None:
+    """What an access request could open on a server (the highest of the rules that would grant it)."""
+    if not options:
+        return None
+    best = max(options, key=lambda o: o.permission.rank)
+    return {"permission": str(best.permission), "max_grant": best.max_grant}
+
+
 @routes.get("/api/servers")
 async def list_servers(request: web.Request) -> web.Response:
     gw = request.app[GATEWAY]
     session = current(request)
     names = list(gw.clouds)
+    try:  # approved just-in-time requests open servers; unreadable, the list shows the rest
+        requests = await gw.store.access_requests()
+    except StateUnavailable as exc:
+        log.warning("access grants not read for the server list: %s", exc)
+        requests = []
     results = await asyncio.gather(*(gw.clouds[n].list_servers() for n in names), return_exceptions=True)
     servers: list[dict[str, Any]] = []
     errors: list[dict[str, str]] = []
@@ -175,8 +190,14 @@ async def list_servers(request: web.Request) -> web.Response:
             )
             continue
         gw.last_cloud_ok = time.time()
-        for server, decision in gw.policy.filter_servers(session.user, session.groups, result):
-            servers.append(server_view(server, decision))
+        listed = gw.policy.filter_servers(
+            session.user,
+            session.groups,
+            result,
+            lambda s: active_grants(requests, session.user, s.cloud, s.id, time.time()),
+        )
+        for server, decision, options in listed:
+            servers.append({**server_view(server, decision), "requestable": requestable_view(options)})
     servers.sort(key=lambda s: (s["name"].lower(), s["id"]))
     return web.json_response({"servers": servers, "errors": errors})
 

@@ -43,6 +43,8 @@ async def console_page(request: web.Request) -> web.StreamResponse:
 @routes.get("/admin")
 async def admin_page(request: web.Request) -> web.StreamResponse:
     session = current(request)
-    if request.app[GATEWAY].policy.is_admin(session.user, session.groups).permission is Permission.NONE:
-        raise web.HTTPForbidden(reason="Administrators only")
+    policy = request.app[GATEWAY].policy
+    admin = policy.is_admin(session.user, session.groups).permission is not Permission.NONE
+    if not admin and not policy.is_approver(session.groups):  # approvers see the access requests there
+        raise web.HTTPForbidden(reason="Administrators and approvers only")
     return _page(request, "admin.html")

@@ -249,9 +249,52 @@ function reconcile(tbody, rows, items, keyOf, make) {
     }
 }
 
+/** The signed-in user's roles here: admins see the consoles, approvers the access requests. */
+const roles = { admin: false, approver: false };
+
+/** @param {object} r one pending request from /api/access-requests */
+function accessRow(r) {
+    const approve = el("button", {
+        type: "button", class: "btn btn-small btn-primary", dataset: { testid: "access-approve" }, text: "Approve",
+    });
+    const deny = el("button", {
+        type: "button", class: "btn btn-small", dataset: { testid: "access-deny" }, text: "Deny",
+    });
+    const path = (verdict) => `/api/access-requests/${encodeURIComponent(r.id)}/${verdict}`;
+    const label = r.server_name || r.server_id;
+    approve.addEventListener("click", () => act(path("approve"), {}, `Approved ${r.user}'s ${r.permission} on ${label}.`));
+    deny.addEventListener("click", () => act(path("deny"), {}, `Denied ${r.user}'s request on ${label}.`));
+    return el(
+        "tr",
+        { dataset: { testid: "access-row", requestId: r.id, user: r.user } },
+        el("td", {}, el("span", { class: "cell-main", text: r.user })),
+        el("td", {}, el("span", { class: "cell-main", text: label }), el("br"),
+            el("span", { class: "cell-sub", text: `${r.server_id} · ${r.cloud}` })),
+        el("td", {}, permissionBadge(r.permission)),
+        el("td", { class: "num", text: formatDuration(r.duration) }),
+        el("td", { dataset: { testid: "access-reason" }, text: r.reason }),
+        el("td", { class: "actions" }, approve, deny),
+    );
+}
+
+async function refreshAccess() {
+    const data = await api("/api/access-requests");
+    const pending = Array.isArray(data.to_decide) ? data.to_decide : [];
+    byId("access-rows").replaceChildren(...pending.map(accessRow));
+    byId("access-empty").hidden = pending.length > 0;
+}
+
 async function refresh() {
     clearTimeout(pollTimer);
     try {
+        if (roles.approver) {
+            await refreshAccess();
+        }
+        if (!roles.admin) {
+            setBanner(byId("load-error"), null);
+            schedule();
+            return;
+        }
         const data = await api("/api/admin/sessions");
         const consoles = (Array.isArray(data.consoles) ? data.consoles : [])
             .slice()
@@ -297,8 +340,13 @@ async function main() {
     const me = await loadMe();
     csrf = me.csrf;
     setupHeader(me);
-    if (!me.admin) {
-        setBanner(byId("load-error"), "This page is for administrators only.");
+    roles.admin = Boolean(me.admin);
+    roles.approver = Boolean(me.approver);
+    byId("access-section").hidden = !roles.approver;
+    byId("consoles-section").hidden = !roles.admin;
+    byId("locked-section").hidden = !roles.admin;
+    if (!roles.admin && !roles.approver) {
+        setBanner(byId("load-error"), "This page is for administrators and approvers only.");
         setBanner(byId("console-empty"), null);
         return;
     }

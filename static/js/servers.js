@@ -36,7 +36,9 @@ function serverRow(s, showCloud) {
     const name = s.name || s.id;
     const nameCell = el("td", {}, el("span", { class: "cell-main", text: name }));
     let action;
-    if (s.available) {
+    if (s.permission === "none") {
+        action = null; // nothing to open until an access request is approved
+    } else if (s.available) {
         action = el("a", {
             class: "btn btn-primary btn-small",
             href: consolePath(s.cloud, s.id),
@@ -73,8 +75,73 @@ function serverRow(s, showCloud) {
         el("td", { class: "id-cell hide-sm", text: s.id }),
         showCloud ? el("td", { class: "hide-sm", text: s.cloud }) : null,
         el("td", {}, permissionBadge(s.permission)),
-        el("td", { class: "actions" }, action),
+        el("td", { class: "actions" }, action, s.requestable ? requestButton(s, name) : null),
     );
+}
+
+// ---------------------------------------------------------------------------- access requests
+
+/** The server an access request is being written for. */
+let requesting = null;
+let csrf = "";
+
+/** @param {{requestable: {permission: string, max_grant: number}}} s @param {string} name */
+function requestButton(s, name) {
+    const button = el("button", {
+        type: "button",
+        class: "btn btn-small",
+        dataset: { testid: "server-request" },
+        "aria-label": `Request ${s.requestable.permission} on ${name}`,
+        text: `Request ${s.requestable.permission}`,
+    });
+    button.addEventListener("click", () => openRequest(s, name));
+    return button;
+}
+
+/** Durations offered, in seconds; only those the rule allows. */
+const DURATIONS = [[900, "15 minutes"], [3600, "1 hour"], [4 * 3600, "4 hours"], [8 * 3600, "8 hours"]];
+
+function openRequest(s, name) {
+    requesting = s;
+    byId("request-what").textContent = `${s.requestable.permission} on ${name}, approved by an approver of this server.`;
+    const select = byId("request-duration");
+    const allowed = DURATIONS.filter(([seconds]) => seconds <= s.requestable.max_grant);
+    const options = allowed.length ? allowed : [[s.requestable.max_grant, `${Math.round(s.requestable.max_grant / 60)} minutes`]];
+    select.replaceChildren(...options.map(([seconds, label]) => el("option", { value: String(seconds), text: label })));
+    byId("request-status").textContent = "";
+    byId("request-reason").value = "";
+    byId("request-dialog").showModal();
+    byId("request-reason").focus();
+}
+
+function setupRequests() {
+    byId("request-cancel").addEventListener("click", () => byId("request-dialog").close());
+    byId("request-form").addEventListener("submit", async (event) => {
+        event.preventDefault();
+        const s = requesting;
+        const reason = byId("request-reason").value.trim();
+        if (!s || !reason) {
+            byId("request-status").textContent = "Say why you need it.";
+            return;
+        }
+        try {
+            await api("/api/access-requests", {
+                method: "POST",
+                csrf,
+                body: { cloud: s.cloud, server_id: s.id, duration: Number(byId("request-duration").value), reason },
+            });
+        } catch (err) {
+            if (err instanceof ApiError && err.status === 401) {
+                goToLogin();
+                return;
+            }
+            byId("request-status").textContent = err.message;
+            return;
+        }
+        byId("request-dialog").close();
+        setBanner(byId("request-sent"), `Requested ${s.requestable.permission} on ${s.name || s.id}. `
+            + "Reload this list once an approver has decided.");
+    });
 }
 
 function applyFilter() {
@@ -157,6 +224,8 @@ function showCloudErrors(errors) {
 async function main() {
     const me = await loadMe();
     setupHeader(me);
+    csrf = me.csrf;
+    setupRequests();
     byId("locked").hidden = !me.locked;
     const filter = byId("filter");
     filter.addEventListener("input", applyFilter);

@@ -71,7 +71,7 @@ export function setupHeader(me) {
         groups.append(el("span", { class: "chip chip-more", text: `+${me.groups.length - shown.length}` }));
     }
     groups.title = me.groups.join(", ");
-    byId("nav-admin").hidden = !me.admin;
+    byId("nav-admin").hidden = !(me.admin || me.approver);
     const button = byId("signout");
     button.addEventListener("click", () => {
         button.disabled = true;

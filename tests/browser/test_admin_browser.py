@@ -79,6 +79,6 @@ async def test_operators_cannot_open_the_admin_page(stack: RunningGateway, brows
         await sign_in(page, stack.url, "demo", "demo")
         response = await page.goto(stack.url + "/admin")
         assert response is not None and response.status == 403
-        await expect(page.locator("h1")).to_contain_text("Administrators only")
+        await expect(page.locator("h1")).to_contain_text("Administrators and approvers only")
     finally:
         await context.close()

@@ -14,10 +14,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.state.base import Command, StateStore
+from gateway.state.base import AccessRequest, Command, StateStore
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
 from tests.support.polling import wait_for
@@ -342,3 +343,59 @@ async def test_bad_handler_does_not_stop_delivery(replica: Replica) -> None:
 
 async def test_ping_answers_when_reachable(replica: Replica) -> None:
     assert await replica().ping() is None
+
+
+# -- access requests ----------------------------------------------------------------------------------
+
+
+def access_request(user: str = "bob", **fields: Any) -> AccessRequest:
+    base: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "user": user,
+        "cloud": "demo",
+        "server_id": "srv-1",
+        "server_name": "web-1",
+        "rule": "ops-jit",
+        "permission": "control",
+        "duration": 600.0,
+        "reason": "INC-1 disk full",
+        "created": time.time(),
+    }
+    return AccessRequest(**{**base, **fields})
+
+
+async def test_an_access_request_made_on_one_replica_is_decided_once_on_another(replica: Replica) -> None:
+    a, b = replica(), replica()
+    pending = access_request()
+    await a.access_request_put(pending, ttl=60)
+    [seen] = await b.access_requests()
+    assert seen == pending
+    approved = AccessRequest.from_dict(
+        {**pending.to_dict(), "status": "approved", "decided_by": "lead", "expires": time.time() + 600}
+    )
+    denied = AccessRequest.from_dict({**pending.to_dict(), "status": "denied", "decided_by": "other"})
+    # Two approvers at once: exactly one decision stands.
+    results = await asyncio.gather(
+        b.access_request_decide(approved, 600), a.access_request_decide(denied, 60)
+    )
+    assert sorted(results) == [False, True]
+    [first] = await a.access_requests()
+    assert first == (approved if results[0] else denied)
+    assert not await a.access_request_decide(denied, 60)  # decided is decided
+    assert not await a.access_request_decide(access_request(), 60)  # unknown
+    assert first.grants("bob", "demo", "srv-1", time.time()) is (first.status == "approved")
+
+
+async def test_access_requests_lapse_with_their_ttl(replica: Replica) -> None:
+    a, b = replica(), replica()
+    short, long = access_request("ann", created=1.0), access_request("ben", created=2.0)
+    await a.access_request_put(short, ttl=0.2)
+    await a.access_request_put(long, ttl=60)
+    assert [r.user for r in await b.access_requests()] == ["ann", "ben"]  # oldest first
+    await wait_for(lambda: _users(b), 5, "the short request to lapse")
+    too_late = AccessRequest.from_dict({**short.to_dict(), "status": "denied"})
+    assert not await b.access_request_decide(too_late, 60)
+
+
+async def _users(store: StateStore) -> bool:
+    return [r.user for r in await store.access_requests()] == ["ben"]

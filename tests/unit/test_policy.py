@@ -267,8 +267,21 @@ def test_filter_servers_keeps_view_and_control_with_decisions():
         rule("db", "view", names=["db-*"]),
         rule("no-web2", "deny", server_ids=["3"]),
     )
-    got = [(s.id, d.permission, d.rule) for s, d in p.filter_servers("alice", ["ops"], servers)]
-    assert got == [("1", Permission.CONTROL, "web"), ("2", Permission.VIEW, "db")]
+    got = [(s.id, d.permission, d.rule, o) for s, d, o in p.filter_servers("alice", ["ops"], servers)]
+    assert got == [("1", Permission.CONTROL, "web", []), ("2", Permission.VIEW, "db", [])]
+
+
+def test_filter_servers_lists_what_an_access_request_could_open_and_what_a_grant_opened():
+    servers = [server(id="1", name="web-1"), server(id="2", name="db-1")]
+    p = policy(rule("jit", "control", names=["db-*"], approvers=["leads"]))
+    [(listed, decision, [option])] = p.filter_servers("alice", ["ops"], servers)
+    assert (listed.id, decision.permission, option.rule) == ("2", Permission.NONE, "jit")
+
+    def grants_of(s: Server) -> set[str]:
+        return {"jit"} if s.id == "2" else set()
+
+    [(_, granted, options)] = p.filter_servers("alice", ["ops"], servers, grants_of)
+    assert (granted.permission, options) == (Permission.CONTROL, [])
 
 
 def test_is_admin_exact_user_or_group():
@@ -502,3 +515,39 @@ def test_explain_lists_every_demand_of_the_deciding_rule_as_the_docs_show():
     demands = [line for line in text.splitlines() if line.startswith("demands:")]
     doc = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
     assert len(demands) == 3 and all(line in doc for line in demands), demands
+
+
+# --- just-in-time access -------------------------------------------------------------------------------
+
+
+def test_a_rule_with_approvers_grants_only_through_an_approved_request():
+    p = policy(
+        rule("ops-view", "view", tags=["env=prod"]),
+        rule("ops-jit", "control", tags=["env=prod"], approvers=["leads"], max_grant="2h"),
+    )
+    plain = p.decide("bob", ["ops"], server())
+    assert (plain.permission, plain.rule) == (Permission.VIEW, "ops-view")
+    granted = p.decide("bob", ["ops"], server(), grants={"ops-jit"})
+    assert (granted.permission, granted.rule) == (Permission.CONTROL, "ops-jit")
+    assert "approved request" in granted.reason
+    [option] = p.requestable("bob", ["ops"], server())
+    assert (option.rule, option.permission, option.approvers, option.max_grant) == (
+        "ops-jit",
+        Permission.CONTROL,
+        ("leads",),
+        7200.0,
+    )
+    assert p.requestable("bob", ["ops"], server(), grants={"ops-jit"}) == []
+    assert p.requestable("eve", ["sales"], server()) == []  # the rule's who and which servers still apply
+    text = explain(p, "bob", ["ops"], server())
+    assert "no match: needs an approved access request (approvers: group leads)" in text
+    assert "ops-jit [control; specificity tags/metadata]: matches" in explain(
+        p, "bob", ["ops"], server(), grants={"ops-jit"}
+    )
+
+
+def test_approvers_are_exact_group_names():
+    with pytest.raises(ValidationError, match="approvers"):
+        RuleConfig.model_validate(rule("r", approvers=["lead*"]))
+    with pytest.raises(ValidationError, match="max_grant needs approvers"):
+        RuleConfig.model_validate(rule("r", max_grant="1h"))
