@@ -180,6 +180,16 @@ class PolicyConfig(BaseModel):
 
     rules: list[RuleConfig] = Field(default_factory=list)
     admins: AdminConfig = Field(default_factory=AdminConfig)
+    # Where a new access request is posted as JSON (a chat system's incoming webhook). It often carries
+    # a secret in its path, so it is never logged.
+    access_webhook: str | None = Field(default=None, repr=False)
+
+    @field_validator("access_webhook")
+    @classmethod
+    def _webhook(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^\s/]+/", value):
+            raise ValueError("policy.access_webhook: an http(s) URL such as https://chat.example/hooks/...")
+        return value
 
     @model_validator(mode="after")
     def _unique(self) -> PolicyConfig:

@@ -5,16 +5,19 @@ depended on it (ConsoleRegistry.reconcile). Nobody decides their own request. Ev
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import secrets
 import time
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from gateway.auth.cookie import SessionData
 from gateway.clouds.base import CloudError, CloudErrorKind
+from gateway.durations import format_duration
 from gateway.policy import MAX_JUSTIFICATION
 from gateway.services import Gateway
 from gateway.state.base import AccessRequest, active_grants
@@ -93,6 +96,11 @@ async def create(request: web.Request) -> web.Response:
     )
     await gw.store.access_request_put(access, PENDING_TTL)
     gw.audit.emit("access_requested", **_audit(request, session, access))
+    webhook = gw.policy.config.access_webhook
+    if webhook is not None:
+        task = asyncio.create_task(_notify(gw, webhook, access, origin=f"{request.scheme}://{request.host}"))
+        _notifying.add(task)
+        task.add_done_callback(_notifying.discard)
     log.info("access request %s by %s for %s (%s)", access.id, access.user, access.server_name, access.rule)
     return web.json_response({"request": view(access)}, status=201)
 
@@ -136,6 +144,26 @@ async def decide(request: web.Request) -> web.Response:
         return json_error(409, "This request was already decided", code="decided")
     gw.audit.emit("access_approved" if approve else "access_denied", **_audit(request, session, decided))
     return web.json_response({"request": view(decided)})
+
+
+_notifying: set[asyncio.Task[None]] = set()  # webhook calls in flight (kept referenced until done)
+
+
+async def _notify(gw: Gateway, url: str, access: AccessRequest, *, origin: str) -> None:
+    """Tell a chat system (its incoming webhook) of a new request: `text` for chat, the rest for bots.
+    Best effort: a failure is logged (without the URL, which holds the hook's secret) and forgotten."""
+    decide_at = f"{origin}/admin"
+    text = (
+        f"{access.user} asks for {access.permission} on {access.server_name} for "
+        f"{format_duration(access.duration)}: {access.reason} (decide at {decide_at})"
+    )
+    payload = {"event": "access_requested", "text": text, "request": view(access), "decide_at": decide_at}
+    try:
+        async with gw.http.post(url, json=payload, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            if response.status >= 300:
+                log.warning("access webhook answered HTTP %s for request %s", response.status, access.id)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("access webhook not reached for request %s: %s", access.id, type(exc).__name__)
 
 
 async def granted_rules(gw: Gateway, user: str, cloud: str, server_id: str) -> frozenset[str]:

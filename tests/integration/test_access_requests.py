@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.auth.cookie import generate_key
 from gateway.auth.passwords import hash_password
 from tests.support.gateway import Operator, RunningGateway, server_id
-from tests.support.processes import ROOT, write_config
+from tests.support.polling import wait_for
+from tests.support.processes import ROOT, free_port, write_config
 from tests.support.redis_server import RedisServer
 from tests.support.rfb_client import RFBClient
 
@@ -144,3 +146,43 @@ async def test_a_request_approved_on_one_replica_grants_control_on_the_other_unt
         )
         assert entry["target_user"] == "viewer" and entry["justification"] == "INC-7 nginx hangs"
     assert (await b.wait_for_audit("access_approved", access_request=made["id"]))["user"] == "lead"
+
+
+async def test_a_new_request_is_posted_to_the_webhook_as_json(
+    gateways: Callable[..., Any], sign_in: Callable[..., Any]
+) -> None:
+    """A chat system's incoming webhook (here a real HTTP server on loopback) hears of each new request."""
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook/secret-part", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+
+        def with_hook(data: dict[str, Any]) -> None:
+            data["policy"]["rules"].append(RULE)
+            data["policy"]["access_webhook"] = f"http://127.0.0.1:{port}/hook/secret-part"
+
+        gateway = await gateways(with_hook)
+        viewer: Operator = await sign_in(gateway, "viewer")
+        status, body = await viewer.post("/api/access-requests", request_for(gateway, 600))
+        assert status == 201
+        await wait_for(lambda: received, 10, "the webhook call")
+        [payload] = received
+        assert payload["event"] == "access_requested"
+        assert payload["request"]["id"] == body["request"]["id"]
+        assert payload["request"]["reason"] == "INC-7 nginx hangs"
+        assert payload["decide_at"] == gateway.url + "/admin"
+        assert payload["text"] == (
+            "viewer asks for control on web-01 for 10 minutes: INC-7 nginx hangs (decide at "
+            f"{gateway.url}/admin)"
+        )
+    finally:
+        await runner.cleanup()
