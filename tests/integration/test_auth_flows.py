@@ -337,12 +337,16 @@ async def oidc_gateway(gateways: Callable[..., Any], tmp_path: Path) -> AsyncIte
     """A gateway signing in through a real oidc-provider registered for that gateway's callback."""
     providers: list[Any] = []
 
-    async def start(rule: dict[str, Any] | None = None, **oidc: Any) -> tuple[RunningGateway, Any]:
-        """`rule`: more settings for the SSO user's control rule."""
+    async def start(
+        rule: dict[str, Any] | None = None, acr: str | None = None, **oidc: Any
+    ) -> tuple[RunningGateway, Any]:
+        """`rule`: more settings for the SSO user's rule; `acr`: the class the provider signs in with."""
 
         def tweak(data: dict[str, Any]) -> None:
             origin = f"http://{data['server']['listen']}"
-            provider = start_oidc_provider(redirect_uris=[origin + "/auth/oidc/callback"], log_dir=tmp_path)
+            provider = start_oidc_provider(
+                redirect_uris=[origin + "/auth/oidc/callback"], log_dir=tmp_path, acr=acr
+            )
             providers.append(provider)
             data["auth"]["oidc"] = {
                 "enabled": True,
@@ -610,3 +614,25 @@ async def test_step_up_reads_auth_time_and_acr_from_the_proxy_assertion(
             await transport.close()
         finally:
             await operator.close()
+
+
+async def test_oidc_step_up_accepts_the_acr_the_provider_confirms(oidc_gateway: Callable[..., Any]) -> None:
+    """A provider that signs in with the asked class (the suite's oidc-provider, stamping acr): the ID
+    token's acr is checked, kept in the session, and the console that wants it opens."""
+    gateway, provider = await oidc_gateway(rule={"acr_values": ["urn:example:mfa"]}, acr="urn:example:mfa")
+    operator = Operator(gateway)
+    try:
+        await oidc_sign_in(operator, provider, "/auth/oidc/start?next=/servers")
+        refused = await operator.open_console("web-01")  # no class asked for at sign-in: none is known
+        assert refused.notices[0]["acr_values"] == ["urn:example:mfa"]
+        status, asked = await oidc_sign_in(
+            operator, provider, "/auth/oidc/start?next=/servers&acr_values=urn:example:mfa"
+        )
+        assert (status, asked["acr_values"]) == (302, "urn:example:mfa")
+        raw = next(c.value for c in operator.http.cookie_jar if c.key == cookie_name(False))
+        assert gateway.gw.codec.decode(raw, now=time.time()).acr == "urn:example:mfa"
+        transport = await operator.open_console("web-01")
+        assert transport.notices[0]["type"] == "hello" and transport.notices[0]["permission"] == "control"
+        await transport.close()
+    finally:
+        await operator.close()

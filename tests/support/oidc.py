@@ -76,6 +76,7 @@ def start_oidc_provider(
     id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name, not a password)
     auth_method: str = "client_secret_basic",
     claims_in_userinfo_only: bool = False,
+    acr: str | None = None,  # the authentication class every sign-in gets (ID token acr)
     port: int = 0,
     timeout: float = 20.0,
     log_dir: str | os.PathLike[str] | None = None,
@@ -101,6 +102,8 @@ def start_oidc_provider(
         argv += ["--post-logout-redirect-uri", uri]
     if claims_in_userinfo_only:
         argv.append("--claims-in-userinfo-only")
+    if acr is not None:
+        argv += ["--acr", acr]
     fd, name = tempfile.mkstemp(prefix="oidc-provider-", suffix=".log", dir=log_dir)
     log_path = Path(name)
     with os.fdopen(fd, "wb") as log:

@@ -28,6 +28,7 @@ const { values: args } = parseArgs({
     'id-token-alg': { type: 'string' },
     'auth-method': { type: 'string' },
     'claims-in-userinfo-only': { type: 'boolean' },
+    acr: { type: 'string' },
   },
 });
 
@@ -41,6 +42,8 @@ const postLogoutRedirectUris = args['post-logout-redirect-uri'] ?? words(env.OID
 const idTokenAlg = args['id-token-alg'] ?? env.OIDC_ID_TOKEN_ALG ?? 'RS256';
 const authMethod = args['auth-method'] ?? env.OIDC_AUTH_METHOD ?? 'client_secret_basic';
 const claimsInUserinfoOnly = Boolean(args['claims-in-userinfo-only'] || env.OIDC_CLAIMS_IN_USERINFO_ONLY === '1');
+// The authentication class every sign-in gets (the ID token's acr), as an MFA-capable provider would say.
+const acr = args.acr ?? env.OIDC_ACR;
 
 if (!clientSecret || redirectUris.length === 0) {
   console.error('oidc_provider.mjs: --client-secret and at least one --redirect-uri are required');
@@ -98,6 +101,7 @@ const configuration = {
     id_token_signed_response_alg: idTokenAlg,
   }],
   jwks: { keys: algs.map(signingKey) },
+  acrValues: acr ? [acr] : [],
   cookies: { keys: [randomBytes(32).toString('hex')] },
   pkce: { required: () => true },
   // Standard OIDC keeps scope claims out of ID tokens issued from the token endpoint ("conform"); most
@@ -138,6 +142,14 @@ const provider = new Provider(issuer, configuration);
 // One stderr line per request, the path without its query (which carries codes): tests count fetches.
 server.on('request', (req) => process.stderr.write(`request ${req.method} ${req.url.split('?')[0]}\n`));
 server.on('request', provider.callback());
+if (acr) {
+  // devInteractions finish a login with the account only; stamp the class on it.
+  const finish = provider.interactionFinished.bind(provider);
+  provider.interactionFinished = (req, res, result, options) => {
+    if (result && result.login) result.login.acr = acr;
+    return finish(req, res, result, options);
+  };
+}
 
 function stop() {
   server.close();
