@@ -14,10 +14,10 @@ from playwright.async_api import Browser, Page, expect
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
 from tests.support.browser import new_page, sign_in
-from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.gateway import RunningGateway, demo_cloud_serving, start_gateway
 from tests.support.polling import wait_for
 from tests.support.vnc_servers import XVNC, XvncSession, xvnc_session
-from tests.support.x_echo import XEcho
+from tests.support.x_echo import XEcho, x_echo
 
 pytestmark = [
     pytest.mark.browser,
@@ -35,22 +35,15 @@ def session(tmp_path: Path) -> Iterator[XvncSession]:
 
 @pytest.fixture
 async def echo(session: XvncSession) -> AsyncIterator[XEcho]:
-    program = await XEcho(session.display).start()
-    try:
+    async with x_echo(session.display) as program:
         yield program
-    finally:
-        await program.stop()
 
 
 @pytest.fixture
 async def cloud(tmp_path: Path, session: XvncSession) -> AsyncIterator[DemoCloud]:
-    demo = DemoCloud(tmp_path / "cloud", servers=(SimServer(id=XVNC_ID, name="type-xvnc"),))
-    demo.rfb_addr[XVNC_ID] = (session.host, session.port)
-    await demo.start()
-    try:
+    server = SimServer(id=XVNC_ID, name="type-xvnc")
+    async with demo_cloud_serving(tmp_path / "cloud", server, (session.host, session.port)) as demo:
         yield demo
-    finally:
-        await demo.stop()
 
 
 def paste(setting: str) -> Any:

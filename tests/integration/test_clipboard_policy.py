@@ -13,11 +13,11 @@ import pytest
 
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
-from tests.support.gateway import Operator, RunningGateway, start_gateway
+from tests.support.gateway import Operator, RunningGateway, demo_cloud_serving, start_gateway
 from tests.support.polling import wait_for
 from tests.support.rfb_client import RFBClient
 from tests.support.vnc_servers import XVNC, XvncSession, xvnc_session
-from tests.support.x_echo import XEcho
+from tests.support.x_echo import XEcho, x_echo
 
 pytestmark = pytest.mark.skipif(XVNC is None, reason="Xvnc (tigervnc-standalone-server) is not installed")
 
@@ -34,22 +34,15 @@ def session(tmp_path: Path) -> Iterator[XvncSession]:
 
 @pytest.fixture
 async def echo(session: XvncSession) -> AsyncIterator[XEcho]:
-    program = await XEcho(session.display).start()
-    try:
+    async with x_echo(session.display) as program:
         yield program
-    finally:
-        await program.stop()
 
 
 @pytest.fixture
 async def cloud(tmp_path: Path, session: XvncSession) -> AsyncIterator[DemoCloud]:
-    demo = DemoCloud(tmp_path / "cloud", servers=(SimServer(id=XVNC_ID, name="clip-xvnc"),))
-    demo.rfb_addr[XVNC_ID] = (session.host, session.port)
-    await demo.start()
-    try:
+    server = SimServer(id=XVNC_ID, name="clip-xvnc")
+    async with demo_cloud_serving(tmp_path / "cloud", server, (session.host, session.port)) as demo:
         yield demo
-    finally:
-        await demo.stop()
 
 
 def clipboard(**settings: Any) -> Any:

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
-from tests.support.gateway import Operator, start_gateway
+from tests.support.gateway import Operator, demo_cloud_serving, start_gateway
 from tests.support.rfb_client import RFBClient
 from tests.support.vnc_servers import XVNC
 from tests.support.vnc_servers import xvnc as run_xvnc
@@ -28,13 +28,8 @@ def xvnc(tmp_path: Path) -> Iterator[tuple[str, int]]:
 
 @pytest.fixture
 async def cloud(tmp_path: Path, xvnc: tuple[str, int]) -> AsyncIterator[DemoCloud]:
-    demo = DemoCloud(tmp_path / "cloud", servers=(SimServer(id=XVNC_ID, name="real-xvnc"),))
-    demo.rfb_addr[XVNC_ID] = xvnc
-    await demo.start()
-    try:
+    async with demo_cloud_serving(tmp_path / "cloud", SimServer(id=XVNC_ID, name="real-xvnc"), xvnc) as demo:
         yield demo
-    finally:
-        await demo.stop()
 
 
 async def test_handshake_and_framebuffer_update_from_xvnc(cloud: DemoCloud, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
-from tests.support.gateway import Operator, RunningGateway
+from tests.support.gateway import Operator, RunningGateway, demo_cloud_serving
 from tests.support.rfb_client import RFBClient
 from tests.support.vnc_servers import QEMU, XVNC, qemu_vnc, xvnc
 
@@ -49,13 +49,8 @@ async def vnc(
 @pytest.fixture
 async def cloud(tmp_path: Path, vnc: Vnc) -> AsyncIterator[DemoCloud]:
     server, address = vnc
-    demo = DemoCloud(tmp_path / "cloud", servers=(server,))
-    demo.rfb_addr[server.id] = address
-    await demo.start()
-    try:
+    async with demo_cloud_serving(tmp_path / "cloud", server, address) as demo:
         yield demo
-    finally:
-        await demo.stop()
 
 
 async def _console(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from gateway.app import build_app
 from gateway.config import GatewayConfig
 from gateway.services import Gateway
 from gateway.sim.demo import DemoCloud, demo_config_data
+from gateway.sim.ecs_api import SimServer
 from gateway.web.keys import GATEWAY
 from tests.support.polling import wait_for
 from tests.support.rfb_client import AiohttpWSTransport
@@ -67,6 +69,20 @@ class RunningGateway:
 
 def server_id(cloud: DemoCloud, name: str) -> str:
     return next(s.id for s in cloud.servers if s.name == name)
+
+
+@asynccontextmanager
+async def demo_cloud_serving(
+    directory: Path, server: SimServer, address: tuple[str, int]
+) -> AsyncIterator[DemoCloud]:
+    """A running demo cloud with one server whose console is the real VNC server at `address`."""
+    demo = DemoCloud(directory, servers=(server,))
+    demo.rfb_addr[server.id] = address
+    await demo.start()
+    try:
+        yield demo
+    finally:
+        await demo.stop()
 
 
 async def start_gateway(

@@ -16,11 +16,12 @@ import os
 import signal
 import sys
 import tkinter
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from tests.support.polling import wait_for
 
-__all__ = ["XEcho"]
+__all__ = ["XEcho", "x_echo"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,6 +121,16 @@ class XEcho:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+
+
+@contextlib.asynccontextmanager
+async def x_echo(display: str) -> AsyncIterator[XEcho]:
+    """The program running on `display` for the length of the block."""
+    program = await XEcho(display).start()
+    try:
+        yield program
+    finally:
+        await program.stop()
 
 
 if __name__ == "__main__":
