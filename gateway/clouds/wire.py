@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
+from gateway.clouds.base import CloudErrorKind
+
 __all__ = [
     "ErrorBody",
     "RawResponse",
     "SignedRequest",
     "is_retryable_status",
+    "kind_by_status",
     "parse_error_body",
     "parse_retry_after",
     "throttled_message",
@@ -109,6 +112,18 @@ def throttled_message(retry_after: float | None) -> str:
     if retry_after is None:
         return "the cloud API is throttling, retry in a few seconds"
     return f"the cloud API is throttling, retry in {max(1, math.ceil(retry_after))} s"
+
+
+def kind_by_status(
+    status: int, table: Mapping[int, tuple[CloudErrorKind, str]]
+) -> tuple[CloudErrorKind, str]:
+    """A compute API's failure by its status: the provider's table, else an internal failure (5xx) or an
+    answer the gateway cannot use; one fallback so both providers explain unknown statuses alike."""
+    if status in table:
+        return table[status]
+    if status >= 500:
+        return CloudErrorKind.INTERNAL, "the cloud API failed with an internal error"
+    return CloudErrorKind.INVALID_RESPONSE, f"the cloud API answered with HTTP {status}"
 
 
 def is_retryable_status(status: int) -> bool:

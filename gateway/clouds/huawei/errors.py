@@ -14,6 +14,7 @@ from gateway.clouds.wire import (
     ErrorBody,
     RawResponse,
     is_retryable_status,
+    kind_by_status,
     parse_error_body,
     parse_retry_after,
     throttled_message,
@@ -70,12 +71,8 @@ def error_from_response(resp: RawResponse, *, now: datetime | None = None) -> Cl
         kind, message = CloudErrorKind.THROTTLED, throttled_message(retry_after)
     elif parsed.code in _BY_CODE:
         kind, message = _BY_CODE[parsed.code]
-    elif resp.status in _BY_STATUS:
-        kind, message = _BY_STATUS[resp.status]
-    elif resp.status >= 500:
-        kind, message = CloudErrorKind.INTERNAL, "the cloud API failed with an internal error"
     else:
-        kind, message = CloudErrorKind.INVALID_RESPONSE, f"the cloud API answered with HTTP {resp.status}"
+        kind, message = kind_by_status(resp.status, _BY_STATUS)
     return CloudError(
         kind,
         message,

@@ -15,7 +15,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.clouds.base import CloudError, CloudErrorKind
-from gateway.clouds.wire import RawResponse, parse_error_body, parse_retry_after, throttled_message
+from gateway.clouds.wire import (
+    RawResponse,
+    kind_by_status,
+    parse_error_body,
+    parse_retry_after,
+    throttled_message,
+)
 
 __all__ = [
     "CONSOLE_MICROVERSION",
@@ -72,12 +78,8 @@ def nova_error(resp: RawResponse) -> CloudError:
     retry_after = parse_retry_after(headers.get("retry-after"))
     if resp.status in (413, 429):  # nova's rate limits answer 413 overLimit (older) or 429
         kind, message = CloudErrorKind.THROTTLED, throttled_message(retry_after)
-    elif resp.status in _BY_STATUS:
-        kind, message = _BY_STATUS[resp.status]
-    elif resp.status >= 500:
-        kind, message = CloudErrorKind.INTERNAL, "the cloud API failed with an internal error"
     else:
-        kind, message = CloudErrorKind.INVALID_RESPONSE, f"the cloud API answered with HTTP {resp.status}"
+        kind, message = kind_by_status(resp.status, _BY_STATUS)
     return CloudError(
         kind,
         message,
