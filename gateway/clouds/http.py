@@ -14,7 +14,7 @@ import logging
 import ssl as ssl_module
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 import aiohttp
 from yarl import URL
@@ -24,7 +24,7 @@ from gateway.clouds.identity import identity_error
 from gateway.clouds.retry import full_jitter
 from gateway.clouds.wire import RawResponse, SignedRequest, is_retryable_status
 
-__all__ = ["MAX_BODY", "ApiClient", "Auth", "ErrorMapper", "Sender", "invalid"]
+__all__ = ["MAX_BODY", "ApiClient", "Auth", "ErrorMapper", "HttpOptions", "Sender", "invalid"]
 
 log = logging.getLogger("gateway.cloud")
 
@@ -35,6 +35,21 @@ _UNREACHABLE = "the cloud API is unreachable"
 Sender = Callable[[str, str, str, Mapping[str, str], bytes], Awaitable[RawResponse]]
 # A non-2xx response -> the CloudError that explains it (the provider's table, sans-IO).
 ErrorMapper = Callable[[RawResponse], CloudError]
+
+
+class HttpOptions(TypedDict, total=False):
+    """The `ApiClient` settings a provider passes through unchanged (the defaults are `ApiClient`'s)."""
+
+    ssl: ssl_module.SSLContext | bool
+    connect_timeout: float
+    read_timeout: float
+    retries: int
+    backoff_base: float
+    backoff_max: float
+    observe: ApiObserver | None
+    session: aiohttp.ClientSession | None
+    retry_after_max: float
+    max_body: int
 
 
 class Auth(Protocol):

@@ -10,17 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import re
-import ssl as ssl_module
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Unpack
 
-import aiohttp
-
-from gateway.clouds.base import ApiObserver, CloudError, CloudErrorKind, CloudProvider, ConsoleURL, Server
+from gateway.clouds.base import CloudError, CloudErrorKind, CloudProvider, ConsoleURL, Server
 from gateway.clouds.console_urls import novnc_page_target
 from gateway.clouds.documents import json_object, parse_console, parse_server
-from gateway.clouds.http import MAX_BODY, ApiClient, Auth, Sender, invalid
+from gateway.clouds.http import MAX_BODY, ApiClient, Auth, HttpOptions, Sender, invalid
 from gateway.clouds.huawei.errors import error_from_response
 from gateway.clouds.huawei.iam import IAMTokenAuth
 from gateway.clouds.huawei.signer import Credentials, SignedRequest, encode, sign_request
@@ -76,17 +73,8 @@ class HuaweiECS(CloudProvider):
         project_id: str,
         auth: AKSKAuth | IAMTokenAuth,
         endpoint: str | None = None,
-        ssl: ssl_module.SSLContext | bool = True,
-        connect_timeout: float = 5,
-        read_timeout: float = 15,
-        retries: int = 3,
-        backoff_base: float = 0.5,
-        backoff_max: float = 8,
-        observe: ApiObserver | None = None,
-        session: aiohttp.ClientSession | None = None,
         page_size: int = 1000,
-        retry_after_max: float = 10.0,
-        max_body: int = MAX_BODY,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", project_id):
             raise ValueError("project_id must be 1-64 letters, digits, '-' or '_'")
@@ -97,20 +85,7 @@ class HuaweiECS(CloudProvider):
         self.project_id = project_id
         self.endpoint = (endpoint or f"https://ecs.{region}.myhuaweicloud.com").rstrip("/")
         self.auth: Auth = auth
-        self._api = ApiClient(
-            auth=auth,
-            errors=error_from_response,
-            ssl=ssl,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retries=retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            observe=observe,
-            session=session,
-            retry_after_max=retry_after_max,
-            max_body=max_body,
-        )
+        self._api = ApiClient(auth=auth, errors=error_from_response, **http)
         self._page_size = page_size
 
     def __repr__(self) -> str:

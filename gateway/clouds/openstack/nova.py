@@ -12,17 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import re
-import ssl as ssl_module
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import quote
 
-import aiohttp
-
-from gateway.clouds.base import ApiObserver, CloudError, CloudErrorKind, CloudProvider, ConsoleURL, Server
+from gateway.clouds.base import CloudError, CloudErrorKind, CloudProvider, ConsoleURL, Server
 from gateway.clouds.console_urls import novnc_page_target
 from gateway.clouds.documents import json_object, parse_console, parse_server
-from gateway.clouds.http import MAX_BODY, ApiClient, invalid
+from gateway.clouds.http import ApiClient, HttpOptions, invalid
 from gateway.clouds.huawei.ecs import AKSKAuth, check_server_id
 from gateway.clouds.identity import choose_endpoint
 from gateway.clouds.keystone import KeystoneAuth
@@ -64,16 +61,8 @@ class NovaCompute(CloudProvider):
         auth: KeystoneAuth | AKSKAuth,
         endpoint: str | None = None,
         interface: str = "public",
-        ssl: ssl_module.SSLContext | bool = True,
-        connect_timeout: float = 5,
-        read_timeout: float = 15,
-        retries: int = 3,
-        backoff_base: float = 0.5,
-        backoff_max: float = 8,
-        observe: ApiObserver | None = None,
-        session: aiohttp.ClientSession | None = None,
         page_size: int = 1000,
-        max_body: int = MAX_BODY,
+        **http: Unpack[HttpOptions],
     ) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", project_id):
             raise ValueError("project_id must be 1-64 letters, digits, '-' or '_'")
@@ -87,19 +76,7 @@ class NovaCompute(CloudProvider):
         self.interface = interface
         self.auth = auth
         self._configured_endpoint = endpoint.rstrip("/") if endpoint else None
-        self._api = ApiClient(
-            auth=auth,
-            errors=nova_error,
-            ssl=ssl,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retries=retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            observe=observe,
-            session=session,
-            max_body=max_body,
-        )
+        self._api = ApiClient(auth=auth, errors=nova_error, **http)
         self._page_size = page_size
         self._versions: ApiVersions | None = None
         self._discovered = False
