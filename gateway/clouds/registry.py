@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 import aiohttp
 
 from gateway.clouds.base import ApiObserver, CloudProvider
+from gateway.clouds.http import HttpOptions
 from gateway.clouds.huawei.ecs import AKSKAuth, HuaweiECS
 from gateway.clouds.huawei.iam import IAMTokenAuth
 from gateway.clouds.huawei.signer import Credentials
@@ -32,6 +33,20 @@ def api_ssl(cfg: CloudSection) -> ssl.SSLContext | bool:
     if cfg.ca_file or not cfg.verify_tls:
         return build_ssl_context(verify=cfg.verify_tls, ca_file=str(cfg.ca_file) if cfg.ca_file else None)
     return True
+
+
+def _http(
+    cfg: CloudSection, observe: ApiObserver | None, session: aiohttp.ClientSession | None
+) -> HttpOptions:
+    """What every provider's HTTP side takes from its cloud entry."""
+    return HttpOptions(
+        ssl=api_ssl(cfg),
+        connect_timeout=cfg.connect_timeout,
+        read_timeout=cfg.read_timeout,
+        retries=cfg.retries,
+        observe=observe,
+        session=session,
+    )
 
 
 def _aksk(cfg: CloudSection) -> AKSKAuth:
@@ -60,12 +75,7 @@ def _huawei(
         project_id=cfg.project_id,
         auth=auth,
         endpoint=cfg.endpoint or None,
-        ssl=api_ssl(cfg),
-        connect_timeout=cfg.connect_timeout,
-        read_timeout=cfg.read_timeout,
-        retries=cfg.retries,
-        observe=observe,
-        session=session,
+        **_http(cfg, observe, session),
     )
 
 
@@ -95,12 +105,7 @@ def _openstack(
         auth=auth,
         endpoint=cfg.endpoint or None,
         interface=cfg.interface,
-        ssl=api_ssl(cfg),
-        connect_timeout=cfg.connect_timeout,
-        read_timeout=cfg.read_timeout,
-        retries=cfg.retries,
-        observe=observe,
-        session=session,
+        **_http(cfg, observe, session),
     )
 
 
