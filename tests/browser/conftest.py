@@ -8,21 +8,14 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser
 
-from gateway.sim.demo import DemoCloud
 from tests.support.browser import chromium
-from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.gateway import RunningGateway, demo_stack
 
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    cloud = DemoCloud(tmp_path / "cloud")
-    await cloud.start()
-    gateway = await start_gateway(cloud, tmp_path)
-    try:
+    async with demo_stack(tmp_path) as gateway:
         yield gateway
-    finally:
-        await gateway.stop()
-        await cloud.stop()
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from gateway.auth.passwords import hash_password
-from gateway.sim.demo import DemoCloud
 from tests.support.browser import new_page, sign_in
-from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.gateway import RunningGateway, demo_stack
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 15_000
@@ -30,14 +29,8 @@ def _with_approver(data: dict[str, Any]) -> None:
 
 @pytest.fixture
 async def governed(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    cloud = DemoCloud(tmp_path / "cloud")
-    await cloud.start()
-    gateway = await start_gateway(cloud, tmp_path, _with_approver)
-    try:
+    async with demo_stack(tmp_path, _with_approver) as gateway:
         yield gateway
-    finally:
-        await gateway.stop()
-        await cloud.stop()
 
 
 async def test_request_approve_and_open_with_control(governed: RunningGateway, browser: Browser) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
-from gateway.sim.demo import DEMO_NOVA_SERVERS, NOVA_CLOUD_NAME, DemoCloud
+from gateway.sim.demo import DEMO_NOVA_SERVERS, NOVA_CLOUD_NAME
 from tests.support.browser import new_page, sign_in
-from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.gateway import RunningGateway, demo_stack
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 15_000
@@ -19,14 +19,8 @@ WAIT_MS = 15_000
 
 @pytest.fixture
 async def two_clouds(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    cloud = DemoCloud(tmp_path / "cloud", nova_servers=DEMO_NOVA_SERVERS)
-    await cloud.start()
-    gateway = await start_gateway(cloud, tmp_path)
-    try:
+    async with demo_stack(tmp_path, nova_servers=DEMO_NOVA_SERVERS) as gateway:
         yield gateway
-    finally:
-        await gateway.stop()
-        await cloud.stop()
 
 
 async def test_cloud_column_and_filter_then_a_nova_console(

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, expect
 
-from gateway.sim.demo import DemoCloud
 from tests.support.browser import new_page, sign_in
-from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.gateway import RunningGateway, demo_stack
 
 pytestmark = pytest.mark.browser
 WAIT_MS = 15_000
@@ -26,14 +25,8 @@ def _justification_required(data: dict[str, Any]) -> None:
 
 @pytest.fixture
 async def governed(tmp_path: Path) -> AsyncIterator[RunningGateway]:
-    cloud = DemoCloud(tmp_path / "cloud")
-    await cloud.start()
-    gateway = await start_gateway(cloud, tmp_path, _justification_required)
-    try:
+    async with demo_stack(tmp_path, _justification_required) as gateway:
         yield gateway
-    finally:
-        await gateway.stop()
-        await cloud.stop()
 
 
 async def test_the_page_asks_for_the_reason_and_the_admin_sees_it(

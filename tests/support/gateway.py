@@ -106,6 +106,23 @@ async def start_gateway(
     return RunningGateway(f"http://127.0.0.1:{port}", app, runner, cloud, audit_path)
 
 
+@asynccontextmanager
+async def demo_stack(
+    tmp_path: Path, tweak: Callable[[dict[str, Any]], None] | None = None, **cloud: Any
+) -> AsyncIterator[RunningGateway]:
+    """A demo cloud (`cloud` are DemoCloud's options) and the gateway in front of it, both stopped after."""
+    demo = DemoCloud(tmp_path / "cloud", **cloud)
+    await demo.start()
+    try:
+        gateway = await start_gateway(demo, tmp_path, tweak)
+        try:
+            yield gateway
+        finally:
+            await gateway.stop()
+    finally:
+        await demo.stop()
+
+
 @dataclass
 class Seen:
     """Everything a browser received: bodies, headers, cookies, WebSocket frames and close reasons."""
