@@ -11,6 +11,7 @@ import pytest
 from gateway.sim.demo import DemoCloud
 from tests.support.gateway import Operator, RunningGateway, start_gateway
 from tests.support.keystone import Account, Keystone
+from tests.support.redis_server import RedisServer
 
 Tweak = Callable[[dict[str, Any]], None]
 
@@ -91,3 +92,13 @@ def keystone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Keyston
         yield ks, ks.provision()
     finally:
         ks.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own, for gateways that share state."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()

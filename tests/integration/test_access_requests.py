@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 
 from gateway.auth.cookie import generate_key
@@ -29,15 +28,6 @@ RULE = {
     "approvers": ["leads"],
     "max_grant": "1h",
 }
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def replicas(redis: RedisServer, gateways: Callable[..., Any]) -> tuple[RunningGateway, RunningGateway]:

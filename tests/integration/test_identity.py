@@ -8,8 +8,7 @@ redis-server) through its public interfaces: the proxy's identity headers, the A
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -89,15 +88,6 @@ async def test_groups_the_proxy_asserts_now_govern_the_session_and_live_consoles
         assert closed_by() == ["policy", "policy"]
     finally:
         await op.close()
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis").start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_a_group_change_seen_by_one_replica_closes_a_console_on_another(
