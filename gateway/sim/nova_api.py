@@ -306,8 +306,12 @@ class SimulatedNova:
             {"server": found.to_api(self.project_id, request[VERSION], self._base(request))}
         )
 
-    def _console(self, server: NovaServer) -> web.Response | str:
-        """nova.compute.api's checks before a console: a host, and no task that moves or removes it."""
+    def _console(self, request: web.Request) -> web.Response | str:
+        """The request's server, then nova.compute.api's checks before a console: a host, and no task that
+        moves or removes it."""
+        server = self._find(request)
+        if isinstance(server, web.Response):
+            return server
         if server.task_state in _NOT_READY_TASKS or server.vm_state == "building":
             return _fault(
                 409,
@@ -329,10 +333,7 @@ class SimulatedNova:
             return _fault(400, "badRequest", "Invalid input for field/attribute remote_console.")
         if protocol != "vnc" or kind not in ("novnc", "xvpvnc"):
             return _fault(400, "badRequest", f"Invalid input for field/attribute type. Value: {kind}.")
-        found = self._find(request)
-        if isinstance(found, web.Response):
-            return found
-        url = self._console(found)
+        url = self._console(request)
         if isinstance(url, web.Response):
             return url
         return web.json_response({"remote_console": {"protocol": "vnc", "type": kind, "url": url}})
@@ -349,10 +350,7 @@ class SimulatedNova:
         kind = (body["os-getVNCConsole"] or {}).get("type")
         if kind not in ("novnc", "xvpvnc"):
             return _fault(400, "badRequest", "Invalid input for field/attribute type.")
-        found = self._find(request)
-        if isinstance(found, web.Response):
-            return found
-        url = self._console(found)
+        url = self._console(request)
         if isinstance(url, web.Response):
             return url
         return web.json_response({"console": {"type": kind, "url": url}})
