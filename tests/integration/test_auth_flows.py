@@ -235,19 +235,24 @@ def _assertion(key: ec.EllipticCurvePrivateKey, **claims: Any) -> str:
     return jwt.encode(body, key, algorithm="ES256", headers={"kid": "k1"})
 
 
+def _proxy_jwt(public: Path, header: str) -> dict[str, Any]:
+    """The auth.proxy_jwt section that trusts what `_assertion` signs, read from `header`."""
+    return {
+        "enabled": True,
+        "header": header,
+        "public_key_file": str(public),
+        "issuer": "https://sso.example",
+        "audience": "novnc-gateway",
+    }
+
+
 async def test_signed_proxy_assertion(
     gateways: Callable[..., Any], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     key, public = _es256_pair(tmp_path)
 
     def tweak(data: dict[str, Any]) -> None:
-        data["auth"]["proxy_jwt"] = {
-            "enabled": True,
-            "header": "X-Pomerium-Jwt-Assertion",
-            "public_key_file": str(public),
-            "issuer": "https://sso.example",
-            "audience": "novnc-gateway",
-        }
+        data["auth"]["proxy_jwt"] = _proxy_jwt(public, "X-Pomerium-Jwt-Assertion")
         data["policy"]["rules"].append({"name": "sso-ops", "groups": ["sso-ops"], "permission": "control"})
 
     gateway = await gateways(tweak)
@@ -285,13 +290,7 @@ async def test_bearer_assertion_signs_in_through_the_middleware(
     key, public = _es256_pair(tmp_path)
 
     def tweak(data: dict[str, Any]) -> None:
-        data["auth"]["proxy_jwt"] = {
-            "enabled": True,
-            "header": "Authorization",
-            "public_key_file": str(public),
-            "issuer": "https://sso.example",
-            "audience": "novnc-gateway",
-        }
+        data["auth"]["proxy_jwt"] = _proxy_jwt(public, "Authorization")
 
     gateway = await gateways(tweak)
     good = _assertion(key, email="erin@example.com", groups=["sso-ops"])
@@ -572,13 +571,7 @@ async def test_step_up_reads_auth_time_and_acr_from_the_proxy_assertion(
     header = "X-Pomerium-Jwt-Assertion"
 
     def tweak(data: dict[str, Any]) -> None:
-        data["auth"]["proxy_jwt"] = {
-            "enabled": True,
-            "header": header,
-            "public_key_file": str(public),
-            "issuer": "https://sso.example",
-            "audience": "novnc-gateway",
-        }
+        data["auth"]["proxy_jwt"] = _proxy_jwt(public, header)
         data["policy"]["rules"].append(
             {
                 "name": "sso-ops-fresh",
