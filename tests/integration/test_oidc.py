@@ -46,6 +46,19 @@ def userinfo_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OIDC
     handle.stop()
 
 
+def test_a_client_secret_that_begins_with_a_dash_starts_the_provider(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """token_urlsafe gives such a secret one time in 64; the provider then refused to start."""
+    handle = start_oidc_provider(
+        redirect_uris=[REDIRECT_URI], client_secret="-dash-first", log_dir=tmp_path_factory.mktemp("oidc")
+    )
+    try:
+        assert handle.client_secret == "-dash-first" and handle.issuer.startswith("http://127.0.0.1:")
+    finally:
+        handle.stop()
+
+
 def settings_for(provider: OIDCProvider, **overrides: object) -> OIDCSettings:
     base = OIDCSettings(
         issuer=provider.issuer,

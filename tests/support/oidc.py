@@ -82,28 +82,23 @@ def start_oidc_provider(
     log_dir: str | os.PathLike[str] | None = None,
 ) -> OIDCProvider:
     secret = client_secret or secrets.token_urlsafe(24)
+    # --name=value throughout: a value may begin with "-" (token_urlsafe does, one time in 64), which
+    # node's parseArgs takes for an option when it stands apart.
     argv = [
         NODE,
         str(SCRIPT),
-        "--port",
-        str(port),
-        "--client-id",
-        client_id,
-        "--client-secret",
-        secret,
-        "--id-token-alg",
-        id_token_alg,
-        "--auth-method",
-        auth_method,
+        f"--port={port}",
+        f"--client-id={client_id}",
+        f"--client-secret={secret}",
+        f"--id-token-alg={id_token_alg}",
+        f"--auth-method={auth_method}",
+        *(f"--redirect-uri={uri}" for uri in redirect_uris),
+        *(f"--post-logout-redirect-uri={uri}" for uri in post_logout_redirect_uris),
     ]
-    for uri in redirect_uris:
-        argv += ["--redirect-uri", uri]
-    for uri in post_logout_redirect_uris:
-        argv += ["--post-logout-redirect-uri", uri]
     if claims_in_userinfo_only:
         argv.append("--claims-in-userinfo-only")
     if acr is not None:
-        argv += ["--acr", acr]
+        argv.append(f"--acr={acr}")
     fd, name = tempfile.mkstemp(prefix="oidc-provider-", suffix=".log", dir=log_dir)
     log_path = Path(name)
     with os.fdopen(fd, "wb") as log:
