@@ -83,7 +83,7 @@ class Keystone:
         self._manage("credential_setup", "--keystone-user", user, "--keystone-group", group)
         self._manage(
             "bootstrap",
-            "--bootstrap-password", self.admin_password,
+            f"--bootstrap-password={self.admin_password}",  # =: a random password may begin with "-"
             "--bootstrap-public-url", f"{self.url}/v3",
             "--bootstrap-region-id", REGION,
         )  # fmt: skip
