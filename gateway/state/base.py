@@ -231,6 +231,56 @@ class AccessRequests(Protocol):
         of two approvers deciding at once, exactly one wins. False: unknown, lapsed or already decided."""
 
 
+WATCH_STATUSES = ("pending", "approved", "refused", "joined", "left")
+
+
+@dataclass(slots=True)
+class Watcher:
+    """One attempt to watch a live console (docs/shadowing.md): asked for, perhaps approved or refused by
+    the console's owner, joined, left. Kept in the shared state so the owner's replica (whose page shows
+    the list and decides approvals) and the observer's replica (which waits for the decision) agree."""
+
+    id: str  # the watch id
+    console_id: str  # the console watched (the owner's)
+    user: str
+    name: str  # shown on the owner's page
+    requested: float  # wall-clock seconds
+    replica: str  # the observer's
+    groups: list[str] = field(default_factory=list)
+    status: str = "pending"  # one of WATCH_STATUSES
+    since: float = 0.0  # wall-clock seconds it joined; 0 until then
+    moderator: bool = False  # counts as a moderator of the console (moderation, docs/shadowing.md)
+    decided_by: str = ""  # who approved or refused
+    observer_console: str = ""  # the observer's own console id (its ledger entry), once registered
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Watcher:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        return cls(**known)
+
+
+class Watchers(Protocol):
+    """Who watches (or asks to watch) which console, shared by every replica. An entry lapses `ttl` after
+    its last write: a pending one when approval times out, a joined one unless its replica refreshes it
+    (the bound on watchers a dead replica leaves behind), a left or refused one soon after."""
+
+    @abc.abstractmethod
+    async def watcher_put(self, watcher: Watcher, ttl: float) -> None:
+        """Write the entry (a later write of the same id replaces it)."""
+
+    @abc.abstractmethod
+    async def watchers(self, console_ids: Collection[str]) -> dict[str, list[Watcher]]:
+        """The entries not yet lapsed of each of `console_ids` that has any, oldest request first (copies)."""
+
+    @abc.abstractmethod
+    async def watcher_decide(self, decided: Watcher, ttl: float) -> bool:
+        """Store `decided` (same id and console, status approved or refused) only if that entry is still
+        pending: of two decisions at once exactly one wins. False: unknown, lapsed or no longer pending."""
+
+
 class Health(Protocol):
     @abc.abstractmethod
     async def ping(self) -> None:
@@ -245,6 +295,7 @@ class StateStore(
     IdentityRecords,
     RateLimits,
     AccessRequests,
+    Watchers,
     Commands,
     Health,
     Protocol,

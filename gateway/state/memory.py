@@ -12,7 +12,15 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
-from gateway.state.base import AccessRequest, Command, CommandHandler, ConsoleRecord, StateStore, deliver
+from gateway.state.base import (
+    AccessRequest,
+    Command,
+    CommandHandler,
+    ConsoleRecord,
+    StateStore,
+    Watcher,
+    deliver,
+)
 
 _MAX_KEYS = 100_000
 # Lapsed entries dropped per write, per table: more than the one key a write can add, so the sweep keeps
@@ -138,6 +146,8 @@ class MemoryStore(StateStore):
         self._terminations: ExpiringTable[str, Command] = ExpiringTable(clock)
         self._groups: ExpiringTable[tuple[str, str], list[str]] = ExpiringTable(clock)
         self._access: dict[str, tuple[float, AccessRequest]] = {}  # id -> (lapses at, request)
+        # console id -> watch id -> (lapses at, watcher); a console's entries go with its last one
+        self._watchers: dict[str, dict[str, tuple[float, Watcher]]] = {}
         self._buckets: ExpiringTable[str, tuple[float, float]] = ExpiringTable(clock)  # (tokens, stamp)
         self.counters = WindowCounters(max_keys=max_counters, clock=clock)
         self._handler: CommandHandler | None = None
@@ -219,6 +229,37 @@ class MemoryStore(StateStore):
             return False
         await self.access_request_put(decided, ttl)
         return True
+
+    async def watcher_put(self, watcher: Watcher, ttl: float) -> None:
+        for console_id in list(self._watchers):  # few entries, rare writes: sweep them all
+            self._live_watchers(console_id)
+        entries = self._live_watchers(watcher.console_id)
+        entries[watcher.id] = (self._clock() + ttl, Watcher.from_dict(watcher.to_dict()))
+        self._watchers[watcher.console_id] = entries
+
+    async def watchers(self, console_ids: Collection[str]) -> dict[str, list[Watcher]]:
+        found = {}
+        for console_id in console_ids:
+            entries = self._live_watchers(console_id)
+            if entries:
+                live = sorted((w for _, w in entries.values()), key=lambda w: w.requested)
+                found[console_id] = [Watcher.from_dict(w.to_dict()) for w in live]
+        return found
+
+    async def watcher_decide(self, decided: Watcher, ttl: float) -> bool:
+        entry = self._live_watchers(decided.console_id).get(decided.id)
+        if entry is None or entry[1].status != "pending":
+            return False
+        await self.watcher_put(decided, ttl)
+        return True
+
+    def _live_watchers(self, console_id: str) -> dict[str, tuple[float, Watcher]]:
+        """A console's unlapsed entries; the lapsed ones (and an emptied console) are dropped on the way."""
+        now = self._clock()
+        entries = {k: v for k, v in self._watchers.pop(console_id, {}).items() if v[0] > now}
+        if entries:
+            self._watchers[console_id] = entries
+        return entries
 
     async def take_token(self, key: str, *, rate: float, burst: int) -> float | None:
         if rate <= 0 or burst < 1:

@@ -9,7 +9,8 @@ Design (docs/scaling.md has the long form):
 - Every clock read happens inside Redis (`TIME` in the scripts, TTLs), so replica clock skew is irrelevant.
 - Commands travel over pub/sub on `<p>commands`; a listener task resubscribes with backoff after an outage
   and then hands the registry `{"op": "resync"}`. Pub/sub is only the fast path: locks, revocations and
-  termination requests (`<p>terminate:<id>`) are also state, which the registry reconciles against.
+  termination requests (`<p>terminate:<id>`) are also state, which the registry reconciles against; so
+  are a console's watchers (`<p>watcher:<console>:<watch>`, docs/shadowing.md).
 - Every Redis failure becomes `StateUnavailable`; timeouts are short so a dead Redis fails in about a second.
 
 Only a single Redis (optionally behind Sentinel) is supported: the scripts touch several keys that a
@@ -42,6 +43,7 @@ from gateway.state.base import (
     ConsoleRecord,
     StateStore,
     StateUnavailable,
+    Watcher,
     deliver,
 )
 
@@ -154,7 +156,7 @@ end
 return n
 """
 
-# A decision on an access request: compare-and-set, so that of two approvers exactly one wins.
+# A decision on an access request or a join: compare-and-set, so that of two deciders exactly one wins.
 # KEYS: request key, index set. ARGV: the pending JSON read, the decided JSON, ttl ms, id.
 _DECIDE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
@@ -514,6 +516,63 @@ class RedisStore(StateStore):
         value = json.dumps(decided.to_dict(), separators=(",", ":"))
         keys = [key, self._key("access-index")]
         won = await self._call(self._decide(keys=keys, args=[raw, value, _ms(ttl), decided.id]))
+        return bool(won)
+
+    # -- watchers: `<p>watcher:<console>:<watch>` (JSON, own TTL) indexed by the set `<p>watchers:<console>`,
+    # whose TTL only grows to cover its longest entry; an id whose key lapsed leaves the set when read.
+
+    async def watcher_put(self, watcher: Watcher, ttl: float) -> None:
+        value = json.dumps(watcher.to_dict(), separators=(",", ":"))
+        index = self._key("watchers", watcher.console_id)
+        with _translated():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._key("watcher", watcher.console_id, watcher.id), value, px=_ms(ttl))
+                pipe.sadd(index, watcher.id)
+                await pipe.execute()
+        await self._extend(index, ttl)
+
+    async def _extend(self, key: str, ttl: float) -> None:
+        """Make `key` live at least `ttl` more seconds (never shorten it)."""
+        with _translated():
+            if await self._client.pttl(key) < _ms(ttl):
+                await self._client.pexpire(key, _ms(ttl))
+
+    async def watchers(self, console_ids: Collection[str]) -> dict[str, list[Watcher]]:
+        wanted = list(console_ids)
+        if not wanted:
+            return {}
+        with _translated():
+            pipe = self._client.pipeline(transaction=False)
+            for console_id in wanted:
+                pipe.smembers(self._key("watchers", console_id))
+            members = await pipe.execute()
+        found: dict[str, list[Watcher]] = {}
+        for console_id, ids in zip(wanted, members, strict=True):
+            ids = sorted(str(i) for i in ids)
+            docs = await self._json_objects([self._key("watcher", console_id, i) for i in ids])
+            gone = [i for i, doc in zip(ids, docs, strict=True) if doc is None]
+            if gone:
+                await self._call(self._client.srem(self._key("watchers", console_id), *gone))
+            entries = []
+            for doc in docs:
+                if doc is not None:
+                    with contextlib.suppress(TypeError, ValueError):
+                        entries.append(Watcher.from_dict(doc))
+            if entries:
+                found[console_id] = sorted(entries, key=lambda w: w.requested)
+        return found
+
+    async def watcher_decide(self, decided: Watcher, ttl: float) -> bool:
+        key = self._key("watcher", decided.console_id, decided.id)
+        raw = await self._call(self._client.get(key))
+        doc = _json_object(raw)
+        if doc is None or doc.get("status") != "pending":
+            return False
+        value = json.dumps(decided.to_dict(), separators=(",", ":"))
+        keys = [key, self._key("watchers", decided.console_id)]
+        won = await self._call(self._decide(keys=keys, args=[raw, value, _ms(ttl), decided.id]))
+        if won:
+            await self._extend(keys[1], ttl)
         return bool(won)
 
     async def _json_objects(self, keys: list[str]) -> list[dict[str, Any] | None]:

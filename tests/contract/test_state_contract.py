@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from gateway.state.base import AccessRequest, Command, StateStore
+from gateway.state.base import AccessRequest, Command, StateStore, Watcher
 from gateway.state.memory import MemoryStore
 from gateway.state.redis import RedisStore
 from tests.support.polling import wait_for
@@ -399,3 +399,68 @@ async def test_access_requests_lapse_with_their_ttl(replica: Replica) -> None:
 
 async def _users(store: StateStore) -> bool:
     return [r.user for r in await store.access_requests()] == ["ben"]
+
+
+# -- watchers -----------------------------------------------------------------------------------------
+
+
+def watcher(console_id: str, user: str = "lead", **fields: Any) -> Watcher:
+    base: dict[str, Any] = {
+        "id": uuid.uuid4().hex,
+        "console_id": console_id,
+        "user": user,
+        "name": user.title(),
+        "requested": time.time(),
+        "replica": "b",
+        "groups": ["support"],
+    }
+    return Watcher(**{**base, **fields})
+
+
+async def test_a_watcher_written_on_one_replica_is_read_per_console_on_another(replica: Replica) -> None:
+    a, b = replica(), replica()
+    first, second = watcher("c1", "ann", requested=1.0), watcher("c1", "ben", requested=2.0)
+    other = watcher("c2", "cid")
+    for entry in (second, other, first):
+        await a.watcher_put(entry, ttl=60)
+    found = await b.watchers(["c1", "c2", "c3"])
+    assert found == {"c1": [first, second], "c2": [other]}  # oldest request first; c3 has none
+    assert await b.watchers([]) == {}
+    joined = Watcher.from_dict({**first.to_dict(), "status": "joined", "since": 5.0})
+    await b.watcher_put(joined, ttl=60)  # the same id again replaces the entry
+    assert (await a.watchers(["c1"]))["c1"] == [joined, second]
+    (await a.watchers(["c1"]))["c1"][0].groups.append("x")  # copies: changing one changes nothing stored
+    assert (await a.watchers(["c1"]))["c1"][0].groups == ["support"]
+
+
+async def test_a_join_is_decided_once(replica: Replica) -> None:
+    a, b = replica(), replica()
+    pending = watcher("c1")
+    await a.watcher_put(pending, ttl=60)
+    approved = Watcher.from_dict({**pending.to_dict(), "status": "approved", "decided_by": "alice"})
+    refused = Watcher.from_dict({**pending.to_dict(), "status": "refused", "decided_by": "alice"})
+    # The owner's two tabs at once: exactly one decision stands.
+    results = await asyncio.gather(b.watcher_decide(approved, 60), a.watcher_decide(refused, 60))
+    assert sorted(results) == [False, True]
+    [stored] = (await a.watchers(["c1"]))["c1"]
+    assert stored == (approved if results[0] else refused)
+    assert not await a.watcher_decide(refused, 60)  # decided is decided
+    assert not await a.watcher_decide(watcher("c1", status="approved"), 60)  # unknown
+    assert not await a.watcher_decide(watcher("c9", status="approved"), 60)  # unknown console
+
+
+async def test_watchers_lapse_with_their_ttl(replica: Replica) -> None:
+    a, b = replica(), replica()
+    short, long = watcher("c1", "ann", requested=1.0), watcher("c1", "ben", requested=2.0)
+    await a.watcher_put(long, ttl=60)
+    await a.watcher_put(short, ttl=0.2)
+    assert [w.user for w in (await b.watchers(["c1"]))["c1"]] == ["ann", "ben"]
+
+    async def only_ben() -> bool:
+        return [w.user for w in (await b.watchers(["c1"])).get("c1", [])] == ["ben"]
+
+    await wait_for(only_ben, 5, "the short entry to lapse")
+    too_late = Watcher.from_dict({**short.to_dict(), "status": "approved"})
+    assert not await b.watcher_decide(too_late, 60)
+    # The console's list outlives a short entry written after a long one.
+    assert (await b.watchers(["c1"]))["c1"] == [long]
