@@ -76,6 +76,7 @@ def build_app(config: GatewayConfig) -> web.Application:
             replica="",
             sync_interval=sync_interval(config),
             termination_ttl=config.session.absolute_lifetime,
+            watcher_ttl=config.state.redis.console_ttl,
         )
         gw = Gateway(
             config=config,

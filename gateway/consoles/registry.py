@@ -13,9 +13,9 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from gateway.auth.identity import Identity
 from gateway.clouds.base import Server
@@ -28,9 +28,9 @@ from gateway.consoles.codes import (
     REASON_LOGGED_OUT,
 )
 from gateway.consoles.relay_core import RelayStats
-from gateway.state.base import Command, ConsoleRecord, StateStore, StateUnavailable
+from gateway.state.base import Command, ConsoleRecord, StateStore, StateUnavailable, Watcher
 
-__all__ = ["ConsoleRegistry", "LiveConsole", "new_record"]
+__all__ = ["ConsoleRegistry", "LiveConsole", "WatchListener", "new_record"]
 
 log = logging.getLogger("gateway.consoles")
 
@@ -42,6 +42,12 @@ class Relaying(Protocol):
     def stats(self) -> RelayStats: ...
 
     def terminate(self, code: int, reason: str) -> None: ...
+
+    async def notify(self, payload: dict[str, Any]) -> None: ...
+
+
+# Called with a console's watchers before and after a change (watch id -> entry; docs/shadowing.md).
+WatchListener = Callable[[dict[str, Watcher], dict[str, Watcher]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -55,6 +61,16 @@ class LiveConsole:
     )
     closed_by: str | None = None
     grant: tuple[str, float] | None = None  # (rule, wall-clock end): opened through an approved request
+    # Shadowing: the watchers of the console this one shows (its own, or for an observer the owner's),
+    # as last read from the shared state, and who hears of a change (consoles/joining.py, moderation).
+    watchers: dict[str, Watcher] = field(default_factory=dict)
+    watch_listeners: list[WatchListener] = field(default_factory=list)
+    watch: Watcher | None = None  # an observer's own entry, refreshed in the state while it lives
+
+    @property
+    def watched(self) -> str:
+        """The console whose watchers concern this one: the owner's for an observer, else its own."""
+        return self.record.watching or self.record.id
 
     def grants(self, now: float) -> frozenset[str]:
         """The just-in-time rules this console may still count on (for a re-decision)."""
@@ -81,12 +97,14 @@ class ConsoleRegistry:
         sync_interval: float = 5.0,
         tick: float = 1.0,
         termination_ttl: float = 86400.0,
+        watcher_ttl: float = 30.0,
     ) -> None:
         """`termination_ttl` keeps a termination request in the shared state for at least as long as the
         console could live (the sign-in's absolute lifetime)."""
         self.store = store
         self.replica = replica
         self._termination_ttl = termination_ttl
+        self.watcher_ttl = watcher_ttl  # how long a joined watcher outlives its replica's last refresh
         self.local: dict[str, LiveConsole] = {}
         # Re-decides this replica's consoles when a user's identity changed (set by the Gateway, which
         # knows the policy); fed by `publish_identity` from whichever replica saw the change, and by
@@ -165,7 +183,7 @@ class ConsoleRegistry:
         same verdict in the state when it reconciles: a lock or a revocation is state already, and a
         termination by console or user is recorded per console here first."""
         command = {"op": "terminate", "by": by, "code": code, "reason": reason, "match": match}
-        if "console_id" in match or "user" in match:
+        if match.keys() & {"console_id", "user", "watching"}:
             for record in await self.store.consoles():
                 if _matches(record, match):
                     verdict = {"code": code, "reason": reason, "by": by}
@@ -175,11 +193,12 @@ class ConsoleRegistry:
     async def reconcile(self) -> int:
         """Close the local consoles that the shared state says must end: their user is locked, their
         sign-in revoked, or a termination was requested; and re-decide those whose user's groups an SSO
-        proxy changed. Runs every sync interval and after the command channel reconnects, so no verdict
-        depends on one pub/sub message arriving."""
+        proxy changed; and read their watchers again. Runs every sync interval and after the command
+        channel reconnects, so no verdict depends on one pub/sub message arriving."""
         lives = [live for live in self.local.values() if live.closed_by is None]
         if not lives:
             return 0
+        await self.refresh_watchers()
         locked = await self.store.locked_users()
         revoked = await self.store.revoked_sessions({live.record.sid for live in lives})
         requested = await self.store.termination_requests([live.record.id for live in lives])
@@ -226,6 +245,32 @@ class ConsoleRegistry:
             }
         )
 
+    async def publish_watchers(self, console_id: str) -> None:
+        """Tell every replica that the watchers of `console_id` changed (they are in the state already)."""
+        await self.store.publish({"op": "watchers", "console_id": console_id})
+
+    async def refresh_watchers(self, console_ids: Collection[str] | None = None) -> None:
+        """Read the watchers of the local consoles (of those that show one of `console_ids`) and hand
+        each console whose list changed to its listeners; what the state says wins."""
+        lives = [
+            live
+            for live in self.local.values()
+            if live.closed_by is None and (console_ids is None or live.watched in console_ids)
+        ]
+        if not lives:
+            return
+        found = await self.store.watchers({live.watched for live in lives})
+        for live in lives:
+            now = {w.id: w for w in found.get(live.watched, ())}
+            if now == live.watchers:
+                continue
+            before, live.watchers = live.watchers, now
+            for listener in list(live.watch_listeners):
+                try:
+                    await listener(before, now)
+                except Exception:
+                    log.exception("watch listener of console %s failed", live.record.id)
+
     def terminate_local(
         self, predicate: Callable[[ConsoleRecord], bool], *, code: int, reason: str, by: str
     ) -> int:
@@ -240,6 +285,12 @@ class ConsoleRegistry:
                 await self.reconcile()
             except StateUnavailable as exc:
                 log.warning("reconciliation after reconnect failed: %s", exc)
+            return
+        if command.get("op") == "watchers":
+            try:
+                await self.refresh_watchers({str(command.get("console_id"))})
+            except StateUnavailable as exc:
+                log.warning("watchers not read (reconciliation will): %s", exc)
             return
         if command.get("op") == "identity":
             if self.on_identity is not None:
@@ -289,6 +340,8 @@ class ConsoleRegistry:
                 self._refresh(live)
                 try:
                     await self.store.console_update(live.record)
+                    if live.watch is not None and live.closed_by is None:
+                        await self.store.watcher_put(live.watch, self.watcher_ttl)
                 except StateUnavailable:
                     break
                 except Exception:

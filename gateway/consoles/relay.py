@@ -235,6 +235,25 @@ class Relay:
             await asyncio.sleep(max(0.0, wake - time.monotonic()))
             commands = core.tick(time.monotonic())
 
+    async def notify(self, payload: dict[str, object], within: float = 1.0) -> None:
+        """Send the page a gateway notice (a JSON text frame) at any time: who is watching, moderation.
+        Advisory: dropped when the browser does not take it within `within` seconds or has gone."""
+        if self._end is None or self._end.done():
+            return
+        await self._notify(Notice(payload, within))
+
+    async def hold_input(self, held: bool, notice: dict[str, object] | None = None) -> None:
+        """Hold (or release) the browser's input from now on (a moderation rule; the core decides), send
+        upstream the key and button releases holding calls for, then tell the page why."""
+        for command in self._core.hold_input(held, notice):  # the switch happens here, before any await
+            if type(command) is ToUpstream:
+                try:
+                    await self._upstream.send_bytes(command.data)
+                except (ConnectionError, aiohttp.ClientError):
+                    return self._apply(self._core.upstream_closed(ABNORMAL, ""))
+            elif type(command) is Notice and self._end is not None and not self._end.done():
+                await self._notify(command)
+
     async def _notify(self, notice: Notice) -> None:
         """A gateway notice to the page, as a text frame; never blocks the watchdog for long."""
         passthrough = self._passthrough
