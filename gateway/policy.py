@@ -26,15 +26,20 @@ __all__ = [
     "AdminConfig",
     "Decision",
     "Demands",
+    "Moderation",
+    "ModerationConfig",
     "Permission",
     "Policy",
     "PolicyConfig",
     "Requestable",
+    "Review",
+    "ReviewerConfig",
     "RuleConfig",
     "explain",
 ]
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
+RecordMode = Literal["required", "optional", "off"]  # a console's recording (docs/recording.md)
 
 
 class Permission(enum.StrEnum):
@@ -80,6 +85,37 @@ def _check_entries(values: list[str], what: str) -> list[str]:
     return values
 
 
+class ModerationConfig(BaseModel):
+    """A rule's ``moderation`` table: control waits for `count` moderators from `groups` to watch.
+
+    Exact group names, like approvers: who may unlock control of a console is not for a pattern to widen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    groups: list[str]
+    count: int = Field(default=1, ge=1, le=10)
+    on_leave: Literal["pause", "terminate"] = "pause"  # when moderators drop below `count`
+    grace: Duration = 10.0  # on_leave = "terminate": held this long first (a moderator's page reloading)
+
+    @field_validator("groups")
+    @classmethod
+    def _groups(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("moderation.groups: give at least one group")
+        _check_entries(value, "moderation.groups")
+        for group in value:
+            if _GLOB_CHARS.search(group):
+                raise ValueError(f"moderation.groups: {group!r} looks like a glob; give exact groups")
+        return value
+
+
+def _check_tags(tags: list[str], where: str) -> None:
+    for tag in tags:
+        key = tag.split("=", 1)[0]
+        if not key.strip() or key != key.strip():
+            raise ValueError(f'{where}: tags: {tag!r} needs a key ("key" or "key=value")')
+
+
 class RuleConfig(BaseModel):
     """One ``[[policy.rules]]`` table.
 
@@ -113,6 +149,11 @@ class RuleConfig(BaseModel):
     # most `max_grant` (docs/policy.md, "Just-in-time access").
     approvers: list[str] = Field(default_factory=list)
     max_grant: Duration | None = None
+    # Session recording (docs/recording.md): unset takes `[recording] default` / `record_input`.
+    record: RecordMode | None = None
+    record_input: bool | None = None
+    # Control only while moderators watch (docs/policy.md, "Moderated consoles").
+    moderation: ModerationConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -134,10 +175,9 @@ class RuleConfig(BaseModel):
                 raise ValueError(f"{where}: approvers: {group!r} looks like a glob; give exact groups")
         if self.max_grant is not None and not self.approvers:
             raise ValueError(f"{where}: max_grant needs approvers")
-        for tag in self.tags:
-            key = tag.split("=", 1)[0]
-            if not key.strip() or key != key.strip():
-                raise ValueError(f'{where}: tags: {tag!r} needs a key ("key" or "key=value")')
+        if self.moderation is not None and self.permission != "control":
+            raise ValueError(f'{where}: moderation holds control input; it needs permission = "control"')
+        _check_tags(self.tags, where)
         for key in self.metadata:
             if not key.strip():
                 raise ValueError(f"{where}: metadata: empty key")
@@ -175,11 +215,50 @@ class AdminConfig(BaseModel):
         return self
 
 
+class ReviewerConfig(BaseModel):
+    """One ``[[policy.reviewers]]`` table: who may play and download the recordings of which servers.
+
+    Separate from console rules: watching what someone did is a different power from opening the console
+    (auditors need not be operators). Selectors match like a console rule's, against the server as it was
+    recorded. ``typed_text`` adds the typed-text index (which can hold passwords) on top of playback.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    users: list[str] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    clouds: list[str] = Field(default_factory=list)
+    projects: list[str] = Field(default_factory=list)
+    server_ids: list[str] = Field(default_factory=list)
+    names: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    typed_text: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value.strip() or value != value.strip():
+            raise ValueError(f"reviewer name {value!r} must be non-empty without surrounding spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _shape(self) -> ReviewerConfig:
+        where = f'policy reviewer "{self.name}"'
+        if not self.users and not self.groups:
+            raise ValueError(f'{where}: give users or groups (use users = ["*"] for everyone signed in)')
+        for field in ("users", "groups", "clouds", "projects", "server_ids", "names"):
+            _check_entries(getattr(self, field), f"{where}: {field}")
+        _check_tags(self.tags, where)
+        return self
+
+
 class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rules: list[RuleConfig] = Field(default_factory=list)
     admins: AdminConfig = Field(default_factory=AdminConfig)
+    reviewers: list[ReviewerConfig] = Field(default_factory=list)
     # Where a new access request is posted as JSON (a chat system's incoming webhook). It often carries
     # a secret in its path, so it is never logged.
     access_webhook: str | None = Field(default=None, repr=False)
@@ -193,12 +272,35 @@ class PolicyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _unique(self) -> PolicyConfig:
-        seen: set[str] = set()
-        for rule in self.rules:
-            if rule.name in seen:
-                raise ValueError(f'policy rule "{rule.name}": the name is used by more than one rule')
-            seen.add(rule.name)
+        for kind, entries in (("rule", self.rules), ("reviewer", self.reviewers)):
+            seen: set[str] = set()
+            for entry in entries:
+                if entry.name in seen:
+                    problem = f'policy {kind} "{entry.name}": the name is used by more than one {kind}'
+                    raise ValueError(problem)
+                seen.add(entry.name)
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class Moderation:
+    """A moderated rule's demand (gateway/consoles/moderation.py enforces it on the live console)."""
+
+    groups: tuple[str, ...]
+    count: int = 1
+    on_leave: str = "pause"  # "pause" | "terminate"
+    grace: float = 10.0  # seconds held before "terminate" closes
+
+    def describe(self) -> str:
+        who = f"{self.count} moderator{' is' if self.count == 1 else 's are'}"
+        groups = " or ".join(f"group {g}" for g in self.groups)
+        if self.on_leave == "pause":
+            then = "input pauses"
+        elif self.grace:
+            then = f"the console closes unless one is back within {format_duration(self.grace)}"
+        else:
+            then = "the console closes"
+        return f"moderation: input held until {who} watching ({groups}); when one leaves, {then}"
 
 
 MAX_JUSTIFICATION = 200  # characters: a reason is a line, and it travels in audit lines and close reasons
@@ -215,6 +317,13 @@ class Demands:
     clipboard_max: int | None = None  # bytes, as sent; longer transfers are dropped
     max_auth_age: float | None = None  # seconds: control needs a sign-in at most this old
     acr_values: tuple[str, ...] = ()  # control needs a sign-in of one of these classes
+    record: RecordMode = "off"  # required: no console unless it is recorded
+    record_input: bool = False  # keys, pointer and clipboard are recorded too (only when recorded at all)
+    moderation: Moderation | None = None  # control input held until moderators watch
+
+    @property
+    def recorded(self) -> bool:
+        return self.record != "off"
 
     @property
     def step_up(self) -> bool:
@@ -266,13 +375,20 @@ class Demands:
             if self.acr_values:
                 parts.append(f"of class {' or '.join(self.acr_values)}")
             out.append("for control, " + ", ".join(parts))
+        if self.recorded:
+            what = "screen and input" if self.record_input else "screen only, no input"
+            out.append(f"recording: {self.record} ({what})")
+        if self.moderation is not None:
+            out.append(self.moderation.describe())
         return out
 
 
 NO_DEMANDS = Demands()
 
 
-def _demands(config: RuleConfig) -> Demands:
+def _demands(config: RuleConfig, record: RecordMode, record_input: bool) -> Demands:
+    """The rule's demands; `record`/`record_input`: the global defaults where the rule is silent."""
+    record = config.record or record
     demands = Demands(
         justification=config.justification == "required",
         ticket_pattern=config.ticket_pattern,
@@ -281,8 +397,18 @@ def _demands(config: RuleConfig) -> Demands:
         clipboard_max=config.clipboard_max,
         max_auth_age=config.max_auth_age,
         acr_values=tuple(config.acr_values),
+        record=record,
+        record_input=(config.record_input if config.record_input is not None else record_input)
+        and record != "off",
+        moderation=_moderation(config.moderation),
     )
     return NO_DEMANDS if demands == NO_DEMANDS else demands
+
+
+def _moderation(config: ModerationConfig | None) -> Moderation | None:
+    if config is None:
+        return None
+    return Moderation(tuple(config.groups), config.count, config.on_leave, config.grace)
 
 
 DEFAULT_MAX_GRANT = 3600.0  # seconds: how long an approved request may last, unless the rule says
@@ -333,6 +459,36 @@ def _server_tags(server: Server) -> dict[str, str]:
     return tags
 
 
+def _match_who(
+    users: Sequence[str], wanted: Sequence[str], user: str, groups: Sequence[str]
+) -> tuple[int, str] | None:
+    """Whether `user` (in `groups`) is one of `users` or in one of the `wanted` groups (globs allowed):
+    how specifically, and in words."""
+    if not user:
+        return None  # anonymous never matches, not even "*"
+    if user in users:
+        return _WHO_USER, f"user {user}"
+    for group in wanted:
+        for member in groups:
+            if fnmatchcase(member, group):
+                return _WHO_OTHER, f"group {member}" if member == group else f"group {member} via {group}"
+    for pattern in users:
+        if _GLOB_CHARS.search(pattern) and fnmatchcase(user, pattern):
+            return _WHO_OTHER, f"user {user} via {pattern}"
+    return None
+
+
+def _tags_failure(tags: Sequence[tuple[str, str | None]], texts: Sequence[str], server: Server) -> str | None:
+    """None when the server carries every wanted tag (a value given is a glob); otherwise the first miss."""
+    have = _server_tags(server)
+    for (key, value), text in zip(tags, texts, strict=True):
+        if key not in have:
+            return f"tag {key!r} is not on the server"
+        if value is not None and not fnmatchcase(have[key], value):
+            return f"tag {key}={have[key]!r} does not match {text!r}"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Match:
     matched: bool
@@ -346,9 +502,9 @@ class _Rule:
 
     __slots__ = ("config", "demands", "level", "tags")
 
-    def __init__(self, config: RuleConfig) -> None:
+    def __init__(self, config: RuleConfig, record: RecordMode = "off", record_input: bool = False) -> None:
         self.config = config
-        self.demands = _demands(config)
+        self.demands = _demands(config, record, record_input)
         self.tags = [_split_tag(t) for t in config.tags]
         if config.server_ids:
             self.level = 4
@@ -370,19 +526,7 @@ class _Rule:
         return self.config.permission
 
     def match_who(self, user: str, groups: Sequence[str]) -> tuple[int, str] | None:
-        if not user:
-            return None  # anonymous never matches, not even "*"
-        cfg = self.config
-        if user in cfg.users:
-            return _WHO_USER, f"user {user}"
-        for group in cfg.groups:
-            for member in groups:
-                if fnmatchcase(member, group):
-                    return _WHO_OTHER, f"group {member}" if member == group else f"group {member} via {group}"
-        for pattern in cfg.users:
-            if _GLOB_CHARS.search(pattern) and fnmatchcase(user, pattern):
-                return _WHO_OTHER, f"user {user} via {pattern}"
-        return None
+        return _match_who(self.config.users, self.config.groups, user, groups)
 
     @property
     def just_in_time(self) -> bool:
@@ -429,13 +573,10 @@ class _Rule:
                 return _Match(False, failure=f"name {server.name!r} matches none of {cfg.names}")
             because.append(f"name {pattern}")
         if self.tags:
-            have = _server_tags(server)
-            for (key, value), text in zip(self.tags, cfg.tags, strict=True):
-                if key not in have:
-                    return _Match(False, failure=f"tag {key!r} is not on the server")
-                if value is not None and not fnmatchcase(have[key], value):
-                    return _Match(False, failure=f"tag {key}={have[key]!r} does not match {text!r}")
-                because.append(f"tag {text}")
+            failure = _tags_failure(self.tags, cfg.tags, server)
+            if failure:
+                return _Match(False, failure=failure)
+            because.extend(f"tag {text}" for text in cfg.tags)
         for key, pattern in cfg.metadata.items():
             if key not in server.metadata:
                 return _Match(False, failure=f"metadata key {key!r} is not on the server")
@@ -453,14 +594,53 @@ def _reason(rule: _Rule, match: _Match) -> str:
     return f'rule "{rule.name}" {verb} ({", ".join(match.because)})'
 
 
+@dataclass(frozen=True, slots=True)
+class Review:
+    """What one user may do with one recording: play and download it (`allowed`), and read its typed text
+    (`typed_text`, never without `allowed`); `reviewers`: the entries that said so."""
+
+    allowed: bool
+    typed_text: bool
+    reviewers: tuple[str, ...]
+    reason: str
+
+
+class _Reviewer:
+    """A ReviewerConfig prepared for matching."""
+
+    __slots__ = ("config", "tags")
+
+    def __init__(self, config: ReviewerConfig) -> None:
+        self.config = config
+        self.tags = [_split_tag(t) for t in config.tags]
+
+    def match_who(self, user: str, groups: Sequence[str]) -> bool:
+        return _match_who(self.config.users, self.config.groups, user, groups) is not None
+
+    def matches(self, user: str, groups: Sequence[str], server: Server) -> bool:
+        cfg = self.config
+        return (
+            self.match_who(user, groups)
+            and (not cfg.clouds or server.cloud in cfg.clouds)
+            and (not cfg.projects or server.project_id in cfg.projects)
+            and (not cfg.server_ids or server.id in cfg.server_ids)
+            and (not cfg.names or any(fnmatchcase(server.name, p) for p in cfg.names))
+            and _tags_failure(self.tags, cfg.tags, server) is None
+        )
+
+
 class Policy:
     """Immutable once built: a config reload builds a new Policy and swaps it in."""
 
-    def __init__(self, config: PolicyConfig) -> None:
+    def __init__(
+        self, config: PolicyConfig, *, record: RecordMode = "off", record_input: bool = False
+    ) -> None:
+        """`record`, `record_input`: the `[recording]` defaults for rules that do not say."""
         self.config = config
-        self._rules = [_Rule(r) for r in config.rules]
+        self._rules = [_Rule(r, record, record_input) for r in config.rules]
         self._admin_users = frozenset(config.admins.users)
         self._admin_groups = frozenset(config.admins.groups)
+        self._reviewers = [_Reviewer(r) for r in config.reviewers]
 
     def _evaluate(
         self, user: str, groups: Sequence[str], server: Server, grants: Collection[str] = ()
@@ -520,6 +700,23 @@ class Policy:
             if group in self._admin_groups:
                 return Decision(Permission.CONTROL, "admins", f"admin (group {group})")
         return Decision(Permission.NONE, None, f"{user or '<anonymous>'} is not an admin")
+
+    def review(self, user: str, groups: Sequence[str], server: Server) -> Review:
+        """Who may watch (docs/policy.md, "Reviewers"): any matching reviewer entry allows playback and
+        download of a recording of `server` (as recorded); typed text needs a matching entry that says
+        `typed_text = true`. Nothing else grants it: neither console rules nor admin."""
+        matching = [r for r in self._reviewers if r.matches(user, groups, server)]
+        if not matching:
+            who = user or "<anonymous>"
+            return Review(False, False, (), f"no reviewer entry lets {who} watch {server.name}")
+        names = tuple(r.config.name for r in matching)
+        typed = any(r.config.typed_text for r in matching)
+        listed = ", ".join(f'"{n}"' for n in names)
+        return Review(True, typed, names, f"reviewer {listed}" + (" with typed text" if typed else ""))
+
+    def is_reviewer(self, user: str, groups: Sequence[str]) -> bool:
+        """Whether some reviewer entry names this user at all (the pages show the recordings link)."""
+        return any(r.match_who(user, groups) for r in self._reviewers)
 
     def filter_servers(
         self,

@@ -105,6 +105,7 @@ class ClientMessageFilter:
         "_exclusive_ok",
         "_ext_mouse",
         "_filtering",
+        "_held",
         "_max_buffer",
         "_max_cut_text",
         "_minor",
@@ -112,6 +113,7 @@ class ClientMessageFilter:
         "_paste",
         "_paste_max",
         "_pending",
+        "_pressed",
         "_restrict_encodings",
         "_server_end",
         "_server_fed",
@@ -138,6 +140,7 @@ class ClientMessageFilter:
         paste: bool = True,
         paste_max: int | None = None,
         copy_out: bool = True,
+        moderated: bool = False,
     ) -> None:
         """`allow_exclusive` lets a control session's ClientInit through unchanged (never view-only).
 
@@ -145,15 +148,22 @@ class ClientMessageFilter:
         extended), `paste_max` drops the longer ones (their length as sent); both are counted in
         `paste_denied` / `paste_denied_bytes`. `copy_out` False means the server's stream is filtered
         (ServerMessageFilter): SetEncodings is rewritten to encodings the gateway can frame.
-        Any of them makes the control stream parsed strictly, message by message, like view-only."""
+        Any of them makes the control stream parsed strictly, message by message, like view-only.
+
+        `moderated`: a control session whose input a moderation rule holds at runtime (`hold`); it is
+        parsed strictly, starts held, and never asks for exclusive access (that would drop the watchers)."""
         if max_buffer < 64:
             raise ValueError("max_buffer must be at least 64 bytes")
         self._view_only = view_only
         self._paste = paste and not view_only
         self._paste_max = paste_max
         self._restrict_encodings = not copy_out
-        self._filtering = view_only or not paste or paste_max is not None or not copy_out
-        self._exclusive_ok = allow_exclusive and not view_only
+        self._filtering = view_only or moderated or not paste or paste_max is not None or not copy_out
+        self._exclusive_ok = allow_exclusive and not view_only and not moderated
+        self._held = moderated  # input dropped as in view-only, until `hold(False)`
+        # Moderated only: the release message for each key or button the server saw pressed (so that a
+        # hold never leaves one down), by what identifies it.
+        self._pressed: dict[bytes, bytes] | None = {} if moderated else None
         self._max_buffer = max(max_buffer, (paste_max or 0) + 8)
         self._max_cut_text = max_cut_text
         self.paste_denied = 0  # ClientCutText messages the clipboard policy dropped (not view-only drops)
@@ -178,6 +188,24 @@ class ClientMessageFilter:
     @property
     def view_only(self) -> bool:
         return self._view_only
+
+    @property
+    def held(self) -> bool:
+        """Input is held (dropped like view-only) until a moderation rule releases it."""
+        return self._held
+
+    def hold(self, held: bool) -> bytes:
+        """Hold or release a moderated session's input from the next message on. Holding answers the
+        release messages for what the server saw pressed (send them upstream now: the filter forwards
+        whole messages only, so this is a message boundary); releasing answers nothing."""
+        if self._pressed is None:
+            raise ValueError("only a moderated session's input can be held")
+        self._held = held
+        if not held:
+            return b""
+        releases = b"".join(self._pressed.values())
+        self._pressed.clear()
+        return releases
 
     @property
     def passthrough(self) -> bool:
@@ -271,8 +299,9 @@ class ClientMessageFilter:
 
         Control mode emits ranges only for the handshake: from ClientInit on, the rest of the
         chunk (`feed` forwards later chunks whole)."""
-        view_only = self._view_only
+        view_only = self._view_only or self._held
         filtering = self._filtering
+        pressed = self._pressed
         n = len(buf)
         pos = 0
         out: list[tuple[int, int]] = []
@@ -316,6 +345,8 @@ class ClientMessageFilter:
                             self.bytes_per_pixel = max(1, buf[pos + 4] // 8)
                         if kind.is_input:
                             inputs += 1
+                            if pressed is not None:
+                                _note_pressed(pressed, kind, buf, pos)
                         emit(pos, pos + size)
                         pos += size
                         continue
@@ -613,6 +644,27 @@ COPY_SAFE_ENCODINGS: Final = frozenset(
     }
 )
 _S_INIT, _S_MESSAGE, _S_RECT = range(3)
+
+
+def _note_pressed(pressed: dict[bytes, bytes], kind: _Kind, buf: bytes | bytearray, pos: int) -> None:
+    """Keep the release message of each key or pointer button down, keyed by what identifies it."""
+    if kind is _KEY:
+        keysym = bytes(buf[pos + 4 : pos + 8])
+        if buf[pos + 1]:
+            pressed[b"k" + keysym] = b"\x04\x00\x00\x00" + keysym
+        else:
+            pressed.pop(b"k" + keysym, None)
+    elif kind is _QEMU_KEY:
+        keycode = bytes(buf[pos + 8 : pos + 12])
+        if buf[pos + 2] or buf[pos + 3]:
+            pressed[b"q" + keycode] = b"\xff\x00\x00\x00" + bytes(buf[pos + 4 : pos + 12])
+        else:
+            pressed.pop(b"q" + keycode, None)
+    elif kind is _POINTER:
+        if buf[pos + 1]:  # buttons down (7-byte events add a byte of higher buttons: released too)
+            pressed[b"p"] = b"\x05\x00" + bytes(buf[pos + 2 : pos + 6])
+        else:
+            pressed.pop(b"p", None)
 
 
 class ServerMessageFilter:

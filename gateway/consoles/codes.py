@@ -43,6 +43,9 @@ CLOSE_POLICY: Final = _define(
 CLOSE_SIGNIN_EXPIRED: Final = _define(
     4004, "signin_expired", "Sign-in expired", "Your sign-in expired; sign in again to reopen the console"
 )
+CLOSE_MODERATION: Final = _define(  # a moderator ended it, or its moderators left (on_leave = "terminate")
+    4005, "moderation", "Closed by moderation", "This console needs a moderator watching; it was closed"
+)
 CLOSE_DRAINING: Final = _define(
     4012, "draining", "Gateway restarting", "The gateway is restarting; reconnect in a moment"
 )
@@ -90,6 +93,12 @@ CLOSE_UPSTREAM_URL: Final = _define(
     "upstream_url",
     "Console address refused",
     "The cloud returned a console address the gateway cannot use",
+)
+CLOSE_RECORDING: Final = _define(  # required recording could not start, or its store failed mid-console
+    4534,
+    "recording",
+    "Recording failed",
+    "This console must be recorded and the recording store is not accepting recordings",
 )
 
 REASON_LOGGED_OUT: Final = CODES[CLOSE_LOGGED_OUT].reason

@@ -60,6 +60,7 @@ NO_STATUS: Final = 1005
 # Codes a server may put in a close frame that still mean the same thing to the browser.
 _SENDABLE_STANDARD: Final = frozenset({1000, 1001, 1003, 1007, 1008, 1009, 1010, 1011})
 _MAX_REASON_BYTES: Final = 123
+NOTICE_WITHIN: Final = 5.0  # seconds a state notice (moderation) may take to reach the page
 
 
 # -- commands ----------------------------------------------------------------------------------------
@@ -342,6 +343,22 @@ class RelayCore:
     def terminate(self, code: int, reason: str, *, upstream_code: int = CLOSE_NORMAL) -> list[Command]:
         """The gateway ends the console (admin, sign-out, lock, drain, shutdown); the first word counts."""
         return self._end(CloseInfo("gateway", code, clip_reason(reason), upstream_code))
+
+    def hold_input(self, held: bool, notice: dict[str, object] | None = None) -> list[Command]:
+        """A moderation rule holds (or releases) the browser's input from its next message on: dropped
+        as view-only drops it, never queued. Holding first releases, upstream, the keys and buttons the
+        server saw pressed; `notice` tells the page why."""
+        if self.ended is not None:
+            return []
+        out: list[Command] = []
+        releases = self._filter.hold(held)
+        if releases:
+            self.stats.bytes_to_upstream += len(releases)
+            self.stats.msgs_to_upstream += 1
+            out.append(ToUpstream(releases))
+        if notice is not None:
+            out.append(Notice(notice, NOTICE_WITHIN))
+        return out
 
     def tick(self, now: float) -> list[Command]:
         """The time is `now`: cut at the maximum duration or the idle timeout, warn before the idle cut,

@@ -26,6 +26,7 @@ const CLOSE_TITLES = {
     4002: "Account locked",
     4003: "Permission changed",
     4004: "Sign-in expired",
+    4005: "Closed by moderation",
     4012: "Gateway restarting",
     4400: "Protocol error",
     4401: "Not signed in",
@@ -44,6 +45,7 @@ const CLOSE_TITLES = {
     4530: "Console proxy unreachable",
     4531: "Console proxy TLS failure",
     4532: "Console address refused",
+    4534: "Recording failed",
 };
 
 /** Used when the gateway gave no reason (or the connection dropped before it could). */
