@@ -96,6 +96,7 @@ async def open_session(http: aiohttp.ClientSession, target: Target) -> Session:
     ws = await http.ws_connect(
         target.url,
         headers=target.headers,
+        ssl=target.ssl or True,
         protocols=("binary",),
         max_msg_size=0,
         compress=0,

@@ -5,6 +5,10 @@ the TCP source stands in for the VNC server behind websockify. Both speak bench.
 byte the same. The ECS API is the project's own simulator; a timing middleware records how long it
 spends on each request so the console-open figure can subtract it.
 
+With `--tls-dir` (server.pem and server-key.pem from gateway.sim.certs) the same WebSocket source also
+listens with TLS (`wss`), as a real nova-novncproxy does, and a second ECS API hands out `https`
+console URLs that point there: a gateway whose cloud is that API relays from a TLS upstream.
+
 Run as `python -m bench.source`; it prints one JSON line with its ports and serves until SIGTERM.
 """
 
@@ -17,9 +21,12 @@ import os
 import resource
 import secrets
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
@@ -81,13 +88,26 @@ async def _tcp_source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         writer.close()
 
 
-def _console_url(ws_port: int) -> Callable[[SimServer], str]:
+def _console_url(ws_port: int, scheme: str = "http") -> Callable[[SimServer], str]:
     def issue(_server: SimServer) -> str:
-        # The nova >= 2.6 form: the gateway derives ws://127.0.0.1:PORT/?token=T from it.
+        # The nova >= 2.6 form: the gateway derives ws(s)://127.0.0.1:PORT/?token=T from it.
         path = quote("?token=" + secrets.token_urlsafe(16), safe="")
-        return f"http://{LOOPBACK}:{ws_port}/vnc_auto.html?path={path}"
+        return f"{scheme}://{LOOPBACK}:{ws_port}/vnc_auto.html?path={path}"
 
     return issue
+
+
+async def _serve(runner: web.AppRunner, **kw: Any) -> int:
+    """`runner` served on a fresh loopback port; returns the port."""
+    site = web.TCPSite(runner, LOOPBACK, 0, **kw)
+    await site.start()
+    return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+async def _runner(app: web.Application) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    return runner
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -103,23 +123,11 @@ async def main(args: argparse.Namespace) -> None:
     ws_app = web.Application()
     ws_app.router.add_route("*", "/bench/api-times", times)
     ws_app.router.add_get("/{tail:.*}", _ws_source)
-    ws_runner = web.AppRunner(ws_app, access_log=None)
-    await ws_runner.setup()
-    ws_site = web.TCPSite(ws_runner, LOOPBACK, 0, backlog=4096)
-    await ws_site.start()
-    ws_port = ws_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    ws_runner = await _runner(ws_app)
+    ports = {"ws": await _serve(ws_runner, backlog=4096)}
 
     tcp = await asyncio.start_server(_tcp_source, LOOPBACK, 0, backlog=4096)
-    tcp_port = tcp.sockets[0].getsockname()[1]
-
-    ecs = SimulatedECS(
-        project_id=PROJECT_ID,
-        access_key=os.environ["BENCH_ACCESS_KEY"],
-        secret_key=os.environ["BENCH_SECRET_KEY"],
-        servers=[SERVER],
-        issue_console=_console_url(ws_port),
-    )
-    api_app = ecs.app()
+    ports["tcp"] = tcp.sockets[0].getsockname()[1]
 
     @web.middleware
     async def timing(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -129,18 +137,30 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             api_times.append(time.perf_counter() - started)
 
-    api_app.middlewares.insert(0, timing)
-    api_runner = web.AppRunner(api_app, access_log=None)
-    await api_runner.setup()
-    api_site = web.TCPSite(api_runner, LOOPBACK, 0)
-    await api_site.start()
-    api_port = api_site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    async def ecs_api(ws_port: int, scheme: str) -> int:
+        app = SimulatedECS(
+            project_id=PROJECT_ID,
+            access_key=os.environ["BENCH_ACCESS_KEY"],
+            secret_key=os.environ["BENCH_SECRET_KEY"],
+            servers=[SERVER],
+            issue_console=_console_url(ws_port, scheme),
+        ).app()
+        app.middlewares.insert(0, timing)
+        return await _serve(await _runner(app))
+
+    ports["api"] = await ecs_api(ports["ws"], "http")
+    if args.tls_dir is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(args.tls_dir / "server.pem", args.tls_dir / "server-key.pem")
+        # The same handler as `ws`, behind TLS: what a real nova-novncproxy serves.
+        ports["wss"] = await _serve(ws_runner, backlog=4096, ssl_context=tls)
+        ports["api_tls"] = await ecs_api(ports["wss"], "https")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    print(json.dumps({"ws": ws_port, "tcp": tcp_port, "api": api_port}), flush=True)
+    print(json.dumps(ports), flush=True)
     await stop.wait()
     # Thousands of held connections would each wait out a graceful close; nothing here needs one.
     os._exit(0)
@@ -163,6 +183,7 @@ def run_loop(coro_fn: Callable[[], Awaitable[None]], loop_name: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="uvloop")
+    parser.add_argument("--tls-dir", type=Path, help="also serve wss (server.pem, server-key.pem)")
     ns = parser.parse_args()
     try:
         run_loop(lambda: main(ns), ns.loop)
