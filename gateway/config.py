@@ -29,10 +29,11 @@ from pydantic import (
     model_validator,
 )
 
+from gateway.auth.cookie import parse_key
 from gateway.auth.passwords import check_hash
 from gateway.clouds.identity import normalise_identity_url
 from gateway.durations import Duration
-from gateway.policy import PolicyConfig
+from gateway.policy import PolicyConfig, RecordMode
 
 ENV_PREFIX = "NOVNC_GATEWAY__"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -387,6 +388,67 @@ class StateSection(Section):
     redis: RedisSection = Field(default_factory=RedisSection)
 
 
+class RecordingS3(Section):
+    """An S3-compatible bucket for recordings (`recording.store = "s3"`)."""
+
+    endpoint: str = ""  # empty: AWS's own endpoint for `region`
+    bucket: str = ""
+    prefix: str = "recordings/"
+    region: str = "us-east-1"
+    access_key: SecretStr = SecretStr("")
+    secret_key: SecretStr = SecretStr("")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[^/?#\s]+/?", value):
+            raise ValueError("must be an http(s) URL without path, query or fragment (https://host[:port])")
+        return value.rstrip("/")
+
+
+def _recording_keys(values: list[SecretStr]) -> list[SecretStr]:
+    """Recording keys have the session keys' form (`novnc-gateway keygen`); errors name the entry only."""
+    for i, value in enumerate(values):
+        try:
+            parse_key(value.get_secret_value())
+        except ValueError:
+            raise ValueError(
+                f"entry {i} is not a key made by `novnc-gateway keygen` (32 bytes, base64url)"
+            ) from None
+    return values
+
+
+RecordingKeys = Annotated[list[SecretStr], AfterValidator(_recording_keys)]
+
+
+class RecordingSection(Section):
+    """Session recording (docs/recording.md): the global default, where recordings go, how they are cut,
+    signed and encrypted, and how long they are kept. Policy rules may override `default` and
+    `record_input` per console (docs/policy.md)."""
+
+    default: RecordMode = "off"
+    # Keystrokes can be passwords: recording input (and the typed-text index) is a switch of its own.
+    record_input: bool = False
+    store: Literal["local", "s3"] = "local"
+    directory: Path = Path("/var/lib/novnc-gateway/recordings")
+    s3: RecordingS3 = Field(default_factory=RecordingS3)
+    segment_seconds: Duration = Field(default=30.0, gt=0)
+    segment_bytes: int = Field(default=8 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024)
+    retention: Duration = 0.0  # 0: keep forever
+    hmac_keys: RecordingKeys = Field(default_factory=list)  # the first signs; all verify
+    encryption_keys: RecordingKeys = Field(default_factory=list)  # empty: not encrypted; the first encrypts
+    # Bytes a console may have waiting for the store before recording counts as failed.
+    max_pending: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+
+    @model_validator(mode="after")
+    def _store(self) -> RecordingSection:
+        if self.store == "s3" and not self.s3.bucket:
+            raise ValueError('s3.bucket: required with store = "s3"')
+        if self.max_pending < 2 * self.segment_bytes:
+            raise ValueError("max_pending must be at least twice segment_bytes")
+        return self
+
+
 class GatewayConfig(Section):
     server: ServerSection = Field(default_factory=ServerSection)
     session: SessionSection = Field(default_factory=SessionSection)
@@ -398,6 +460,7 @@ class GatewayConfig(Section):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     audit: AuditSection = Field(default_factory=AuditSection)
     state: StateSection = Field(default_factory=StateSection)
+    recording: RecordingSection = Field(default_factory=RecordingSection)
 
     @model_validator(mode="after")
     def _whole(self) -> GatewayConfig:
@@ -414,7 +477,19 @@ class GatewayConfig(Section):
             auth.local.enabled or auth.oidc.enabled or auth.proxy_jwt.enabled or auth.proxy_headers.enabled
         ):
             raise ValueError("auth: no sign-in method is enabled")
+        if self.recording_possible and not self.recording.hmac_keys:
+            raise ValueError(
+                "recording.hmac_keys: at least one key is required when recording can be on (recording."
+                "default or a policy rule's record); make one with `novnc-gateway keygen`"
+            )
         return self
+
+    @property
+    def recording_possible(self) -> bool:
+        """Some console may be recorded: the global default, or a rule, says so."""
+        if self.recording.default != "off":
+            return True
+        return any(rule.record not in (None, "off") for rule in self.policy.rules)
 
 
 class ConfigError(Exception):
@@ -521,7 +596,7 @@ def _read_secret_files(node: Any, path: tuple[str, ...], problems: list[str]) ->
                 problems.append(f"{_dotted((*path, key))}: cannot read the file it names (path or UTF-8)")
                 continue
             del node[key]
-            if base == "keys":
+            if base == "keys" or base.endswith("_keys"):  # one key per line
                 node[base] = [line.strip() for line in content.splitlines() if line.strip()]
             else:
                 node[base] = content

@@ -77,5 +77,7 @@ def run_explain(args: argparse.Namespace, config: GatewayConfig) -> int:
             return 1
     provider = next((c.provider for c in config.clouds if c.name == server.cloud), None)
     grants = asyncio.run(_grants(config, args.user, server))
-    print(explain(Policy(config.policy), args.user, args.group, server, provider=provider, grants=grants))
+    recording = config.recording
+    policy = Policy(config.policy, record=recording.default, record_input=recording.record_input)
+    print(explain(policy, args.user, args.group, server, provider=provider, grants=grants))
     return 0

@@ -85,7 +85,8 @@ class Gateway:
 
     def apply_config(self, config: GatewayConfig) -> None:
         """Build every config-derived part first, then swap them in together (no half-applied reload)."""
-        policy = Policy(config.policy)
+        recording = config.recording
+        policy = Policy(config.policy, record=recording.default, record_input=recording.record_input)
         codec = SessionCodec(
             [parse_key(_secret(k)) for k in config.session.keys],
             idle_lifetime=config.session.idle_lifetime,

@@ -232,7 +232,7 @@ def test_every_config_key_is_documented_in_its_section() -> None:
     parts = {
         m.group(1): body
         for m, body in zip(
-            re.finditer(r"^## `\[{1,2}([a-z_.]+)\]{1,2}`", docs, re.M),
+            re.finditer(r"^## `\[{1,2}([a-z0-9_.]+)\]{1,2}`", docs, re.M),
             re.split(r"^## `\[.*$", docs, flags=re.M)[1:],
             strict=True,
         )
@@ -266,3 +266,57 @@ def test_proxy_jwt_needs_issuer_and_audience(tmp_path: Path) -> None:
     ]
     complete = key_only + 'issuer = "https://sso.example"\naudience = "novnc-gateway"\n'
     assert load_config(write(tmp_path, complete), {}).auth.proxy_jwt.audience == "novnc-gateway"
+
+
+RECORDING_RULE = (
+    '[[policy.rules]]\nname = "ops"\ngroups = ["ops"]\npermission = "control"\nrecord = "required"\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            MINIMAL + '[recording]\ndefault = "optional"\n',
+            "recording.hmac_keys: at least one key is required",
+        ),
+        (MINIMAL + RECORDING_RULE, "recording.hmac_keys: at least one key is required"),
+        (
+            MINIMAL + '[recording]\nhmac_keys = ["M4rk3r-not-a-key"]\n',
+            "recording.hmac_keys: entry 0 is not a key",
+        ),
+        (
+            MINIMAL + f'[recording]\nhmac_keys = ["{KEY}"]\nencryption_keys = ["{KEY}", "M4rk3r"]\n',
+            "recording.encryption_keys: entry 1 is not a key",
+        ),
+        (MINIMAL + '[recording]\nstore = "s3"\n', 'recording: s3.bucket: required with store = "s3"'),
+        (MINIMAL + '[recording]\ndefault = "always"\n', "recording.default: Input should be"),
+        (MINIMAL + "[recording]\nsegment_seconds = 0\n", "recording.segment_seconds"),
+        (MINIMAL + '[recording.s3]\nendpoint = "s3.example.com/M4rk3r"\n', "recording.s3.endpoint: must be"),
+        (MINIMAL + "[recording]\nsegment_bytes = 33554432\nmax_pending = 33554432\n", "at least twice"),
+        (MINIMAL + '[recording]\nrecord = "on"\n', "recording.record: unknown key"),
+    ],
+)
+def test_recording_config_errors_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    found = problems(tmp_path, text)
+    assert any(expected in p for p in found), found
+    assert not any("M4rk3r" in p for p in found), found  # keys are secrets: never quoted back
+
+
+def test_recording_keys_from_a_file_one_per_line_and_policy_defaults(tmp_path: Path) -> None:
+    from gateway.auth.cookie import generate_key
+    from gateway.policy import Policy
+
+    second = generate_key()
+    keys = tmp_path / "hmac"
+    keys.write_text(f"{KEY}\n\n{second}\n")
+    text = MINIMAL + RECORDING_RULE + f'[recording]\nhmac_keys_file = "{keys}"\nrecord_input = true\n'
+    config = load_config(write(tmp_path, text), {})
+    assert [k.get_secret_value() for k in config.recording.hmac_keys] == [KEY, second]
+    assert KEY not in repr(config.recording) and KEY not in str(config.model_dump())
+    assert config.recording_possible
+    policy = Policy(
+        config.policy, record=config.recording.default, record_input=config.recording.record_input
+    )
+    assert [r.demands.record for r in policy._rules] == ["required"]
+    assert [r.demands.record_input for r in policy._rules] == [True]

@@ -551,3 +551,36 @@ def test_approvers_are_exact_group_names():
         RuleConfig.model_validate(rule("r", approvers=["lead*"]))
     with pytest.raises(ValidationError, match="max_grant needs approvers"):
         RuleConfig.model_validate(rule("r", max_grant="1h"))
+
+
+# --- recording -----------------------------------------------------------------------------------------
+
+
+def test_recording_comes_from_the_rule_or_the_global_default_and_shows_in_explain():
+    config = PolicyConfig.model_validate(
+        {
+            "rules": [
+                rule("prod", "control", tags=["env=prod"], record="required", record_input=True),
+                rule("dev", "control", names=["dev-*"]),
+                rule("quiet", "view", server_ids=["srv-9"], record="off", record_input=True),
+            ]
+        }
+    )
+    default = Policy(config)
+    prod = default.decide("bob", ["ops"], server()).demands
+    assert (prod.record, prod.record_input) == ("required", True)
+    assert default.decide("bob", ["ops"], server(name="dev-1", tags=())).demands == Demands()
+    optional = Policy(config, record="optional", record_input=False)
+    dev = optional.decide("bob", ["ops"], server(name="dev-1", tags=())).demands
+    assert (dev.record, dev.record_input) == ("optional", False)
+    quiet = optional.decide("bob", ["ops"], server(id="srv-9", tags=())).demands
+    assert (quiet.record, quiet.record_input) == ("off", False)  # no input without the screen
+    assert not quiet.recorded
+    text = explain(default, "bob", ["ops"], server())
+    assert "demands:  recording: required (screen and input)" in text
+    text = explain(optional, "bob", ["ops"], server(name="dev-1", tags=()))
+    assert "demands:  recording: optional (screen only, no input)" in text
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
+    assert "demands:  recording: required (screen only, no input)" in doc
+    with pytest.raises(ValidationError):
+        RuleConfig.model_validate(rule("r", record="always"))
