@@ -1,7 +1,8 @@
 """A program on a real X display (Xvnc) that shows what reaches it: typed characters and the clipboard.
 
 Run as `python -m tests.support.x_echo` with DISPLAY set (`XEcho` does that). It takes the keyboard
-focus of the whole display (there is no window manager) and writes one line per event to stdout:
+focus of the whole display (there is no window manager), draws what is typed (the last 12 lines) and
+writes one line per event to stdout:
 `key <char as repr>` for each typed character, `clipboard <repr or None>` when asked with `clipboard?`
 on stdin, and `copied` after `copy <text>` put text on the X clipboard (which Xvnc offers to its
 clients as ServerCutText). "ready" once it has the focus.
@@ -35,9 +36,17 @@ def main() -> None:
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
+    # What was typed is drawn too, so the screen changes as one types (recording playback compares frames).
+    shown = tkinter.StringVar(root)
+    tkinter.Label(
+        root, textvariable=shown, font=("Courier", 20), background="white", anchor="nw", justify="left"
+    ).place(x=8, y=8, width=624, height=464)
+
     def on_key(event: tkinter.Event) -> None:  # type: ignore[type-arg]
         if event.char:
             say(f"key {event.char!r}")
+            lines = (shown.get() + event.char.replace("\r", "\n")).split("\n")
+            shown.set("\n".join(lines[-12:]))
 
     def on_command(_fd: object, _mask: object) -> None:
         line = sys.stdin.readline()
