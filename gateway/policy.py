@@ -26,6 +26,7 @@ __all__ = [
     "AdminConfig",
     "Decision",
     "Demands",
+    "JoinDecision",
     "Moderation",
     "ModerationConfig",
     "Permission",
@@ -135,7 +136,8 @@ class RuleConfig(BaseModel):
     names: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
-    permission: Literal["control", "view", "deny"]
+    # "none": the rule grants no console of its own (a rule only for `join`).
+    permission: Literal["control", "view", "deny", "none"]
     # What a console this rule grants demands of the user before it opens (docs/policy.md, "Demands").
     justification: Literal["none", "required"] = "none"
     ticket_pattern: str | None = None  # a word of the justification must match it (re.search)
@@ -154,6 +156,10 @@ class RuleConfig(BaseModel):
     record_input: bool | None = None
     # Control only while moderators watch (docs/policy.md, "Moderated consoles").
     moderation: ModerationConfig | None = None
+    # Shadowing (docs/shadowing.md): the users this rule names may watch live consoles on its servers,
+    # view-only; "owner": each join waits for the console owner's approval.
+    join: bool = False
+    join_approval: Literal["owner", "none"] = "owner"
 
     @field_validator("name")
     @classmethod
@@ -175,6 +181,12 @@ class RuleConfig(BaseModel):
                 raise ValueError(f"{where}: approvers: {group!r} looks like a glob; give exact groups")
         if self.max_grant is not None and not self.approvers:
             raise ValueError(f"{where}: max_grant needs approvers")
+        if self.permission == "none" and not self.join:
+            raise ValueError(
+                f'{where}: permission = "none" grants nothing; it is for a rule with join = true'
+            )
+        if self.join and self.permission == "deny":
+            raise ValueError(f"{where}: a deny rule cannot grant join")
         if self.moderation is not None and self.permission != "control":
             raise ValueError(f'{where}: moderation holds control input; it needs permission = "control"')
         _check_tags(self.tags, where)
@@ -425,6 +437,16 @@ class Requestable:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinDecision:
+    """Whether a user may watch live consoles on a server, and whether each join needs the owner's yes."""
+
+    allowed: bool
+    approval: bool  # the owner approves each join
+    rule: str | None  # the deciding rule; "admins" for an admin no join rule matched; None: none
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     permission: Permission
     rule: str | None  # None: nothing matched (default deny) / not an admin
@@ -646,7 +668,7 @@ class Policy:
         self, user: str, groups: Sequence[str], server: Server, grants: Collection[str] = ()
     ) -> tuple[Decision, list[tuple[_Rule, _Match]]]:
         results = [(rule, rule.match(user, groups, server, grants)) for rule in self._rules]
-        matching = [(rule, m) for rule, m in results if m.matched]
+        matching = [(rule, m) for rule, m in results if m.matched and rule.permission != "none"]
         if not matching:
             reason = f"no rule grants {user or '<anonymous>'} access to {server.name} (default deny)"
             return Decision(Permission.NONE, None, reason), results
@@ -700,6 +722,36 @@ class Policy:
             if group in self._admin_groups:
                 return Decision(Permission.CONTROL, "admins", f"admin (group {group})")
         return Decision(Permission.NONE, None, f"{user or '<anonymous>'} is not an admin")
+
+    @property
+    def has_join_rules(self) -> bool:
+        return any(rule.config.join for rule in self._rules)
+
+    def may_join(
+        self, user: str, groups: Sequence[str], server: Server, grants: Collection[str] = ()
+    ) -> JoinDecision:
+        """Whether `user` may watch a live console on `server` (docs/shadowing.md): admins always; others
+        through the most specific matching rule with `join = true` (of equals, one wanting the owner's
+        approval wins); an explicit deny for them on the server refuses it, admins excepted. An admin
+        waits for approval only where such a rule matches them and wants it."""
+        decision, results = self._evaluate(user, groups, server, grants)
+        admin = self.is_admin(user, groups)
+        joins = [(rule, m) for rule, m in results if m.matched and rule.config.join]
+        if not admin.allowed and decision.rule is not None and decision.permission is Permission.NONE:
+            return JoinDecision(False, False, decision.rule, f"{decision.reason}; no joining either")
+        if joins:
+            rule, m = max(
+                joins, key=lambda i: (i[0].level, i[1].who_level, i[0].config.join_approval == "owner")
+            )
+            approval = rule.config.join_approval == "owner"
+            wants = ", the owner approves each join" if approval else ""
+            return JoinDecision(
+                True, approval, rule.name, f'rule "{rule.name}" grants join ({", ".join(m.because)}){wants}'
+            )
+        if admin.allowed:
+            return JoinDecision(True, False, "admins", f"{admin.reason} may join every console")
+        who = user or "<anonymous>"
+        return JoinDecision(False, False, None, f"no rule lets {who} join consoles on {server.name}")
 
     def review(self, user: str, groups: Sequence[str], server: Server) -> Review:
         """Who may watch (docs/policy.md, "Reviewers"): any matching reviewer entry allows playback and
@@ -761,6 +813,11 @@ def explain(
         f"reason:   {decision.reason}",
         *(f"demands:  {demand}" for demand in decision.demands.describe()),
         *(f"grant:    {rule} (an approved access request)" for rule in sorted(grants)),
+        *(
+            [f"join:     {_join_line(policy.may_join(user, groups, server, grants))}"]
+            if policy.has_join_rules
+            else []
+        ),
         "rules, in file order:",
     ]
     if not results:
@@ -771,10 +828,18 @@ def explain(
             lines.append(f"{head}: no match: {m.failure}")
             continue
         matched = f"{head}: matches ({', '.join(m.because)})"
-        if rule.name == decision.rule:
+        if rule.permission == "none":
+            lines.append(f"{matched} (join only)")
+        elif rule.name == decision.rule:
             lines.append(f"{matched} -> DECIDES")
         elif decision.permission is Permission.NONE:
             lines.append(f'{matched}, overridden by deny rule "{decision.rule}"')
         else:
             lines.append(f'{matched}, outranked by "{decision.rule}"')
     return "\n".join(lines)
+
+
+def _join_line(join: JoinDecision) -> str:
+    if not join.allowed:
+        return f"no ({join.reason})"
+    return f"yes, {'with' if join.approval else 'without'} the owner's approval ({join.reason})"
