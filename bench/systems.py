@@ -25,6 +25,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -445,11 +446,14 @@ class Gateway:
         loop: str = "uvloop",
         tls_upstream: bool = False,
         tls_serve: bool = False,
+        tweak: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
+        """`tweak` edits the config before it is written (bench/recording.py: recording on, other clouds)."""
         self.workdir = workdir
         self.source = source
         self.workers = workers
         self.loop = loop
+        self.tweak = tweak
         self.tls_upstream = tls_upstream
         self.tls = source.client_tls if tls_serve else None
         self.port = 0
@@ -461,6 +465,8 @@ class Gateway:
         path = self.workdir / f"gateway-{self.port}.toml"
         tls = {"tls_upstream": self.tls_upstream, "tls_serve": self.tls is not None}
         config = gateway_config(self.source, self.port, self.workdir, **tls)
+        if self.tweak is not None:
+            self.tweak(config)
         path.write_bytes(tomli_w.dumps(config).encode())
         for i in range(self.workers):
             args = ["-m", "bench.gateway_launch", "--loop", self.loop, "--uncapped-connector"]

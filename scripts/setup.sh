@@ -10,9 +10,10 @@ want_test=0
 stamp_dir=.venv/.stamps
 py=${PYTHON:-python3}
 
-# 1. Debian packages (tests only): Chromium for browser tests, real VNC servers (Xvnc, QEMU), Redis, nginx.
+# 1. Debian packages (tests only): Chromium for browser tests, real VNC servers (Xvnc, QEMU), Redis, nginx,
+#    and xterm (the shell on the Xvnc screen that the recording benchmark drives).
 if [ "$want_test" = 1 ]; then
-  pkgs=(chromium tigervnc-standalone-server qemu-system-x86 redis-server nginx-light xauth)
+  pkgs=(chromium tigervnc-standalone-server qemu-system-x86 redis-server nginx-light xauth xterm)
   missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -103,6 +103,7 @@ class DemoCloud:
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
     rfb: dict[str, RFBServer] = field(default_factory=dict)
     rfb_addr: dict[str, tuple[str, int]] = field(default_factory=dict)
+    proxy_record: Path | None = None  # websockify's --record (the recording benchmark compares with it)
     proxy: NovncProxy | None = None
     ecs: SimulatedECS | None = None
     api_url: str = ""
@@ -130,7 +131,11 @@ class DemoCloud:
                 self.rfb_addr[server.id] = await rfb.start(LOOPBACK, 0)
                 self.rfb[server.id] = rfb
         self.proxy = NovncProxy(
-            workdir=self.workdir / "proxy", certs=certs, host=LOOPBACK, token_ttl=self.token_ttl
+            workdir=self.workdir / "proxy",
+            certs=certs,
+            host=LOOPBACK,
+            token_ttl=self.token_ttl,
+            record=self.proxy_record,
         )
         await self.proxy.start()
         self.ecs = SimulatedECS(

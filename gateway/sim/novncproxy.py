@@ -47,7 +47,9 @@ class NovncProxy:
         token_ttl: float = 60.0,
         url_style: str = "huawei",
         start_timeout: float = 15.0,
+        record: Path | None = None,
     ) -> None:
+        """`record`: websockify's own `--record` (every session's frames to `record`.N, for comparison)."""
         if url_style not in ("huawei", "nova"):
             raise ValueError("url_style must be 'huawei' or 'nova'")
         self.workdir = Path(workdir)
@@ -57,6 +59,7 @@ class NovncProxy:
         self.token_ttl = token_ttl
         self.url_style = url_style
         self.start_timeout = start_timeout
+        self.record = record
         self.tokens = TokenStore(self.workdir / "tokens")
         self.pid: int | None = None
         self.startup_seconds: float | None = None
@@ -80,6 +83,7 @@ class NovncProxy:
             PLUGIN,
             "--token-source",
             str(self.tokens.directory),
+            *(["--record", str(self.record)] if self.record is not None else []),
         ]
 
     async def start(self) -> None:

@@ -50,7 +50,9 @@ def xvnc(log_path: Path, *, desktop: str = "real-xvnc") -> Iterator[tuple[str, i
 
 
 @contextlib.contextmanager
-def xvnc_session(log_path: Path, *, desktop: str = "real-xvnc") -> Iterator[XvncSession]:
+def xvnc_session(
+    log_path: Path, *, desktop: str = "real-xvnc", geometry: str = "640x480"
+) -> Iterator[XvncSession]:
     """Xvnc on a display it picks itself (-displayfd), RFB on a loopback port, security type None.
 
     Its defaults are kept: -DisconnectClients is on, so a client asking for exclusive access
@@ -64,7 +66,7 @@ def xvnc_session(log_path: Path, *, desktop: str = "real-xvnc") -> Iterator[Xvnc
             "-displayfd",
             str(write_fd),
             "-geometry",
-            "640x480",
+            geometry,
             "-depth",
             "24",
             "-rfbport",
