@@ -14,10 +14,13 @@ from dataclasses import dataclass
 
 __all__ = [
     "CLIENT_HANDSHAKE",
+    "FRAMED",
     "PONG_SIZE",
     "SERVER_HANDSHAKE",
     "Profile",
     "SourceParser",
+    "framed_update",
+    "key",
     "ping",
     "pong_id",
     "profile",
@@ -48,6 +51,11 @@ def ping(ident: int) -> bytes:
     return b"\x05\x00" + (ident & 0xFFFFFFFF).to_bytes(4, "big")
 
 
+def key(down: bool, keysym: int) -> bytes:
+    """A KeyEvent: the gateway's filter parses it, the source ignores it."""
+    return struct.pack(">BBxxI", 4, int(down), keysym)
+
+
 def pong_id(record: bytes | bytearray | memoryview) -> int:
     return int.from_bytes(record[8:12], "big")
 
@@ -72,6 +80,66 @@ class Profile:
     def total(self) -> int:
         return sum(self.sizes)
 
+    @property
+    def framed(self) -> bool:
+        """Whether each message is a whole FramebufferUpdate (`framed_update`), not opaque bytes."""
+        return self.name.endswith(FRAMED)
+
+
+# A profile name suffix: the same sizes, each message a valid FramebufferUpdate of Raw rectangles with
+# terminal-like pixels, so a recorded console (which frames and stores every server message) can carry
+# it (bench/recording.py). Sizes are rounded to what such an update can have.
+FRAMED = "+fbu"
+_WIDTH = 1280  # SERVER_HANDSHAKE's framebuffer width
+
+
+def _framed_size(size: int) -> int:
+    size = max(20, size - size % 4)
+    pixels = (size - 16) // 4
+    if pixels > _WIDTH and pixels % _WIDTH and not ((size - 28) // 4) % _WIDTH:
+        size += 4  # neither one rectangle nor full rows plus a partial one: the next size is
+    return size
+
+
+def _rects(size: int) -> list[tuple[int, int]]:
+    """(width, height) of the Raw rectangles of a FramebufferUpdate `size` bytes long."""
+    pixels = (size - 16) // 4
+    if pixels <= _WIDTH or not pixels % _WIDTH:
+        return [(min(pixels, _WIDTH), max(1, pixels // _WIDTH))]
+    pixels = (size - 28) // 4
+    return [(_WIDTH, pixels // _WIDTH), (pixels % _WIDTH, 1)]
+
+
+@functools.cache
+def _screen() -> bytes:
+    """128 rows of a 1280-pixel terminal, 32 bpp: light glyphs (6x13 cells of a seeded font) on black."""
+    rng = random.Random(1290)
+    ink, paper = b"\xaa\xaa\xaa\x00", b"\x00\x00\x00\x00"
+    font = [
+        [b"".join(ink if rng.random() < 0.3 else paper for _ in range(6)) for _ in range(13)]
+        for _ in range(90)
+    ]
+    blank = [paper * 6] * 13
+    rows = []
+    for _line in range(10):
+        cells = [font[rng.randrange(90)] if rng.random() < 0.55 else blank for _ in range(_WIDTH // 6)]
+        for y in range(13):
+            rows.append(b"".join(cell[y] for cell in cells) + paper * (_WIDTH % 6))
+    return b"".join(rows)[: 128 * _WIDTH * 4]
+
+
+def framed_update(size: int) -> bytes:
+    """A FramebufferUpdate of `size` bytes (a `_framed_size`): Raw rectangles of terminal-like pixels."""
+    rects = _rects(size)
+    parts = [struct.pack(">BxH", 0, len(rects))]
+    y = 0
+    screen = _screen()
+    for w, h in rects:
+        parts.append(struct.pack(">HHHHi", 0, y, w, h, 0))
+        parts.append(screen[: w * h * 4])
+        y += h
+    return b"".join(parts)
+
 
 # (share, smallest, largest): a VNC session is mostly small updates (cursor, text, tiles) with
 # occasional large ones (scrolling, a full refresh). Sizes are log-uniform within a band.
@@ -88,7 +156,10 @@ def _band(pick: float) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=8)
 def profile(name: str, total: int) -> Profile:
-    """`64k`: 64 KiB messages; `mix`: the seeded VNC-like mix. Deterministic for (name, total)."""
+    """`64k`: 64 KiB messages; `mix`: the seeded VNC-like mix; either + FRAMED: as FramebufferUpdates.
+    Deterministic for (name, total)."""
+    if name.endswith(FRAMED):
+        return Profile(name, tuple(_framed_size(s) for s in profile(name.removesuffix(FRAMED), total).sizes))
     if name == "64k":
         return Profile(name, (65536,) * max(1, total // 65536))
     if name != "mix":
@@ -138,6 +209,10 @@ class SourceParser:
                 if n - pos < 10:
                     break
                 pos += 10
+            elif kind == 4:  # KeyEvent: nothing to do
+                if n - pos < 8:
+                    break
+                pos += 8
             elif kind == 6:  # ClientCutText: a command
                 if n - pos < 8:
                     break

@@ -57,13 +57,14 @@ async def run(plan: Plan, loop: str, workdir: Path) -> dict[str, Any]:
     sc: dict[str, Any] = {}
     source = Source(workdir, loop)
     await source.start()
-    websockify = gateway = forwarder = None
+    websockify = gateway = forwarder = nginx = None
     try:
         websockify = await scenarios.start_websockify(workdir, source)
         gateway = await scenarios.start_gateway(workdir, source, loop)
         forwarder = await scenarios.start_forwarder(workdir, source)
+        nginx = await scenarios.start_nginx(workdir, source)
         three: dict[str, scenarios.System] = {"direct": source, "websockify": websockify, "gateway": gateway}
-        four: dict[str, scenarios.System] = {**three, "forwarder": forwarder}
+        four: dict[str, scenarios.System] = {**three, "nginx": nginx, "forwarder": forwarder}
 
         _log("throughput, 64 KiB messages")
         sc["throughput_64k"] = await scenarios.throughput(four, source, "64k", plan.stream_64k, plan.rounds)
@@ -77,8 +78,15 @@ async def run(plan: Plan, loop: str, workdir: Path) -> dict[str, Any]:
         )
         _log("console open")
         sc["console_open"] = await scenarios.console_open(three, source, plan.opens)
-        for system in (websockify, gateway, forwarder):
+        _log("consoles per core")
+        sc["consoles_per_core"] = await scenarios.consoles_per_core(
+            gateway, source, plan.console_levels, plan.console_window, scenarios.ConsoleProfile()
+        )
+        for system in (websockify, gateway, forwarder, nginx):
             system.stop()
+
+        _log("throughput with TLS on the upstream hop, then on both hops")
+        sc.update(await scenarios.tls_throughput(workdir, source, loop, plan))
 
         _log("scaling with worker processes")
         websockify = await scenarios.start_websockify(workdir, source)
@@ -117,7 +125,7 @@ async def run(plan: Plan, loop: str, workdir: Path) -> dict[str, Any]:
             ),
         }
     finally:
-        for system in (websockify, gateway, forwarder):
+        for system in (websockify, gateway, forwarder, nginx):
             if system is not None:
                 system.stop()
         source.stop()
@@ -125,6 +133,7 @@ async def run(plan: Plan, loop: str, workdir: Path) -> dict[str, Any]:
     meta["seconds"] = round(time.time() - started, 1)
     data: dict[str, Any] = {"meta": meta, "systems": list(report.SYSTEMS), "scenarios": sc}
     data["targets"] = report.targets(data)
+    data["ratios"] = report.ratios(data)
     return data
 
 

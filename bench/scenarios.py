@@ -20,9 +20,10 @@ from typing import Any, Protocol
 import aiohttp
 import psutil
 
+from bench import protocol
 from bench.client import Session, new_http, open_session
 from bench.protocol import profile
-from bench.systems import Forwarder, Gateway, Source, Target, Websockify
+from bench.systems import Forwarder, Gateway, Nginx, Source, Target, Websockify
 
 MB = 1e6
 
@@ -54,6 +55,10 @@ class Plan:
     scaling_sessions: int
     scaling_bytes: int  # per session per round
     scaling_workers: tuple[int, ...]
+    stream_tls_64k: int  # bytes per round with TLS on a hop
+    stream_tls_mix: int
+    console_levels: tuple[int, ...]  # the consoles-per-core ramp
+    console_window: float  # seconds per level, per system
 
     @classmethod
     def full(cls) -> Plan:
@@ -75,6 +80,10 @@ class Plan:
             scaling_sessions=8,
             scaling_bytes=32 << 20,
             scaling_workers=(1, 2),
+            stream_tls_64k=128 << 20,
+            stream_tls_mix=64 << 20,
+            console_levels=(250, 500, 1000, 1500, 2000, 3000),
+            console_window=8.0,
         )
 
     @classmethod
@@ -97,6 +106,10 @@ class Plan:
             scaling_sessions=2,
             scaling_bytes=1 << 20,
             scaling_workers=(1, 2),
+            stream_tls_64k=1 << 20,
+            stream_tls_mix=1 << 20,
+            console_levels=(5, 10),
+            console_window=1.0,
         )
 
 
@@ -200,34 +213,62 @@ def _latency_summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-def _added(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    base = results["direct"]
+_QUANTILES = {"p50": 50.0, "p99": 99.0, "p999": 99.9}
+
+
+def _added_paired(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Added latency per round trip: each system's i-th round trip minus direct's i-th, taken back to
+    back, so both met the same moment's load; percentiles of those differences."""
+    base = samples["direct"]
     return {
-        key: {f"{q}_ms": round(r[f"{q}_ms"] - base[f"{q}_ms"], 3) for q in ("p50", "p99", "p999")}
-        for key, r in results.items()
+        key: {
+            f"{q}_ms": round(percentile([a - b for a, b in zip(v, base, strict=True)], x) * 1000, 3)
+            for q, x in _QUANTILES.items()
+        }
+        for key, v in samples.items()
         if key != "direct"
     }
 
 
+def _added_beyond_noise(
+    results: dict[str, dict[str, float]], direct_slices: list[list[float]]
+) -> dict[str, dict[str, Any]]:
+    """System percentile minus direct's where that difference is larger than the spread of direct's own
+    percentile between its time slices; otherwise None: the difference is then load from elsewhere on
+    the machine, not the relay (a difference of percentiles from different moments can even be < 0)."""
+    noise = {}
+    for q, x in _QUANTILES.items():
+        per_slice = [percentile(v, x) for v in direct_slices if v]
+        noise[q] = (max(per_slice) - min(per_slice)) * 1000 if len(per_slice) > 1 else 0.0
+    out: dict[str, dict[str, Any]] = {}
+    for key, r in results.items():
+        if key == "direct":
+            continue
+        added: dict[str, Any] = {}
+        for q in _QUANTILES:
+            diff = r[f"{q}_ms"] - results["direct"][f"{q}_ms"]
+            added[f"{q}_ms"] = round(diff, 3) if diff > noise[q] and diff > 0 else None
+        added["noise_ms"] = {f"{q}_ms": round(v, 3) for q, v in noise.items()}
+        out[key] = added
+    return out
+
+
 async def latency_one(systems: dict[str, System], count: int) -> dict[str, Any]:
-    """One session, small messages back to back, systems taking turns in blocks of 100."""
+    """One session per system, small messages back to back, the systems taking turns message by
+    message (so the added latency is a difference per round trip)."""
     samples: dict[str, list[float]] = {k: [] for k in systems}
     async with new_http() as http:
         sessions = {k: await open_session(http, s.target()) for k, s in systems.items()}
         for session in sessions.values():
             for i in range(20):  # warm-up
                 await session.ping(i)
-        ident = 0
-        while ident < count:
-            block = min(100, count - ident)
+        for ident in range(count):
             for key, session in sessions.items():
-                for i in range(block):
-                    samples[key].append(await session.ping(ident + i))
-            ident += block
+                samples[key].append(await session.ping(ident))
         for session in sessions.values():
             await session.close()
     results = {k: _latency_summary(v) for k, v in samples.items()}
-    return {"sessions": 1, "messages": count, "results": results, "added": _added(results)}
+    return {"sessions": 1, "messages": count, "results": results, "added": _added_paired(samples)}
 
 
 async def _paced(session: Session, rate: float, start: float, until: float, out: list[float]) -> None:
@@ -248,7 +289,7 @@ async def latency_many(
 ) -> dict[str, Any]:
     """`sessions` sessions per system each sending `rate` small messages a second. Every system's
     sessions stay open throughout; the systems take turns in `slices` slices of the time each."""
-    samples: dict[str, list[float]] = {k: [] for k in systems}
+    samples: dict[str, list[list[float]]] = {k: [] for k in systems}  # per slice
     async with new_http() as http:
         opened: dict[str, list[Session]] = {}
         for key, system in systems.items():
@@ -259,17 +300,18 @@ async def latency_many(
             for key in systems:
                 start = time.perf_counter()
                 until = start + seconds / slices
-                await asyncio.gather(*(_paced(s, rate, start, until, samples[key]) for s in opened[key]))
+                samples[key].append(out := [])
+                await asyncio.gather(*(_paced(s, rate, start, until, out) for s in opened[key]))
         for group in opened.values():
             await asyncio.gather(*(s.close() for s in group), return_exceptions=True)
-    results = {k: _latency_summary(v) for k, v in samples.items()}
+    results = {k: _latency_summary([x for part in parts for x in part]) for k, parts in samples.items()}
     return {
         "sessions": sessions,
         "rate_per_session": rate,
         "seconds": seconds,
         "slices": slices,
         "results": results,
-        "added": _added(results),
+        "added": _added_beyond_noise(results, samples["direct"]),
     }
 
 
@@ -496,19 +538,229 @@ async def scaling(
     }
 
 
-async def start_websockify(workdir: Path, source: Source) -> Websockify:
-    w = Websockify(workdir, source.ports["tcp"])
+async def start_websockify(workdir: Path, source: Source, *, tls: bool = False) -> Websockify:
+    w = Websockify(workdir, source.ports["tcp"], source.certs if tls else None)
     await w.start()
     return w
 
 
-async def start_gateway(workdir: Path, source: Source, loop: str) -> Gateway:
-    g = Gateway(workdir, source, loop=loop)
+async def start_gateway(
+    workdir: Path, source: Source, loop: str, *, tls_upstream: bool = False, tls_serve: bool = False
+) -> Gateway:
+    g = Gateway(workdir, source, loop=loop, tls_upstream=tls_upstream, tls_serve=tls_serve)
     await g.start()
     return g
 
 
-async def start_forwarder(workdir: Path, source: Source) -> Forwarder:
-    f = Forwarder(workdir, source.ports["ws"])
+async def start_nginx(
+    workdir: Path, source: Source, *, tls_upstream: bool = False, tls_serve: bool = False
+) -> Nginx:
+    n = Nginx(workdir, source, tls_upstream=tls_upstream, tls_serve=tls_serve)
+    await n.start()
+    return n
+
+
+async def start_forwarder(workdir: Path, source: Source, *, tls: bool = False) -> Forwarder:
+    if tls:
+        f = Forwarder(workdir, source.ports["wss"], source.client_tls)
+    else:
+        f = Forwarder(workdir, source.ports["ws"])
     await f.start()
     return f
+
+
+# -- TLS ------------------------------------------------------------------------------------------
+
+
+class TLSDirect:
+    """The direct path over TLS: the client on the source's `wss` port (no relay process)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def target(self) -> Target:
+        return self.source.tls_target()
+
+    def processes(self) -> list[psutil.Process]:
+        return []
+
+    def stop(self) -> None:
+        pass
+
+
+# What each system does with TLS in the two TLS scenarios (reported with the figures).
+TLS_HOPS = {
+    "tls_upstream": {
+        "direct": "client to source over TLS",
+        "websockify": "serves TLS (--cert --ssl-only); its upstream, VNC over TCP, is plain",
+        "gateway": "TLS client of the source (as of nova-novncproxy); serves plain ws",
+        "nginx": "TLS client of the source (proxy_pass https, verified); serves plain ws",
+        "forwarder": "passes the client's TLS to the source untouched",
+    },
+    "tls_both": {
+        "direct": "client to source over TLS",
+        "websockify": "serves TLS (--cert --ssl-only); its upstream, VNC over TCP, is plain",
+        "gateway": "serves HTTPS/wss and is a TLS client of the source",
+        "nginx": "serves TLS and is a TLS client of the source",
+        "forwarder": "passes the client's TLS to the source untouched",
+    },
+}
+
+
+# -- consoles per core ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConsoleProfile:
+    """One active console, driven by the client: every `period` seconds a key press and release and a
+    pointer event go upstream (the pointer is answered with a 12-byte update: the round trip measured),
+    then the console asks for a few small screen updates (`small` bytes); every `burst_every`-th tick
+    the updates are a burst of `burst` bytes instead (a window redrawn, a scroll)."""
+
+    period: float = 0.5
+    small: int = 600
+    burst: int = 48 << 10
+    burst_every: int = 20
+
+    def describe(self) -> str:
+        per_s = 1 / self.period
+        return (
+            f"per console: {2 * per_s:g} key events + {per_s:g} pointer events/s upstream; "
+            f"{per_s:g} round trips/s and ~{self.small} B of small updates {per_s:g} times/s downstream; "
+            f"a {self.burst >> 10} KiB burst every {self.period * self.burst_every:g} s"
+        )
+
+
+async def _console(
+    session: Session, prof: ConsoleProfile, start: float, until: float, rtts: list[float], ticks: list[int]
+) -> None:
+    small, burst = profile("mix", prof.small), profile("mix", prof.burst)
+    down, up = protocol.key(True, 0x61), protocol.key(False, 0x61)
+    tick = random.randrange(prof.burst_every)
+    due = start + random.random() * prof.period
+    send = session.ws.send_bytes
+    while due < until:
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await send(down)
+        await send(up)
+        rtts.append(await session.ping(tick))
+        await session.stream(burst if tick % prof.burst_every == 0 else small)
+        tick += 1
+        ticks[0] += 1
+        due = max(due + prof.period, time.perf_counter())
+
+
+async def _drive(
+    sessions: Sequence[Session], prof: ConsoleProfile, seconds: float, system: System | None
+) -> tuple[list[float], float, float]:
+    """Every session runs `prof` for `seconds`; round trips, ticks per second per console, and the
+    cores the system's processes used meanwhile."""
+    rtts: list[float] = []
+    ticks = [0]
+    procs = system.processes() if system is not None else []
+    before = cpu_seconds(procs)
+    start = time.perf_counter()
+    await asyncio.gather(*(_console(s, prof, start, start + seconds, rtts, ticks) for s in sessions))
+    elapsed = time.perf_counter() - start
+    cores = (cpu_seconds(procs) - before) / elapsed
+    return rtts, ticks[0] / elapsed / len(sessions), cores
+
+
+async def consoles_per_core(
+    gateway: System, source: Source, levels: Sequence[int], window: float, prof: ConsoleProfile
+) -> dict[str, Any]:
+    """Ramp the number of active consoles through the gateway (and as many direct, the reference) until
+    the gateway's process uses a whole core or its added p99 round trip passes 5 ms. At each level the
+    two take turns, twice, for `window` seconds in all each. Consoles per core at a level =
+    consoles * (achieved / intended ticks per console) / gateway cores: consoles at the profile that one
+    core of the gateway carries, whether or not the client (one Python process) kept up the full rate."""
+    points: list[dict[str, Any]] = []
+    me = psutil.Process()
+    async with new_http() as http:
+        held: dict[str, list[Session]] = {"gateway": [], "direct": []}
+        targets = {"gateway": gateway.target(), "direct": source.target()}
+        for level in levels:
+            for name, group in held.items():
+                group += await _open_many(http, targets[name], level - len(group), 50)
+            rtts: dict[str, list[float]] = {"gateway": [], "direct": []}
+            rates: list[float] = []
+            cores: list[float] = []
+            client_before, started = cpu_seconds([me]), time.perf_counter()
+            for _ in range(2):
+                for name, group in held.items():
+                    measured = gateway if name == "gateway" else None
+                    got, rate, used = await _drive(group, prof, window / 2, measured)
+                    rtts[name] += got
+                    if name == "gateway":
+                        rates.append(rate)
+                        cores.append(used)
+            client = (cpu_seconds([me]) - client_before) / (time.perf_counter() - started)
+            gw, direct = _latency_summary(rtts["gateway"]), _latency_summary(rtts["direct"])
+            rate, used = median(rates), sum(cores) / len(cores)
+            added = round(gw["p99_ms"] - direct["p99_ms"], 3)
+            points.append(
+                {
+                    "consoles": level,
+                    "gateway_cores": round(used, 3),
+                    "client_cores": round(client, 3),
+                    "ticks_per_console_per_s": round(rate, 3),
+                    "intended_ticks_per_console_per_s": round(1 / prof.period, 3),
+                    "consoles_per_core": round(level * rate * prof.period / used) if used > 0 else None,
+                    "gateway": gw,
+                    "direct": direct,
+                    # A difference of percentiles: at or below 0 it is noise, not a negative cost.
+                    "added_p99_ms": added if added > 0 else None,
+                }
+            )
+            if used >= 0.95 or added > 5.0:
+                break
+        for group in held.values():
+            await asyncio.gather(*(s.close() for s in group), return_exceptions=True)
+    within = [p for p in points if (p["added_p99_ms"] or 0) <= 5.0 and p["consoles_per_core"]]
+    best = within[-1] if within else None
+    return {
+        "profile": prof.describe(),
+        "window_seconds": window,
+        "points": points,
+        "consoles_per_core": best["consoles_per_core"] if best else None,
+        "at_consoles": best["consoles"] if best else None,
+        "stopped_by": (
+            "gateway used a whole core"
+            if points and points[-1]["gateway_cores"] >= 0.95
+            else "added p99 over 5 ms"
+            if points and (points[-1]["added_p99_ms"] or 0) > 5.0
+            else "last level reached (consoles per core extrapolated from the gateway's CPU share)"
+        ),
+    }
+
+
+async def tls_throughput(workdir: Path, source: Source, loop: str, plan: Plan) -> dict[str, Any]:
+    """The throughput scenarios again with TLS: on the upstream hop (`tls_upstream_*`) and on both hops
+    (`tls_both_*`); websockify serving TLS is the comparison in both, direct and the forwarder carry
+    the client's TLS end to end."""
+    out: dict[str, Any] = {}
+    started: list[System] = []
+    try:
+        shared: dict[str, System] = {"direct": TLSDirect(source)}
+        shared["websockify"] = await start_websockify(workdir, source, tls=True)
+        started.append(shared["websockify"])
+        shared["forwarder"] = await start_forwarder(workdir, source, tls=True)
+        started.append(shared["forwarder"])
+        for hops, serve in (("tls_upstream", False), ("tls_both", True)):
+            gateway = await start_gateway(workdir, source, loop, tls_upstream=True, tls_serve=serve)
+            started.append(gateway)
+            nginx = await start_nginx(workdir, source, tls_upstream=True, tls_serve=serve)
+            started.append(nginx)
+            systems = {"direct": shared["direct"], "websockify": shared["websockify"], "gateway": gateway}
+            systems |= {"nginx": nginx, "forwarder": shared["forwarder"]}
+            for name, total in (("64k", plan.stream_tls_64k), ("mix", plan.stream_tls_mix)):
+                result = await throughput(systems, source, name, total, plan.rounds)
+                out[f"{hops}_{name}"] = {**result, "tls": TLS_HOPS[hops]}
+            gateway.stop()
+            nginx.stop()
+    finally:
+        for system in started:
+            system.stop()
+    return out
