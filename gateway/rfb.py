@@ -25,6 +25,7 @@ from typing import Final, cast
 
 __all__ = [
     "COPY_SAFE_ENCODINGS",
+    "RECORDABLE_ENCODINGS",
     "ClientMessageFilter",
     "FilterResult",
     "RFBProtocolError",
@@ -102,6 +103,7 @@ class ClientMessageFilter:
     __slots__ = (
         "_chosen",
         "_client_version",
+        "_encodings",
         "_exclusive_ok",
         "_ext_mouse",
         "_filtering",
@@ -114,7 +116,6 @@ class ClientMessageFilter:
         "_paste_max",
         "_pending",
         "_pressed",
-        "_restrict_encodings",
         "_server_end",
         "_server_fed",
         "_server_pending",
@@ -126,8 +127,10 @@ class ClientMessageFilter:
         "_why",
         "bytes_per_pixel",
         "dropped_by_type",
+        "input_log",
         "paste_denied",
         "paste_denied_bytes",
+        "pixel_format",
     )
 
     def __init__(
@@ -141,6 +144,8 @@ class ClientMessageFilter:
         paste_max: int | None = None,
         copy_out: bool = True,
         moderated: bool = False,
+        record: bool = False,
+        record_input: bool = False,
     ) -> None:
         """`allow_exclusive` lets a control session's ClientInit through unchanged (never view-only).
 
@@ -151,14 +156,24 @@ class ClientMessageFilter:
         Any of them makes the control stream parsed strictly, message by message, like view-only.
 
         `moderated`: a control session whose input a moderation rule holds at runtime (`hold`); it is
-        parsed strictly, starts held, and never asks for exclusive access (that would drop the watchers)."""
+        parsed strictly, starts held, and never asks for exclusive access (that would drop the watchers).
+
+        `record`: the console is recorded, so every server message boundary must be a place a player can
+        start decoding: SetEncodings is rewritten to RECORDABLE_ENCODINGS (stateless and framable), the
+        stream parsed strictly. `record_input` also collects each input message forwarded (keys,
+        pointer, clipboard, QEMU keys; never update requests) in `input_log`, for the recorder to take."""
         if max_buffer < 64:
             raise ValueError("max_buffer must be at least 64 bytes")
         self._view_only = view_only
         self._paste = paste and not view_only
         self._paste_max = paste_max
-        self._restrict_encodings = not copy_out
-        self._filtering = view_only or moderated or not paste or paste_max is not None or not copy_out
+        # The encodings the server may use, when the gateway must frame its stream (None: any).
+        self._encodings: frozenset[int] | None = (
+            RECORDABLE_ENCODINGS if record else None if copy_out else COPY_SAFE_ENCODINGS
+        )
+        self._filtering = (
+            view_only or moderated or record or not paste or paste_max is not None or not copy_out
+        )
         self._exclusive_ok = allow_exclusive and not view_only and not moderated
         self._held = moderated  # input dropped as in view-only, until `hold(False)`
         # Moderated only: the release message for each key or button the server saw pressed (so that a
@@ -169,6 +184,8 @@ class ClientMessageFilter:
         self.paste_denied = 0  # ClientCutText messages the clipboard policy dropped (not view-only drops)
         self.paste_denied_bytes = 0
         self.bytes_per_pixel = 4  # the client's pixel format (SetPixelFormat), for ServerMessageFilter
+        self.pixel_format: bytes | None = None  # the client's SetPixelFormat (16 bytes), once it sent one
+        self.input_log: list[bytes] | None = [] if record and record_input else None
         self._server_fed = 0  # server bytes followed so far
         self._server_end: int | None = None  # where the server's handshake ended (before ServerInit)
         self._state = _VERSION
@@ -206,6 +223,17 @@ class ClientMessageFilter:
         releases = b"".join(self._pressed.values())
         self._pressed.clear()
         return releases
+
+    @property
+    def framable(self) -> frozenset[int]:
+        """The encodings the server may use on a framed stream (what SetEncodings is rewritten to)."""
+        return self._encodings if self._encodings is not None else COPY_SAFE_ENCODINGS
+
+    @property
+    def in_messages(self) -> bool:
+        """Past the handshake and parsing whole messages: what goes upstream now ends on a message
+        boundary, so the gateway may send a message of its own (a keyframe request) between two."""
+        return self._state == _MESSAGES and self._filtering
 
     @property
     def passthrough(self) -> bool:
@@ -267,7 +295,7 @@ class ClientMessageFilter:
         if pending:
             pending += data
             buf = pending
-        elif state < _MESSAGES or self._restrict_encodings:
+        elif state < _MESSAGES or self._encodings is not None:
             buf = bytearray(data)  # the handshake may rewrite ClientInit, SetEncodings in place
         else:
             buf = data
@@ -343,10 +371,13 @@ class ClientMessageFilter:
                             self._note_encodings(buf, pos, size)
                         elif kind is _SET_PIXEL_FORMAT:
                             self.bytes_per_pixel = max(1, buf[pos + 4] // 8)
+                            self.pixel_format = bytes(buf[pos + 4 : pos + 20])
                         if kind.is_input:
                             inputs += 1
                             if pressed is not None:
                                 _note_pressed(pressed, kind, buf, pos)
+                            if self.input_log is not None:
+                                self.input_log.append(bytes(buf[pos : pos + size]))
                         emit(pos, pos + size)
                         pos += size
                         continue
@@ -602,10 +633,11 @@ class ClientMessageFilter:
     def _note_encodings(self, buf: bytes | bytearray, pos: int, size: int) -> None:
         count = (size - 4) // 4
         encodings = struct.unpack_from(f">{count}i", buf, pos + 4)
-        if self._restrict_encodings:
+        allowed = self._encodings
+        if allowed is not None:
             # The server must only use encodings ServerMessageFilter can frame; refused ones become Raw
             # (every server has it), in place, so the message keeps its length.
-            encodings = tuple(e if e in COPY_SAFE_ENCODINGS else 0 for e in encodings)
+            encodings = tuple(e if e in allowed else 0 for e in encodings)
             struct.pack_into(f">{count}i", cast(bytearray, buf), pos + 4, *encodings)
         self._ext_mouse = _EXTENDED_MOUSE_BUTTONS in encodings
 
@@ -643,7 +675,11 @@ COPY_SAFE_ENCODINGS: Final = frozenset(
         *range(-32, -22),  # JPEG quality
     }
 )
+# While a console is recorded: only what is framable and stateless, so that a player can start decoding
+# at any server message (ZRLE keeps one zlib stream for the whole connection).
+RECORDABLE_ENCODINGS: Final = COPY_SAFE_ENCODINGS - {_ENC_ZRLE}
 _S_INIT, _S_MESSAGE, _S_RECT = range(3)
+_MAX_NAME: Final = 64 * 1024  # a desktop name longer than this is not kept (nor, in ServerInit, framed)
 
 
 def _note_pressed(pressed: dict[bytes, bytes], kind: _Kind, buf: bytes | bytearray, pos: int) -> None:
@@ -668,17 +704,20 @@ def _note_pressed(pressed: dict[bytes, bytes], kind: _Kind, buf: bytes | bytearr
 
 
 class ServerMessageFilter:
-    """Drops ServerCutText (plain and extended) from the server's stream: copying out denied, or
-    longer than `copy_max` bytes (as sent). Only used where a rule restricts copying out, so other
-    consoles keep their frames passing through untouched.
+    """Frames the server's stream message by message: for a rule that restricts copying out, dropping
+    ServerCutText (plain and extended) when copying out is denied or longer than `copy_max` bytes (as
+    sent); for a recorded console, telling the recorder where messages start and what the framebuffer
+    is (its size, the desktop's name). Only used for such consoles, so others keep their frames passing
+    through untouched.
 
     Framing the server's stream needs the length of every rectangle; the client filter (made with
-    `copy_out=False`) rewrites SetEncodings to COPY_SAFE_ENCODINGS, whose lengths are in their headers
-    (ZRLE is the compressed one), and tells this filter where the handshake ends and the pixel size.
-    Anything else from the server is refused rather than passed unread. Counted: `copy_denied`,
-    `copy_denied_bytes` (lengths, never content)."""
+    `copy_out=False` or `record=True`) rewrites SetEncodings to encodings whose lengths are in their
+    headers (COPY_SAFE_ENCODINGS, or RECORDABLE_ENCODINGS), and tells this filter where the handshake
+    ends and the pixel size. Anything else from the server is refused rather than passed unread.
+    Counted: `copy_denied`, `copy_denied_bytes` (lengths, never content)."""
 
     __slots__ = (
+        "_at_boundary",
         "_client",
         "_copy_max",
         "_pending",
@@ -687,12 +726,17 @@ class ServerMessageFilter:
         "_skip",
         "_skip_out",
         "_state",
+        "boundary",
         "copy_denied",
         "copy_denied_bytes",
+        "height",
+        "name",
+        "server_init",
+        "width",
     )
 
-    def __init__(self, client: ClientMessageFilter, *, copy_max: int) -> None:
-        """`copy_max` 0: every copy out is denied."""
+    def __init__(self, client: ClientMessageFilter, *, copy_max: int | None) -> None:
+        """`copy_max` 0: every copy out is denied; None: none is (the stream is framed for recording)."""
         self._client = client
         self._copy_max = copy_max
         self._pos = 0  # server bytes seen
@@ -701,11 +745,20 @@ class ServerMessageFilter:
         self._skip = 0  # body bytes still to stream past
         self._skip_out = False  # ... and whether they are dropped
         self._rects = 0  # rectangles left in the current FramebufferUpdate
+        self._at_boundary = False  # the stream stands between two server messages (ServerInit included)
         self.copy_denied = 0
         self.copy_denied_bytes = 0
+        # Where, in the bytes the last `feed` returned, the first message boundary is: 0 when they begin
+        # one (the handshake's end, before ServerInit, is none), len(...) when one ends them; -1: none.
+        self.boundary = -1
+        self.server_init: bytes | None = None  # ServerInit as the server sent it
+        self.width = 0  # the framebuffer's size now: ServerInit's, then the last desktop-size rectangle's
+        self.height = 0
+        self.name = b""  # the desktop's name now: ServerInit's, then the last DesktopName's
 
     def feed(self, data: bytes) -> bytes:
         """The bytes to forward to the browser; raises RFBProtocolError for what cannot be framed."""
+        self.boundary = -1
         start = self._pos
         self._pos += len(data)
         end = self._client.server_handshake_end
@@ -726,6 +779,8 @@ class ServerMessageFilter:
             buf = data
         out: list[tuple[int, int]] = []
         pos = self._parse(buf, out)
+        if head and self.boundary >= 0:
+            self.boundary += len(head)
         if buf is pending:
             forward = b"".join(bytes(buf[a:b]) for a, b in out)
             del pending[:pos]
@@ -741,6 +796,7 @@ class ServerMessageFilter:
     def _parse(self, buf: bytes | bytearray, out: list[tuple[int, int]]) -> int:
         n = len(buf)
         pos = 0
+        boundary = 0 if self._at_boundary else -1
 
         def emit(a: int, b: int) -> None:
             if out and out[-1][1] == a:
@@ -755,26 +811,39 @@ class ServerMessageFilter:
                     emit(pos, pos + take)
                 pos += take
                 self._skip -= take
-                continue
-            measured = self._measure(buf, pos, n - pos)
-            if measured is None:
-                break
-            size, drop = measured
-            take = min(size, n - pos)
-            if not drop:
-                emit(pos, pos + take)
-            pos += take
-            self._skip, self._skip_out = size - take, drop
+            else:
+                measured = self._measure(buf, pos, n - pos)
+                if measured is None:
+                    break
+                size, drop = measured
+                take = min(size, n - pos)
+                if not drop:
+                    emit(pos, pos + take)
+                pos += take
+                self._skip, self._skip_out = size - take, drop
+            if boundary < 0 and not self._skip and self._state == _S_MESSAGE:
+                boundary = sum(b - a for a, b in out)  # in the bytes forwarded
+        self.boundary = boundary
+        self._at_boundary = not self._skip and self._state == _S_MESSAGE  # what is held: the next one's
         return pos
 
     def _measure(self, buf: bytes | bytearray, pos: int, avail: int) -> tuple[int, bool] | None:
         """(length, dropped) of the unit at `pos`, or None until its header is complete."""
-        if self._state == _S_INIT:
+        if self._state == _S_INIT:  # ServerInit, read whole: the recorder keeps it
             if avail < 24:
+                return None
+            size = 24 + int.from_bytes(buf[pos + 20 : pos + 24], "big")
+            if size - 24 > _MAX_NAME:
+                raise RFBProtocolError("the console server's desktop name is too long to frame")
+            if avail < size:
                 return None
             self._state = _S_MESSAGE
             self._client.bytes_per_pixel = max(1, buf[pos + 4] // 8)  # until the client sets its own
-            return 24 + int.from_bytes(buf[pos + 20 : pos + 24], "big"), False
+            self.server_init = bytes(buf[pos : pos + size])
+            self.width = (buf[pos] << 8) | buf[pos + 1]
+            self.height = (buf[pos + 2] << 8) | buf[pos + 3]
+            self.name = self.server_init[24:]
+            return size, False
         if self._state == _S_RECT:
             if avail < 12:
                 return None
@@ -784,6 +853,10 @@ class ServerMessageFilter:
             body = self._rect_body(buf, pos + 12, avail - 12, w, h, enc)
             if body is None:
                 return None
+            if enc in (_ENC_DESKTOP_SIZE, _ENC_EXT_DESKTOP_SIZE):
+                self.width, self.height = w, h
+            elif enc == _ENC_DESKTOP_NAME and 4 <= body <= avail - 12:  # kept when it came whole
+                self.name = bytes(buf[pos + 16 : pos + 12 + body])
             self._rects -= 1
             if enc == _ENC_LAST_RECT or not self._rects:
                 self._state = _S_MESSAGE
@@ -800,7 +873,7 @@ class ServerMessageFilter:
             if avail < 8:
                 return None
             length = abs(int.from_bytes(buf[pos + 4 : pos + 8], "big", signed=True))
-            drop = length > self._copy_max
+            drop = self._copy_max is not None and length > self._copy_max
             if drop:
                 self.copy_denied += 1
                 self.copy_denied_bytes += length
@@ -817,11 +890,13 @@ class ServerMessageFilter:
             return 9 + buf[pos + 8], False
         if t == 250:  # xvp
             return 4, False
-        raise RFBProtocolError(f"server message type {t} cannot be framed under the clipboard policy")
+        raise RFBProtocolError(f"server message type {t} cannot be framed")
 
     def _rect_body(
         self, buf: bytes | bytearray, pos: int, avail: int, w: int, h: int, enc: int
     ) -> int | None:
+        if enc not in self._client.framable:
+            raise RFBProtocolError(f"rectangle encoding {enc} cannot be framed")
         bpp = self._client.bytes_per_pixel
         if enc == _ENC_RAW:
             return w * h * bpp
@@ -837,6 +912,4 @@ class ServerMessageFilter:
             if avail < 1:
                 return None
             return 4 + 16 * buf[pos]
-        if enc in COPY_SAFE_ENCODINGS:
-            return 0  # pseudo-encodings without data
-        raise RFBProtocolError(f"rectangle encoding {enc} cannot be framed under the clipboard policy")
+        return 0  # pseudo-encodings without data

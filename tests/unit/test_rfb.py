@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from gateway.rfb import (
     COPY_SAFE_ENCODINGS,
+    RECORDABLE_ENCODINGS,
     ClientMessageFilter,
     FilterResult,
     RFBProtocolError,
@@ -656,3 +657,98 @@ def test_a_server_message_the_gateway_cannot_frame_is_refused_rather_than_passed
     server.feed(SERVER_INIT)
     with pytest.raises(RFBProtocolError, match="encoding 7"):
         server.feed(update(rect(0, 0, 2, 2, TIGHT, bytes(20))))
+
+
+# --- recording: stateless encodings, framing the server's stream, input for the recorder ----------------
+
+H264, CONTINUOUS_UPDATES, DESKTOP_NAME = 50, -313, -307
+
+
+def test_recording_rewrites_set_encodings_to_stateless_framable_ones() -> None:
+    """Every server message must be a place a player can start decoding: no ZRLE (one zlib stream for the
+    whole connection), no Tight, Hextile or H.264; whatever the copy policy says."""
+    sent = set_encodings(TIGHT, ZRLE, HEXTILE, H264, COPYRECT, RAW, CURSOR, CONTINUOUS_UPDATES)
+    for extra in ({}, {"copy_out": False}):
+        filt = server_led(view_only=False, record=True, **extra)
+        after_init(filt)
+        out = filt.feed(sent).forward
+        kept = struct.unpack_from(">8i", out, 4)
+        assert kept == (RAW, RAW, RAW, RAW, COPYRECT, RAW, CURSOR, CONTINUOUS_UPDATES)
+        assert set(kept) <= RECORDABLE_ENCODINGS and ZRLE not in RECORDABLE_ENCODINGS
+        assert filt.framable == RECORDABLE_ENCODINGS and filt.in_messages
+
+
+def test_recorded_input_is_what_the_console_received_and_only_when_asked() -> None:
+    stream = (
+        set_pixel_format(16, 16)
+        + set_encodings(RAW)
+        + fbur()
+        + key_event()
+        + pointer()
+        + cut_text(b"pasted")
+        + qemu_key()
+        + fbur(0)
+    )
+    for step in (1, 7, len(stream)):
+        filt = server_led(view_only=False, record=True, record_input=True)
+        after_init(filt)
+        assert filt.pixel_format is None
+        for i in range(0, len(stream), step):
+            filt.feed(stream[i : i + step])
+        assert filt.input_log == [key_event(), pointer(), cut_text(b"pasted"), qemu_key()], step
+        assert filt.pixel_format == set_pixel_format(16, 16)[4:20]
+    screen_only = server_led(view_only=False, record=True)
+    after_init(screen_only)
+    screen_only.feed(stream)
+    assert screen_only.input_log is None
+    view = server_led(view_only=True, record=True, record_input=True)  # view-only input never reaches it
+    after_init(view)
+    assert view.feed(stream).forward == set_pixel_format(16, 16) + set_encodings(RAW) + fbur() + fbur(0)
+    assert view.input_log == []
+
+
+def _recorded_server(step: int) -> tuple[ClientMessageFilter, ServerMessageFilter]:
+    client = server_led(view_only=False, record=True)
+    server = ServerMessageFilter(client, copy_max=None)
+    assert server.feed(SERVER_38_NONE) == SERVER_38_NONE
+    after_init(client)
+    assert server.boundary == -1  # the handshake's end is not a message boundary: ServerInit is next
+    return client, server
+
+
+def test_a_recorded_stream_passes_whole_and_reports_where_each_chunk_first_meets_a_message_boundary() -> None:
+    messages = [
+        update(rect(0, 0, 2, 2, RAW, bytes(16)), rect(1, 1, 2, 2, COPYRECT, bytes(4))),
+        server_cut(b"copied text"),  # copying out allowed: recorded and forwarded
+        bytes([2]),  # Bell
+        update(),
+        update(rect(0, 0, 8, 2, CURSOR, bytes(8 * 2 * 4 + 2)), rect(0, 0, 0, 0, LAST_RECT, b"")),
+        struct.pack(">B3xIB", 248, 0, 2) + b"ff",
+    ]
+    stream = SERVER_INIT + b"".join(messages)
+    starts, offset = {len(SERVER_INIT)}, len(SERVER_INIT)
+    for message in messages:
+        offset += len(message)
+        starts.add(offset)
+    for step in (1, 2, 5, 13, 64, len(stream)):
+        _client, server = _recorded_server(step)
+        forwarded = b""
+        for at in range(0, len(stream), step):
+            out, done = server.feed(stream[at : at + step]), len(forwarded)
+            forwarded += out
+            inside = [s - done for s in starts if done <= s <= len(forwarded)]
+            assert server.boundary == (min(inside) if inside else -1), (step, at)
+        assert forwarded == stream  # ServerInit is held until it is whole, the rest passes as it comes
+        assert server.server_init == SERVER_INIT
+
+
+def test_a_recorded_stream_keeps_the_framebuffer_size_and_name_current() -> None:
+    _client, server = _recorded_server(0)
+    server.feed(SERVER_INIT)
+    assert (server.width, server.height, server.name) == (64, 48, b"test")
+    server.feed(update(rect(0, 0, 100, 50, DESKTOP_SIZE, b"")))
+    assert (server.width, server.height) == (100, 50)
+    server.feed(update(rect(0, 0, 0, 0, DESKTOP_NAME, u32(6) + b"web-01")))
+    assert server.name == b"web-01"
+    with pytest.raises(RFBProtocolError, match="encoding 16"):  # ZRLE was never offered for recording
+        server.feed(update(rect(0, 0, 4, 4, ZRLE, u32(3) + b"abc")))
