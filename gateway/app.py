@@ -18,7 +18,7 @@ from gateway.services import Gateway
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryStore
 from gateway.upstream import upstream_session
-from gateway.web import access, admin, api, console, health, oidc_routes, pages
+from gateway.web import access, admin, api, console, health, joining, moderation, oidc_routes, pages
 from gateway.web.csrf import csrf
 from gateway.web.identity import local_users, proxy_identity
 from gateway.web.keys import GATEWAY
@@ -106,6 +106,8 @@ def build_app(config: GatewayConfig) -> web.Application:
     app.add_routes(console.routes)
     app.add_routes(admin.routes)
     app.add_routes(access.routes)
+    app.add_routes(moderation.routes)
+    app.add_routes(joining.routes)
     app.add_routes(health.routes)
     if not config.server.metrics_listen:
         app.add_routes(health.metrics_routes)

@@ -49,6 +49,7 @@ class ConsoleRecord:
     method: str = ""  # how the user signed in: with `user`, whose identity a re-decision concerns
     justification: str = ""  # the reason the user gave, when the policy rule asks for one
     watching: str = ""  # an observer's console: the id of the console it watches (docs/shadowing.md)
+    moderation: list[str] = field(default_factory=list)  # a moderated console: its moderators' groups
     bytes_to_browser: int = 0
     bytes_to_upstream: int = 0
     state: str = "connecting"
