@@ -195,6 +195,9 @@ class Header:
     name: str  # the desktop name
     encodings: tuple[int, ...]  # what the gateway let the client negotiate
     record_input: bool
+    project_id: str = ""
+    region: str = ""
+    tags: tuple[str, ...] = ()  # the server's tags ("key=value" or "key"), for review rules
 
     def to_bytes(self) -> bytes:
         doc = {
@@ -216,6 +219,9 @@ class Header:
                 "encodings": list(self.encodings),
             },
             "record_input": self.record_input,
+            "project_id": self.project_id,
+            "region": self.region,
+            "tags": list(self.tags),
         }
         body = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         return HEADER_MAGIC + bytes([VERSION]) + body
@@ -231,6 +237,9 @@ class Header:
             "cloud": self.cloud,
             "permission": self.permission,
             "record_input": self.record_input,
+            "project_id": self.project_id,
+            "region": self.region,
+            "tags": list(self.tags),
         }
 
     @classmethod
@@ -256,6 +265,9 @@ class Header:
                 name=_str(rfb["name"]),
                 encodings=tuple(_s32(e) for e in rfb["encodings"]),
                 record_input=doc["record_input"] is True,
+                project_id=_str(doc.get("project_id", "")),
+                region=_str(doc.get("region", "")),
+                tags=tuple(_str(t) for t in doc.get("tags", ())),
             )
         except (ValueError, KeyError, TypeError, RecursionError):
             raise _fail("malformed", "the header's fields are malformed") from None
@@ -388,6 +400,8 @@ class RecordingWriter:
         self._link = hashlib.sha256(self.header_bytes).digest()
         self._offset = len(PACKED_MAGIC) + 1 + _BLOB.size + len(self.header_bytes) + _BLOB.size
         self._end = 0
+        self._stored = 0
+        self._close_code: int | None = None
         self._start_segment(0)
 
     def _start_segment(self, t: int) -> None:
@@ -436,6 +450,8 @@ class RecordingWriter:
     def marker(self, t: int, kind: str, **fields: Any) -> None:
         """A marker (opened, resized, notice, input_held, closed, ...); fields must be JSON values."""
         doc = {"kind": kind, **fields}
+        if kind == "closed" and isinstance(fields.get("code"), int):
+            self._close_code = fields["code"]
         self._append(MARKER, t, json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
         self._index.marker(self._last, doc)
 
@@ -532,6 +548,7 @@ class RecordingWriter:
             )
         )
         self._offset += len(stored) + _BLOB.size
+        self._stored += len(stored)
         self._link = digest
         self._built += 1
         return stored
@@ -552,6 +569,17 @@ class RecordingWriter:
             self._keys.signing_kid,
         )
         return index, fixed + self._keys.sign(_LABEL_SEAL + self._id, fixed)
+
+    def final_meta(self) -> dict[str, Any]:
+        """The listing metadata once finished (for store.finish): the header's, plus when it ended, how
+        long it ran, its close code (from the last "closed" marker) and the segment bytes stored."""
+        return self.header.meta() | {
+            "end": self.header.start + self._end / 1000,
+            "duration_ms": self._end,
+            "close_code": self._close_code,
+            "segments": self._built,
+            "bytes": self._stored,
+        }
 
     def index(self, t: int) -> Index:
         """The index so far (a live recording's timeline); segments listed once built."""

@@ -19,7 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gateway.recording.store import RecordingInfo, RecordingStore, StoreError, check_id, segment_name
+from gateway.recording.store import (
+    RecordingInfo,
+    RecordingStore,
+    StoreError,
+    check_id,
+    meta_bytes,
+    segment_name,
+)
 
 __all__ = ["LocalStore"]
 
@@ -73,7 +80,7 @@ class LocalStore(RecordingStore):
             path = self._dir(rid)
             self.directory.mkdir(parents=True, exist_ok=True)
             path.mkdir()  # FileExistsError: the id is taken
-            _write_atomic(path / "meta.json", json.dumps(dict(meta), separators=(",", ":")).encode())
+            _write_atomic(path / "meta.json", meta_bytes(meta))
             _write_atomic(path / "header", header)
             _fsync_dir(path)
             _fsync_dir(self.directory)
@@ -89,9 +96,13 @@ class LocalStore(RecordingStore):
 
         await self._run(f"segment {number}", work)
 
-    async def finish(self, rid: str, index: bytes, seal: bytes) -> None:
+    async def finish(
+        self, rid: str, index: bytes, seal: bytes, meta: Mapping[str, Any] | None = None
+    ) -> None:
         def work() -> None:
             path = self._dir(rid)
+            if meta is not None:
+                _write_atomic(path / "meta.json", meta_bytes(meta))
             _write_atomic(path / "index", index)
             _write_atomic(path / "seal", seal)
             _fsync_dir(path)

@@ -25,7 +25,14 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gateway.recording.store import RecordingInfo, RecordingStore, StoreError, check_id, segment_name
+from gateway.recording.store import (
+    RecordingInfo,
+    RecordingStore,
+    StoreError,
+    check_id,
+    meta_bytes,
+    segment_name,
+)
 
 __all__ = ["S3Store"]
 
@@ -143,15 +150,17 @@ class S3Store(RecordingStore):
     async def begin(self, rid: str, header: bytes, meta: Mapping[str, Any]) -> None:
         if await self._get(self._key(rid, "header")) is not None:
             raise StoreError(f"s3 store {self.bucket}: begin failed: recording {rid} exists")
-        await self._put(
-            "begin", self._key(rid, "meta.json"), json.dumps(dict(meta), separators=(",", ":")).encode()
-        )
+        await self._put("begin", self._key(rid, "meta.json"), meta_bytes(meta))
         await self._put("begin", self._key(rid, "header"), header)
 
     async def put_segment(self, rid: str, number: int, data: bytes) -> None:
         await self._put(f"segment {number}", self._key(rid, segment_name(number)), data)
 
-    async def finish(self, rid: str, index: bytes, seal: bytes) -> None:
+    async def finish(
+        self, rid: str, index: bytes, seal: bytes, meta: Mapping[str, Any] | None = None
+    ) -> None:
+        if meta is not None:
+            await self._put("finish", self._key(rid, "meta.json"), meta_bytes(meta))
         await self._put("finish", self._key(rid, "index"), index)
         await self._put("finish", self._key(rid, "seal"), seal)
 

@@ -10,13 +10,14 @@ half-written; a recording without a seal is incomplete (still being written, or 
 
 from __future__ import annotations
 
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["RecordingInfo", "RecordingStore", "StoreError", "check_id", "segment_name"]
+__all__ = ["RecordingInfo", "RecordingStore", "StoreError", "check_id", "meta_bytes", "segment_name"]
 
 _ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -32,6 +33,11 @@ def check_id(rid: str) -> str:
     if not _ID_RE.fullmatch(rid):
         raise ValueError("not a valid recording id")
     return rid
+
+
+def meta_bytes(meta: Mapping[str, Any]) -> bytes:
+    """A recording's listing metadata as stored (meta.json)."""
+    return json.dumps(dict(meta), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def segment_name(number: int) -> str:
@@ -70,8 +76,11 @@ class RecordingStore(ABC):
         """Store segment `number` whole (and durably: a crash afterwards does not lose it)."""
 
     @abstractmethod
-    async def finish(self, rid: str, index: bytes, seal: bytes) -> None:
-        """Store the index, then the seal: the recording is complete."""
+    async def finish(
+        self, rid: str, index: bytes, seal: bytes, meta: Mapping[str, Any] | None = None
+    ) -> None:
+        """Store the final metadata (if given: RecordingWriter.final_meta()), the index, then the seal:
+        the recording is complete."""
 
     @abstractmethod
     async def list(self) -> list[RecordingInfo]:
