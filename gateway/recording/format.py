@@ -409,6 +409,7 @@ class RecordingWriter:
         self._records = 0
         self._seg_start = t
         self._last = t
+        self._seg_screen = self._screen
         self._append(_SCREEN, t, self._screen.to_bytes())
 
     def _append(self, kind: int, t: int, data: bytes) -> None:
@@ -496,7 +497,7 @@ class RecordingWriter:
             raise RuntimeError("the recording is closed")
         end = max(t, self._last)
         draft = SegmentDraft(
-            self._drafts, self._seg_start, end, self._records, bytes(self._buf), self._screen
+            self._drafts, self._seg_start, end, self._records, bytes(self._buf), self._seg_screen
         )
         self._drafts += 1
         self._end = end
@@ -735,7 +736,9 @@ class RecordingReader:
         verdict = self._keys.check(mac_kid, _LABEL_SEGMENT + self._id, data[:body_end], data[body_end:])
         if verdict is None:
             raise _fail(
-                "unknown_key", f"{where} is signed with key id {mac_kid.hex()}, not configured", number
+                "unknown_key",
+                f"{where} is signed with key id {mac_kid.hex()}, not configured (or the id was altered)",
+                number,
             )
         if not verdict:
             raise _fail(
@@ -785,7 +788,10 @@ class RecordingReader:
             raise _fail("malformed", f"the seal has format version {version}")
         verdict = self._keys.check(kid, _LABEL_SEAL + self._id, data[: _SEAL.size], data[_SEAL.size :])
         if verdict is None:
-            raise _fail("unknown_key", f"the seal is signed with key id {kid.hex()}, not configured")
+            raise _fail(
+                "unknown_key",
+                f"the seal is signed with key id {kid.hex()}, not configured (or the id was altered)",
+            )
         if not verdict:
             raise _fail("bad_mac", "the seal's MAC does not match (seal edited, or signed by another key)")
         if not hmac.compare_digest(header_hash, self._header_hash):
