@@ -30,6 +30,7 @@ __all__ = [
     "FilterResult",
     "RFBProtocolError",
     "ServerMessageFilter",
+    "full_update_request",
 ]
 
 
@@ -228,6 +229,11 @@ class ClientMessageFilter:
     def framable(self) -> frozenset[int]:
         """The encodings the server may use on a framed stream (what SetEncodings is rewritten to)."""
         return self._encodings if self._encodings is not None else COPY_SAFE_ENCODINGS
+
+    @property
+    def recorded(self) -> bool:
+        """Made to record (`record=True`): the server is held to RECORDABLE_ENCODINGS."""
+        return self._encodings is RECORDABLE_ENCODINGS
 
     @property
     def in_messages(self) -> bool:
@@ -703,6 +709,12 @@ def _note_pressed(pressed: dict[bytes, bytes], kind: _Kind, buf: bytes | bytearr
             pressed.pop(b"p", None)
 
 
+def full_update_request(width: int, height: int) -> bytes:
+    """A non-incremental FramebufferUpdateRequest for the whole framebuffer: the server answers with
+    every pixel, which is what a recording's keyframe is."""
+    return struct.pack(">BBHHHH", 3, 0, 0, 0, width, height)
+
+
 class ServerMessageFilter:
     """Frames the server's stream message by message: for a rule that restricts copying out, dropping
     ServerCutText (plain and extended) when copying out is denied or longer than `copy_max` bytes (as
@@ -726,7 +738,7 @@ class ServerMessageFilter:
         "_skip",
         "_skip_out",
         "_state",
-        "boundary",
+        "boundaries",
         "copy_denied",
         "copy_denied_bytes",
         "height",
@@ -748,17 +760,23 @@ class ServerMessageFilter:
         self._at_boundary = False  # the stream stands between two server messages (ServerInit included)
         self.copy_denied = 0
         self.copy_denied_bytes = 0
-        # Where, in the bytes the last `feed` returned, the first message boundary is: 0 when they begin
-        # one (the handshake's end, before ServerInit, is none), len(...) when one ends them; -1: none.
-        self.boundary = -1
+        # Where, in the bytes the last `feed` returned, server messages end (and the next may start), in
+        # order: 0 when they begin at one, their length when one ends them. The end of ServerInit is the
+        # first; the handshake's end (before ServerInit) is none. Reused by every `feed`.
+        self.boundaries: list[int] = []
         self.server_init: bytes | None = None  # ServerInit as the server sent it
         self.width = 0  # the framebuffer's size now: ServerInit's, then the last desktop-size rectangle's
         self.height = 0
         self.name = b""  # the desktop's name now: ServerInit's, then the last DesktopName's
 
+    @property
+    def at_boundary(self) -> bool:
+        """The bytes forwarded so far end between two server messages (after ServerInit)."""
+        return self._at_boundary
+
     def feed(self, data: bytes) -> bytes:
         """The bytes to forward to the browser; raises RFBProtocolError for what cannot be framed."""
-        self.boundary = -1
+        self.boundaries.clear()
         start = self._pos
         self._pos += len(data)
         end = self._client.server_handshake_end
@@ -778,9 +796,7 @@ class ServerMessageFilter:
         else:
             buf = data
         out: list[tuple[int, int]] = []
-        pos = self._parse(buf, out)
-        if head and self.boundary >= 0:
-            self.boundary += len(head)
+        pos = self._parse(buf, out, len(head))
         if buf is pending:
             forward = b"".join(bytes(buf[a:b]) for a, b in out)
             del pending[:pos]
@@ -793,10 +809,13 @@ class ServerMessageFilter:
                 self._pending = bytearray(data[pos:])
         return head + forward if head else forward
 
-    def _parse(self, buf: bytes | bytearray, out: list[tuple[int, int]]) -> int:
+    def _parse(self, buf: bytes | bytearray, out: list[tuple[int, int]], forwarded: int) -> int:
+        """Consume whole units (streaming bodies past); `forwarded`: bytes returned ahead of `buf`'s."""
         n = len(buf)
         pos = 0
-        boundary = 0 if self._at_boundary else -1
+        bounds = self.boundaries
+        if self._at_boundary:
+            bounds.append(0)
 
         def emit(a: int, b: int) -> None:
             if out and out[-1][1] == a:
@@ -809,6 +828,7 @@ class ServerMessageFilter:
                 take = min(self._skip, n - pos)
                 if not self._skip_out:
                     emit(pos, pos + take)
+                    forwarded += take
                 pos += take
                 self._skip -= take
             else:
@@ -819,11 +839,11 @@ class ServerMessageFilter:
                 take = min(size, n - pos)
                 if not drop:
                     emit(pos, pos + take)
+                    forwarded += take
                 pos += take
                 self._skip, self._skip_out = size - take, drop
-            if boundary < 0 and not self._skip and self._state == _S_MESSAGE:
-                boundary = sum(b - a for a, b in out)  # in the bytes forwarded
-        self.boundary = boundary
+            if not self._skip and self._state == _S_MESSAGE and (not bounds or bounds[-1] != forwarded):
+                bounds.append(forwarded)
         self._at_boundary = not self._skip and self._state == _S_MESSAGE  # what is held: the next one's
         return pos
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final, Protocol
 
 from gateway.consoles.codes import (
     CLOSE_GOING_AWAY,
@@ -37,7 +38,7 @@ from gateway.consoles.codes import (
     REASON_MAX_DURATION,
     REASON_PROTOCOL,
 )
-from gateway.rfb import ClientMessageFilter, RFBProtocolError, ServerMessageFilter
+from gateway.rfb import ClientMessageFilter, RFBProtocolError, ServerMessageFilter, full_update_request
 
 __all__ = [
     "CloseInfo",
@@ -45,6 +46,7 @@ __all__ = [
     "Command",
     "Notice",
     "PassThrough",
+    "RecordingTap",
     "RelayCore",
     "RelayStats",
     "ToBrowser",
@@ -170,6 +172,41 @@ def idle_reason(seconds: float) -> str:
     return f"Closed after {seconds:g} seconds without input"
 
 
+# -- a recorded console's recorder, as the machine sees it ---------------------------------------------
+
+
+class RecordingTap(Protocol):
+    """The recorder of a recorded console (gateway/recording/recorder.py): what was relayed goes in by
+    appending; where segments are cut is the core's decision, since it needs the keyframe request."""
+
+    @property
+    def at_boundary(self) -> bool:
+        """Nothing of a server message is held: a segment may end here."""
+        ...
+
+    def server(self, now: float, data: bytes, boundaries: Sequence[int]) -> None:
+        """Server bytes as forwarded; `boundaries`: offsets in `data` where messages end."""
+        ...
+
+    def client(self, now: float, inputs: int) -> None:
+        """A browser message went through the client filter with `inputs` input messages forwarded."""
+        ...
+
+    def marker(self, now: float, kind: str, **fields: Any) -> None: ...
+
+    def due(self, now: float) -> bool:
+        """The current segment is old or big enough to be cut."""
+        ...
+
+    def due_at(self, now: float) -> float:
+        """When to look again whether a segment is due (after `now`)."""
+        ...
+
+    def cut(self, now: float) -> None:
+        """End the segment here (only at a server-message boundary)."""
+        ...
+
+
 # -- the machine --------------------------------------------------------------------------------------
 
 
@@ -187,8 +224,10 @@ class RelayCore:
     close is decided (`ended` set, two CloseSide commands returned) later events return nothing."""
 
     __slots__ = (
+        "_cut_pending",
         "_filter",
         "_following",
+        "_recording",
         "_server_filter",
         "_timers",
         "_to_browser",
@@ -205,9 +244,16 @@ class RelayCore:
         idle_warning: float | None,
         max_duration: float | None,
         server_filter: ServerMessageFilter | None = None,
+        recording: RecordingTap | None = None,
     ) -> None:
-        """`server_filter`: the clipboard policy restricts copying out, so every server byte is read
-        (and frames never pass through unread); without it only the handshake is."""
+        """`server_filter`: the clipboard policy restricts copying out, or the console is recorded, so
+        every server byte is read (and frames never pass through unread); without it only the handshake
+        is. `recording` (needs `server_filter` and a client filter made with `record=True`): what is
+        relayed is recorded, cut into segments that each start at a keyframe: when one is due, a full
+        FramebufferUpdateRequest goes upstream between two client messages and the next segment starts
+        at the next server-message boundary, so a player can start decoding there."""
+        if recording is not None and (server_filter is None or not client_filter.recorded):
+            raise ValueError("a recorded console needs a server filter and a client filter made to record")
         for name, value in (("idle_timeout", idle_timeout), ("max_duration", max_duration)):
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive")
@@ -219,6 +265,8 @@ class RelayCore:
             idle_warning = min(idle_warning, idle_timeout)  # longer than the timeout: warn at once
         self._filter = client_filter
         self._server_filter = server_filter
+        self._recording = recording
+        self._cut_pending = False  # a keyframe was asked for: cut at the next server-message boundary
         self._following = client_filter.follows_server
         self._timers = _Timers(idle_timeout, idle_warning, max_duration)
         self.stats = RelayStats()
@@ -231,7 +279,10 @@ class RelayCore:
 
     @property
     def has_timers(self) -> bool:
-        return self._timers.idle_timeout is not None or self._timers.max_duration is not None
+        timers = self._timers
+        return (
+            timers.idle_timeout is not None or timers.max_duration is not None or self._recording is not None
+        )
 
     @property
     def follows_server(self) -> bool:
@@ -263,6 +314,8 @@ class RelayCore:
         stats = self.stats
         if result.input_events:
             stats.last_input = now
+        if self._recording is not None:
+            self._recording.client(now, result.input_events)
         if result.dropped:
             stats.dropped += result.dropped
             stats.paste_denied, stats.paste_denied_bytes = filt.paste_denied, filt.paste_denied_bytes
@@ -279,15 +332,16 @@ class RelayCore:
             return (_PASS_THROUGH, command) if opaque else answer
         return (_PASS_THROUGH,) if opaque else ()
 
-    def upstream_bytes(self, data: bytes) -> tuple[Command, ...]:
-        """A binary message from the console proxy: followed while the handshake needs it, forwarded."""
+    def upstream_bytes(self, data: bytes, now: float = 0.0) -> tuple[Command, ...]:
+        """A binary message from the console proxy: followed while the handshake needs it, forwarded
+        (`now` matters to recorded consoles only)."""
         if self.ended is not None:
             return ()
         stats = self.stats
         command, answer = self._to_browser
         server_filter = self._server_filter
         if server_filter is not None:
-            return self._filtered_upstream(server_filter, data)
+            return self._filtered_upstream(server_filter, data, now)
         stats.bytes_to_browser += len(data)
         stats.msgs_to_browser += 1
         command.data = data
@@ -299,26 +353,64 @@ class RelayCore:
                 return (command, _PASS_THROUGH)
         return answer
 
-    def _filtered_upstream(self, server_filter: ServerMessageFilter, data: bytes) -> tuple[Command, ...]:
-        """Copying out is restricted: every server byte goes through the filter (never passes through)."""
+    def _filtered_upstream(
+        self, server_filter: ServerMessageFilter, data: bytes, now: float
+    ) -> tuple[Command, ...]:
+        """Copying out is restricted, or the console is recorded: every server byte goes through the
+        filter (never passes through)."""
         if self._following:
             self._filter.feed_server(data)
             self._following = self._filter.follows_server
         try:
             forward = server_filter.feed(data)
         except RFBProtocolError as exc:
-            log.warning("closing a console session: the clipboard filter cannot read the server: %s", exc)
+            log.warning("closing a console session: the gateway cannot frame the server's stream: %s", exc)
             return tuple(self._end(CloseInfo("gateway", CLOSE_PROTOCOL_ERROR, REASON_PROTOCOL, CLOSE_NORMAL)))
         stats = self.stats
         stats.copy_denied = server_filter.copy_denied
         stats.copy_denied_bytes = server_filter.copy_denied_bytes
+        keyframe = None
+        if self._recording is not None:
+            self._record_server(self._recording, server_filter, forward, now)
+            keyframe = self._keyframe(self._recording, now)
         if not forward:
-            return ()
+            return (keyframe,) if keyframe is not None else ()
         stats.bytes_to_browser += len(forward)
         stats.msgs_to_browser += 1
         command, answer = self._to_browser
         command.data = forward
-        return answer
+        return answer if keyframe is None else (command, keyframe)
+
+    def _record_server(self, tap: RecordingTap, frame: ServerMessageFilter, data: bytes, now: float) -> None:
+        """What the browser gets is what is recorded; a cut that waits for a boundary happens at the
+        first one."""
+        bounds = frame.boundaries
+        if not (self._cut_pending and bounds):
+            tap.server(now, data, bounds)
+            return
+        first = bounds[0]
+        if first:
+            tap.server(now, data[:first], (first,))
+        tap.cut(now)
+        self._cut_pending = False
+        tap.server(now, data[first:], [b - first for b in bounds[1:]])
+
+    def _keyframe(self, tap: RecordingTap, now: float) -> ToUpstream | None:
+        """A segment is due: ask the server for the whole screen, between two client messages (the
+        strict client filter forwards whole messages only), and cut here if the server's stream is at a
+        message boundary, else at the next one. Either way the full update lands in the new segment."""
+        if self._cut_pending or not self._filter.in_messages or not tap.due(now):
+            return None
+        frame = self._server_filter
+        assert frame is not None  # a recording needs one (__init__)
+        if tap.at_boundary:
+            tap.cut(now)
+        else:
+            self._cut_pending = True
+        request = full_update_request(frame.width, frame.height)
+        self.stats.bytes_to_upstream += len(request)
+        self.stats.msgs_to_upstream += 1
+        return ToUpstream(request)
 
     def browser_closed(self, code: int | None, reason: str) -> list[Command]:
         """The browser's close frame (`code` None: it carried no status)."""
@@ -389,6 +481,15 @@ class RelayCore:
                     timers.warned_for = last
                     left = deadline - now
                     out.append(Notice({"type": "idle_warning", "seconds_left": math.ceil(left)}, left))
+        tap = self._recording
+        if tap is not None:
+            for command in out:  # what the page was told is part of the record
+                if type(command) is Notice:
+                    tap.marker(now, "notice", **command.payload)
+            keyframe = self._keyframe(tap, now)  # a quiet console's segment still ends on time
+            if keyframe is not None:
+                out.append(keyframe)
+            wake = min(wake, tap.due_at(now))
         if wake != math.inf:
             out.append(Wakeup(wake))
         return out

@@ -267,3 +267,150 @@ def test_a_copy_restriction_keeps_the_server_stream_filtered_and_counts_denials(
         5,
     )
     assert stats.bytes_to_browser == len(GREETING) + len(server_init)
+
+
+# --- recording: keyframes at segment cuts ---------------------------------------------------------------
+
+
+class Tap:
+    """A recorder as the core sees it: whole server messages per segment (a partial one held until its
+    end, like gateway/recording/recorder.py), a segment due after `seconds` once it holds a message."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.segments: list[list[bytes]] = []  # none until ServerInit ended (the first boundary)
+        self.started = 0.0
+        self.pending = b""
+        self.inputs: list[tuple[float, int]] = []
+        self.markers: list[tuple[float, str, dict[str, object]]] = []
+
+    @property
+    def at_boundary(self) -> bool:
+        return bool(self.segments) and not self.pending
+
+    def server(self, now: float, data: bytes, boundaries: list[int] | tuple[int, ...]) -> None:
+        start = 0
+        for end in boundaries:
+            message, self.pending = self.pending + data[start:end], b""
+            if not self.segments:  # the handshake and ServerInit: the header's, not a record
+                self.segments.append([])
+                self.started = now
+            elif message:
+                self.segments[-1].append(message)
+            start = end
+        self.pending += data[start:]
+
+    def client(self, now: float, inputs: int) -> None:
+        if inputs:
+            self.inputs.append((now, inputs))
+
+    def marker(self, now: float, kind: str, **fields: object) -> None:
+        self.markers.append((now, kind, fields))
+
+    def due(self, now: float) -> bool:
+        return bool(self.segments and self.segments[-1]) and now - self.started >= self.seconds
+
+    def due_at(self, now: float) -> float:
+        deadline = self.started + self.seconds
+        return deadline if self.segments and deadline > now else now + self.seconds
+
+    def cut(self, now: float) -> None:
+        assert self.at_boundary, "a segment cut inside a server message"
+        self.segments.append([])
+        self.started = now
+
+
+SERVER_INIT = struct.pack(">HH16sI", 64, 48, bytes([32, 24, 0, 1]) + bytes(12), 3) + b"web"
+BELL = b"\x02"
+KEYFRAME = struct.pack(">BBHHHH", 3, 0, 0, 0, 64, 48)  # full, non-incremental, the whole framebuffer
+
+
+def raw_update(w: int, h: int) -> bytes:
+    return struct.pack(">BxHHHHHi", 0, 1, 0, 0, w, h, 0) + bytes(w * h * 4)
+
+
+def recorded(tap: Tap, **timers: float) -> RelayCore:
+    client = ClientMessageFilter(view_only=False, record=True)
+    core = RelayCore(
+        client,
+        idle_timeout=timers.get("idle_timeout"),
+        idle_warning=timers.get("idle_warning"),
+        max_duration=None,
+        server_filter=ServerMessageFilter(client, copy_max=None),
+        recording=tap,
+    )
+    assert core.has_timers  # a recorded console's segments end on time even when nothing else ticks
+    core.start(T0)
+    core.upstream_bytes(GREETING, T0)
+    assert core.browser_bytes(HANDSHAKE, T0) == (ToUpstream(HANDSHAKE),)  # frames stay read: no PassThrough
+    assert core.upstream_bytes(SERVER_INIT, T0) == (ToBrowser(SERVER_INIT),)
+    return core
+
+
+def test_a_due_segment_asks_for_a_keyframe_and_the_next_starts_at_the_next_server_message() -> None:
+    tap = Tap(seconds=2.0)
+    core = recorded(tap)
+    update = raw_update(4, 4)
+    assert core.upstream_bytes(update, T0 + 1) == (ToBrowser(update),)  # not due yet
+    half = len(update) // 2
+    # Due (2 s old) in the middle of a message: the keyframe is asked for now, the cut waits for its end.
+    assert core.upstream_bytes(update[:half], T0 + 2.5) == (ToBrowser(update[:half]), ToUpstream(KEYFRAME))
+    assert len(tap.segments) == 1
+    assert core.upstream_bytes(update[half:] + BELL, T0 + 2.6) == (ToBrowser(update[half:] + BELL),)
+    assert tap.segments == [[update, update], [BELL]]  # every segment starts where a message starts
+    assert tap.started == T0 + 2.6
+    # Only one request per cut: the next comes when the new segment is due in turn.
+    assert core.upstream_bytes(update, T0 + 3) == (ToBrowser(update),)
+    assert core.upstream_bytes(BELL, T0 + 4.6) == (ToBrowser(BELL), ToUpstream(KEYFRAME))
+    assert tap.segments == [[update, update], [BELL, update, BELL], []]  # at a boundary: cut at once
+    stats = core.stats
+    assert stats.bytes_to_upstream == len(HANDSHAKE) + 2 * len(KEYFRAME)
+
+
+def test_a_quiet_console_gets_its_keyframe_from_the_clock_and_never_inside_a_client_message() -> None:
+    tap = Tap(seconds=2.0)
+    core = recorded(tap)
+    assert core.tick(T0 + 1) == [Wakeup(T0 + 2)]
+    assert core.upstream_bytes(BELL, T0 + 1) == (ToBrowser(BELL),)
+    # Half a key event is held by the strict filter, so the upstream stands between two client messages.
+    assert core.browser_bytes(KEY[:3], T0 + 1.5) == ()
+    assert core.tick(T0 + 2) == [ToUpstream(KEYFRAME), Wakeup(T0 + 4)]
+    assert tap.segments == [[BELL], []]
+    assert core.browser_bytes(KEY[3:], T0 + 2.1) == (ToUpstream(KEY),)  # whole, after the keyframe request
+    assert tap.inputs == [(T0 + 2.1, 1)]
+    assert core.tick(T0 + 3) == [Wakeup(T0 + 4)]
+    assert core.tick(T0 + 4) == [Wakeup(T0 + 6)]  # an empty segment is not cut: nothing to ask for
+
+
+def test_before_the_handshake_ends_nothing_is_recorded_or_injected() -> None:
+    tap = Tap(seconds=1.0)
+    client = ClientMessageFilter(view_only=False, record=True)
+    core = RelayCore(
+        client,
+        idle_timeout=None,
+        idle_warning=None,
+        max_duration=None,
+        server_filter=ServerMessageFilter(client, copy_max=None),
+        recording=tap,
+    )
+    assert core.start(T0) == [Wakeup(T0 + 1)]
+    core.upstream_bytes(GREETING, T0)
+    assert core.tick(T0 + 5) == [Wakeup(T0 + 6)]
+    assert tap.segments == []
+    with pytest.raises(ValueError, match="made to record"):
+        RelayCore(
+            ClientMessageFilter(view_only=False, copy_out=False),
+            idle_timeout=None,
+            idle_warning=None,
+            max_duration=None,
+            server_filter=ServerMessageFilter(client, copy_max=None),
+            recording=tap,
+        )
+
+
+def test_what_the_page_is_told_is_part_of_the_record() -> None:
+    tap = Tap(seconds=60.0)
+    core = recorded(tap, idle_timeout=1.0, idle_warning=0.25)
+    commands = core.tick(T0 + 0.75)
+    assert warning(1, 0.25) in commands
+    assert tap.markers == [(T0 + 0.75, "notice", {"type": "idle_warning", "seconds_left": 1})]
