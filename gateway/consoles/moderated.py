@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from gateway.audit import AuditLog
+from gateway.audit import COMMON_FIELDS, AuditLog
 from gateway.consoles.codes import CLOSE_MODERATION
 from gateway.consoles.moderation import ModerationMachine, Transition, Watching
 from gateway.consoles.registry import LiveConsole
@@ -28,6 +28,10 @@ from gateway.state.base import Watcher
 __all__ = ["ModeratedConsole"]
 
 log = logging.getLogger("gateway.moderation")
+# What console_moderation takes of the console's audit fields.
+_AUDITED = frozenset(
+    {*COMMON_FIELDS, "console_id", "server_id", "cloud", "server_name", "project_id"} | {"rule"}
+)
 
 
 class Holding(Protocol):
@@ -93,7 +97,7 @@ class ModeratedConsole:
         self._metrics.moderation(before.state if before else None, after.state)
         self._audit.emit(
             "console_moderation",
-            **self._base,
+            **{k: v for k, v in self._base.items() if k in _AUDITED},
             moderation=after.state,
             moderators=list(after.moderators),
             reason=after.reason,
