@@ -19,13 +19,13 @@ transition (hold or release the input, tell the page, audit, close) and ticks it
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
 from gateway.policy import Moderation
 
-__all__ = ["HELD_STATES", "ModerationMachine", "State", "Transition", "Watching"]
+__all__ = ["HELD_STATES", "ModerationMachine", "State", "Transition", "Watching", "may_moderate"]
 
 State = Literal["waiting", "moderated", "paused", "leaving", "ended"]
 HELD_STATES: Final = frozenset({"waiting", "paused", "leaving"})  # input held in these
@@ -69,6 +69,12 @@ class Transition:
         }
 
 
+def may_moderate(groups: Collection[str], owner: str, user: str, user_groups: Collection[str]) -> bool:
+    """Whether `user` (in `user_groups`) counts as a moderator of `owner`'s console, whose rule names the
+    moderators' `groups` (ConsoleRecord.moderation), once they joined it."""
+    return user != owner and not set(user_groups).isdisjoint(groups)
+
+
 def _names(names: Iterable[str]) -> str:
     names = list(names)
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -102,10 +108,8 @@ class ModerationMachine:
 
     def is_moderator(self, watcher: Watching) -> bool:
         """A joined watcher, not the owner, in one of the rule's groups."""
-        return (
-            watcher.status == JOINED
-            and watcher.user != self.owner
-            and not set(watcher.groups).isdisjoint(self.rule.groups)
+        return watcher.status == JOINED and may_moderate(
+            self.rule.groups, self.owner, watcher.user, watcher.groups
         )
 
     def start(self) -> Transition:

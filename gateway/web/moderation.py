@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.consoles.codes import CLOSE_MODERATION
-from gateway.consoles.moderation import JOINED
+from gateway.consoles.moderation import JOINED, may_moderate
 from gateway.state.base import StateUnavailable
 from gateway.web.api import audit_base
 from gateway.web.http import json_error
@@ -33,9 +33,7 @@ async def end_console(request: web.Request) -> web.Response:
         return json_error(503, "The gateway cannot reach its shared state; try again shortly", code="state")
     # One answer for "no such console" and "not yours to end": do not confirm what exists.
     refused = json_error(403, "Only a moderator watching this console can end it", code="forbidden")
-    if record is None or not record.moderation or record.user == session.user:
-        return refused
-    if set(record.moderation).isdisjoint(session.groups):
+    if record is None or not may_moderate(record.moderation, record.user, session.user, session.groups):
         return refused
     watch = next((w for w in entries if w.user == session.user and w.status == JOINED), None)
     if watch is None:
