@@ -68,6 +68,8 @@ FIELDS: dict[str, FieldSpec] = {
     "console_id": FieldSpec(str, "the gateway's id for one console session (not the cloud's token)"),
     "justification": FieldSpec(str, "the reason the user gave for opening a console (when a rule asks)"),
     "access_request": FieldSpec(str, "the id of a just-in-time access request"),
+    "watching": FieldSpec(str, "an observer's console: the console_id of the live console it watches"),
+    "watch_id": FieldSpec(str, "the id of one request to watch a live console (shadowing)"),
     "grant_seconds": FieldSpec(float, "how long the access asked for (and, approved, granted) lasts"),
     "method": FieldSpec(str, "sign-in method", METHODS),
     # -- outcomes
@@ -96,6 +98,20 @@ FIELDS: dict[str, FieldSpec] = {
     "outcome": FieldSpec(str, "whether it worked", ("ok", "error")),
     "error": FieldSpec(str, "what went wrong, in words"),
     "changes": FieldSpec(list, "the config sections that changed"),
+    # -- session recording
+    "recording": FieldSpec(str, "a recording's id (the console_id of the console it recorded)"),
+    "reviewers": FieldSpec(list, "the [[policy.reviewers]] entries that let the user watch the recording"),
+    "typed_text": FieldSpec(bool, "whether the user may read the recording's typed text"),
+    "filters": FieldSpec(list, "which search filters were given (user, server, since, until, text)"),
+    "results": FieldSpec(int, "how many recordings the search returned"),
+    "size": FieldSpec(int, "bytes sent: the recording as stored"),
+    # -- moderated consoles
+    "moderation": FieldSpec(
+        str,
+        "a moderated console's state: input held (waiting, paused, leaving), released (moderated), or ended",
+        ("waiting", "moderated", "paused", "leaving", "ended"),
+    ),
+    "moderators": FieldSpec(list, "the moderators watching at the time (display names)"),
 }
 
 COMMON_FIELDS: tuple[str, ...] = ("request_id", "user", "groups", "client")
@@ -128,17 +144,17 @@ EVENTS: dict[str, EventSpec] = {
     "console_requested": EventSpec(
         "a user asked for a console (before policy and limits are checked)",
         required=("server_id", "cloud"),
-        optional=(*_SERVER, "requested", "justification"),
+        optional=(*_SERVER, "requested", "justification", "watching"),
     ),
     "console_opened": EventSpec(
         "the relay is up: browser and upstream connected",
         required=("console_id", "server_id", "cloud", "permission", "rule"),
-        optional=(*_SERVER, "upstream", "upstream_address", "connect_duration", "justification"),
+        optional=(*_SERVER, "upstream", "upstream_address", "connect_duration", "justification", "watching"),
     ),
     "console_failed": EventSpec(
         "a console that policy and limits allowed did not open (cloud, upstream, lock or sign-out)",
         required=("console_id", "server_id", "cloud", "failure", "close_code", "reason"),
-        optional=(*_SERVER, "permission", "rule", "upstream"),
+        optional=(*_SERVER, "permission", "rule", "upstream", "watching"),
     ),
     "console_closed": EventSpec(
         "a console session ended, with its totals",
@@ -164,17 +180,28 @@ EVENTS: dict[str, EventSpec] = {
             "paste_denied_bytes",
             "copy_denied",
             "copy_denied_bytes",
+            "watching",
         ),
     ),
     "console_denied": EventSpec(
         "policy refused a console (rule null: default deny)",
         required=("server_id", "cloud", "rule", "reason"),
-        optional=(*_SERVER, "requested", "permission", "console_id"),
+        optional=(*_SERVER, "requested", "permission", "console_id", "watching"),
     ),
     "limit_refused": EventSpec(
         "a console was refused by a limit",
         required=("limit", "reason"),
-        optional=("server_id", "cloud", *_SERVER, "console_id", "permission", "rule", "current", "maximum"),
+        optional=(
+            "server_id",
+            "cloud",
+            *_SERVER,
+            "console_id",
+            "permission",
+            "rule",
+            "current",
+            "maximum",
+            "watching",
+        ),
     ),
     "admin_terminate": EventSpec(
         "an admin ended one console session (console_id) or all of a user's (target_user)",
@@ -200,6 +227,56 @@ EVENTS: dict[str, EventSpec] = {
         "an approver approved an access request: a grant until grant_seconds from now", required=_ACCESS
     ),
     "access_denied": EventSpec("an approver denied an access request", required=_ACCESS),
+    "console_moderation": EventSpec(
+        "a moderated console changed state (user: the owner; when a moderator ended it, the moderator)",
+        required=("console_id", "server_id", "cloud", "moderation", "moderators", "reason"),
+        optional=(*_SERVER, "rule", "target_user"),
+    ),
+    "join_requested": EventSpec(
+        "a user asked to watch a live console (watching: it; target_user: its owner); rule null: admin",
+        required=("watching", "watch_id", "target_user", "server_id", "cloud", "rule", "reason"),
+        optional=(*_SERVER, "console_id"),
+    ),
+    "join_approved": EventSpec(
+        "the owner approved a request to watch their console (user: the owner; target_user: the observer)",
+        required=("watching", "watch_id", "target_user"),
+        optional=("server_id", "cloud", *_SERVER),
+    ),
+    "join_refused": EventSpec(
+        "a request to watch was refused by the owner (user: the owner) or timed out (closed_by: timeout)",
+        required=("watching", "watch_id", "target_user", "closed_by"),
+        optional=("server_id", "cloud", *_SERVER),
+    ),
+    "observer_joined": EventSpec(
+        "an observer's view of a live console is up (console_id: the observer's; target_user: the owner)",
+        required=("console_id", "watching", "watch_id", "target_user", "server_id", "cloud"),
+        optional=_SERVER,
+    ),
+    "observer_left": EventSpec(
+        "an observer's view ended (closed_by: browser, owner_closed, ...)",
+        required=("console_id", "watching", "watch_id", "target_user", "closed_by", "duration"),
+        optional=("server_id", "cloud", *_SERVER, "reason"),
+    ),
+    "recording_deleted": EventSpec(
+        "the gateway deleted a recording whose retention ran out (target_user: who was recorded)",
+        required=("recording", "reason"),
+        optional=("target_user", "server_id", "cloud", "server_name"),
+    ),
+    "recording_played": EventSpec(
+        "a reviewer opened a recording in the player (target_user: who was recorded); once per user and "
+        "recording per 15 minutes",
+        required=("recording", "target_user", "cloud", "server_id", "reviewers", "typed_text"),
+        optional=("server_name",),
+    ),
+    "recording_downloaded": EventSpec(
+        "a reviewer downloaded a recording as stored (target_user: who was recorded)",
+        required=("recording", "target_user", "cloud", "server_id", "reviewers", "size"),
+        optional=("server_name",),
+    ),
+    "recording_searched": EventSpec(
+        "a reviewer listed or searched recordings (the typed text searched for is never written)",
+        required=("filters", "results"),
+    ),
     "config_reloaded": EventSpec(
         "the configuration was reloaded (SIGHUP or admin)",
         required=("outcome",),

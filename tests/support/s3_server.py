@@ -2,8 +2,9 @@
 started as a subprocess and stopped by PID.
 
 `stop()` is how a test takes the store down (connections are refused from then on); `restart()` brings
-it back on the same port with no data (moto keeps everything in memory), and `create_bucket` makes
-the bucket a store writes to. Moto accepts any credentials, so tests pass fixed dummy ones.
+it back on the same port with no data (moto keeps everything in memory), `create_bucket` makes the
+bucket a store writes to, and `objects`/`put` read and write behind the store's back (what was
+stored, a token scan, tampering). Moto accepts any credentials, so tests pass fixed dummy ones.
 """
 
 from __future__ import annotations
@@ -94,15 +95,34 @@ class S3Server:
         self.stop()
         await self.start()
 
-    async def create_bucket(self, name: str) -> None:
-        async with get_session().create_client(
+    def _client(self) -> Any:
+        return get_session().create_client(
             "s3",
             endpoint_url=self.endpoint,
             region_name="us-east-1",
             aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
-        ) as client:
+        )
+
+    async def create_bucket(self, name: str) -> None:
+        async with self._client() as client:
             await client.create_bucket(Bucket=name)
+
+    async def objects(self, bucket: str) -> dict[str, bytes]:
+        """Every object in the bucket, key -> content (to inspect what a store wrote, or scan it)."""
+        found: dict[str, bytes] = {}
+        async with self._client() as client:
+            async for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+                for obj in page.get("Contents", ()):
+                    response = await client.get_object(Bucket=bucket, Key=obj["Key"])
+                    async with response["Body"] as body:
+                        found[obj["Key"]] = await body.read()
+        return found
+
+    async def put(self, bucket: str, key: str, data: bytes) -> None:
+        """Write an object behind the store's back (a stray object, or tampering)."""
+        async with self._client() as client:
+            await client.put_object(Bucket=bucket, Key=key, Body=data)
 
     def _log_tail(self) -> str:
         log = self.workdir / "moto.log"
