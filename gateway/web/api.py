@@ -135,6 +135,7 @@ async def me(request: web.Request) -> web.Response:
             "csrf": session.csrf,
             "admin": admin,
             "approver": gw.policy.is_approver(session.groups),
+            "reviewer": gw.policy.is_reviewer(session.user, session.groups),
             "locked": await gw.store.is_locked(session.user),
             "expires": session.created + gw.config.session.absolute_lifetime,
         }

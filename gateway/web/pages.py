@@ -40,6 +40,13 @@ async def console_page(request: web.Request) -> web.StreamResponse:
     return _page(request, "console.html")
 
 
+@routes.get("/join/{console_id}")
+async def join_page(request: web.Request) -> web.StreamResponse:
+    """The console page in observer mode: it watches a live console (docs/shadowing.md)."""
+    current(request)
+    return _page(request, "console.html")
+
+
 @routes.get("/admin")
 async def admin_page(request: web.Request) -> web.StreamResponse:
     session = current(request)
@@ -48,3 +55,23 @@ async def admin_page(request: web.Request) -> web.StreamResponse:
     if not admin and not policy.is_approver(session.groups):  # approvers see the access requests there
         raise web.HTTPForbidden(reason="Administrators and approvers only")
     return _page(request, "admin.html")
+
+
+def _reviewer(request: web.Request) -> None:
+    """The recordings pages exist only for reviewers (docs/policy.md, "Reviewers"); for anyone else they
+    are not found, like the recordings themselves."""
+    session = current(request)
+    if not request.app[GATEWAY].policy.is_reviewer(session.user, session.groups):
+        raise web.HTTPNotFound()
+
+
+@routes.get("/recordings")
+async def recordings_page(request: web.Request) -> web.StreamResponse:
+    _reviewer(request)
+    return _page(request, "recordings.html")
+
+
+@routes.get("/recordings/{recording_id}")
+async def player_page(request: web.Request) -> web.StreamResponse:
+    _reviewer(request)
+    return _page(request, "player.html")

@@ -72,6 +72,10 @@ export function setupHeader(me) {
     }
     groups.title = me.groups.join(", ");
     byId("nav-admin").hidden = !(me.admin || me.approver);
+    const recordings = document.getElementById("nav-recordings"); // on the pages that link there
+    if (recordings) {
+        recordings.hidden = !me.reviewer;
+    }
     const button = byId("signout");
     button.addEventListener("click", () => {
         button.disabled = true;
