@@ -231,6 +231,11 @@ class ClientMessageFilter:
         return self._encodings if self._encodings is not None else COPY_SAFE_ENCODINGS
 
     @property
+    def version(self) -> str:
+        """The RFB version in effect (the lower of the two), as the handshake wrote it."""
+        return f"RFB 003.{self._minor:03d}"
+
+    @property
     def recorded(self) -> bool:
         """Made to record (`record=True`): the server is held to RECORDABLE_ENCODINGS."""
         return self._encodings is RECORDABLE_ENCODINGS
