@@ -105,6 +105,9 @@ FIELDS: dict[str, FieldSpec] = {
     "filters": FieldSpec(list, "which search filters were given (user, server, since, until, text)"),
     "results": FieldSpec(int, "how many recordings the search returned"),
     "size": FieldSpec(int, "bytes sent: the recording as stored"),
+    "record": FieldSpec(str, "what the policy says of recording the console", ("required", "optional")),
+    "record_input": FieldSpec(bool, "whether the console's input (and typed text) is recorded too"),
+    "store": FieldSpec(str, "the recording store, one word (local, s3)", word=True),
     # -- moderated consoles
     "moderation": FieldSpec(
         str,
@@ -181,6 +184,7 @@ EVENTS: dict[str, EventSpec] = {
             "copy_denied",
             "copy_denied_bytes",
             "watching",
+            "recording",
         ),
     ),
     "console_denied": EventSpec(
@@ -256,6 +260,17 @@ EVENTS: dict[str, EventSpec] = {
         "an observer's view ended (closed_by: browser, owner_closed, ...)",
         required=("console_id", "watching", "watch_id", "target_user", "closed_by", "duration"),
         optional=("server_id", "cloud", *_SERVER, "reason"),
+    ),
+    "recording_started": EventSpec(
+        "a console's recording began: its header is in the store (recording: its id, the console's)",
+        required=("console_id", "recording", "server_id", "cloud", "record", "record_input", "store"),
+        optional=_SERVER,
+    ),
+    "recording_failed": EventSpec(
+        "a console's recording could not start or could not go on (reason); a required one's console "
+        "did not open or closed with 4534, an optional one's went on unrecorded",
+        required=("console_id", "server_id", "cloud", "record", "store", "reason"),
+        optional=(*_SERVER, "recording"),
     ),
     "recording_deleted": EventSpec(
         "the gateway deleted a recording whose retention ran out (target_user: who was recorded)",
