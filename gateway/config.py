@@ -351,6 +351,8 @@ class ConsoleSection(Section):
     # Upstream frames written to the browser as they arrived, through aiohttp's private parts (checked
     # releases only); false forces the public receive/send path: an escape hatch for an aiohttp upgrade.
     frame_passthrough: bool = True
+    # Shadowing: how long someone asking to watch a console waits for its owner's answer.
+    join_approval_timeout: Duration = Field(default=120.0, gt=0)
 
     @model_validator(mode="after")
     def _warning(self) -> ConsoleSection:

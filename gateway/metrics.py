@@ -104,6 +104,20 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.moderated_waiting = Gauge(
+            f"{PREFIX}_moderated_consoles_waiting",
+            "Moderated consoles waiting for moderators, input held, by reason: waiting (never moderated yet) "
+            "or paused (a moderator left).",
+            ["reason"],
+            registry=r,
+        )
+        self.observers = Gauge(
+            f"{PREFIX}_observers",
+            "Observers of live consoles on this replica (docs/shadowing.md): pending (waiting for the "
+            "owner's approval) or joined (watching).",
+            ["state"],
+            registry=r,
+        )
         self.build_info = Info(f"{PREFIX}_build", "Gateway version.", registry=r)
         self.build_info.info({"version": _version(), "python": platform.python_version()})
         # Children made up front: the series exist from the start (rate() works at once), and the relay's
@@ -113,6 +127,9 @@ class Metrics:
         for permission in ("view", "control"):
             self.active_sessions.labels(permission=permission)
         self._clipboard = {d: self.clipboard_denied_total.labels(direction=d) for d in ("paste", "copy")}
+        self._held = {s: self.moderated_waiting.labels(reason=s) for s in ("waiting", "paused")}
+        for observer_state in ("pending", "joined"):
+            self.observers.labels(state=observer_state)
 
     # -- adapters and small helpers for the hot spots -------------------------------------------------
 
@@ -156,6 +173,14 @@ class Metrics:
     def dropped(self, messages: int) -> None:
         """Client messages the view-only filter dropped."""
         self.dropped_messages_total.inc(messages)
+
+    def moderation(self, before: str | None, after: str | None) -> None:
+        """A moderated console went from state `before` to `after` (None: not there); "leaving" (held for
+        the grace before closing) counts as paused."""
+        for state, step in ((before, -1), (after, 1)):
+            gauge = self._held.get("paused" if state == "leaving" else state or "")
+            if gauge is not None:
+                gauge.inc(step)
 
     def upstream_connected(self, seconds: float) -> None:
         self.upstream_connect_seconds.observe(max(0.0, seconds))

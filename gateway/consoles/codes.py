@@ -46,6 +46,9 @@ CLOSE_SIGNIN_EXPIRED: Final = _define(
 CLOSE_MODERATION: Final = _define(  # a moderator ended it, or its moderators left (on_leave = "terminate")
     4005, "moderation", "Closed by moderation", "This console needs a moderator watching; it was closed"
 )
+CLOSE_OWNER_CLOSED: Final = _define(  # an observer's view ends with the console it watched
+    4006, "owner_closed", "The watched console ended", "The console you were watching ended"
+)
 CLOSE_DRAINING: Final = _define(
     4012, "draining", "Gateway restarting", "The gateway is restarting; reconnect in a moment"
 )
@@ -73,6 +76,12 @@ CLOSE_UNAVAILABLE: Final = _define(
 )
 CLOSE_JUSTIFICATION: Final = _define(
     4428, "justification", "A reason is required", "Give a reason to open this console"
+)
+CLOSE_JOIN_REFUSED: Final = _define(
+    4431, "join_refused", "Join refused", "The console's owner refused your request to watch"
+)
+CLOSE_JOIN_TIMEOUT: Final = _define(
+    4432, "join_timeout", "No answer to the join request", "The console's owner did not answer in time"
 )
 CLOSE_LIMIT: Final = _define(4429, "limit", "Limit reached", "A console limit was reached; try again later")
 CLOSE_UPSTREAM_CODE: Final = _define(  # the upstream closed with a code that is not ours to repeat

@@ -48,8 +48,10 @@ from gateway.consoles.codes import (
     REASON_LOGGED_OUT,
     REASON_STATE_DOWN,
 )
+from gateway.consoles.moderated import ModeratedConsole
 from gateway.consoles.registry import ConsoleRegistry, LiveConsole, new_record
 from gateway.consoles.relay_core import CloseInfo, RelayCore, RelayStats
+from gateway.consoles.watchers import end_observers, owner_notices
 from gateway.metrics import Metrics
 from gateway.policy import MAX_JUSTIFICATION, Decision, Permission, Policy
 from gateway.rfb import ClientMessageFilter, ServerMessageFilter
@@ -104,6 +106,8 @@ class Link(Protocol):
     def upstream_address(self) -> str | None: ...
 
     def terminate(self, code: int, reason: str) -> None: ...
+
+    async def hold_input(self, held: bool, notice: dict[str, object] | None = None) -> None: ...
 
     async def run(self) -> CloseInfo: ...
 
@@ -194,6 +198,7 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
         # Registered before the cloud is asked anything (that can take seconds): from here on a lock,
         # sign-out or termination finds this console, and _still_wanted covers what came before.
         live = await _register(services, record, base)
+        live.watch_listeners.append(owner_notices(live))  # who watches reaches the owner's page
         base["console_id"] = console_id
         live.expires = session.created + services.config.session.absolute_lifetime
         server, decision, grant_until = await _decide(services, provider, session, base)
@@ -209,39 +214,63 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
         if decision.demands.justification:
             record.justification = request.justification.strip()
         live.server = server
+        moderated = await _moderated(services, live, decision, base)
         _unless_terminated(live)  # ended while the cloud answered: do not ask it for a console token
+        hello = _hello(services, record, server, decision)
+        if moderated is not None:
+            hello["moderation"] = moderated.current.notice()  # input held from the first byte
         link, opened = await _connect(services, provider, server, decision)
-        try:
-            await _still_wanted(services, session, live)
-            await browser.send_json(_hello(services, record, server, decision))
-        except BaseException as exc:
-            # Nobody will relay this upstream (refused at the last moment, the browser left while we
-            # connected, or the handler is being cancelled): close it now rather than leave it, and its
-            # keep-alive pings, behind.
-            await link.abandon()
-            if isinstance(exc, ConnectionError):
-                log.info("console %s for %s: the browser left before it opened", console_id, session.user)
-                raise _Refused(CLOSE_GOING_AWAY, "", "browser_gone") from None
-            raise
-        return await _relay(services, live, link, base, opened)
+        await _hand_over(services, session, live, link, browser, hello)
+        return await _relay(services, live, link, base, opened, moderated)
     except _Refused as refused:
-        refusal = refused.refusal
-        metrics.refused(refusal.outcome)
-        if refused.failed:
-            services.audit.emit(
-                "console_failed",
-                **base,
-                failure=refusal.outcome,
-                close_code=refusal.code,
-                reason=refusal.reason,
-                **({"upstream": refused.upstream} if refused.upstream else {}),
-            )
-        if live is not None and live.server is not None and live.closed_by is None:
-            metrics.session_ended(None, refusal.outcome)
-        return refusal
+        return _refusal(services, refused, base, live)
     finally:
         if live is not None:
+            await end_observers(services.registry, live)  # its observers end with it (shadowing)
             await services.registry.release(live.record.id)
+
+
+def _refusal(
+    services: ConsoleServices, refused: _Refused, base: dict[str, Any], live: LiveConsole | None
+) -> Refusal:
+    """Count and audit a console that did not open (or the browser left first)."""
+    refusal = refused.refusal
+    services.metrics.refused(refusal.outcome)
+    if refused.failed:
+        services.audit.emit(
+            "console_failed",
+            **base,
+            failure=refusal.outcome,
+            close_code=refusal.code,
+            reason=refusal.reason,
+            **({"upstream": refused.upstream} if refused.upstream else {}),
+        )
+    if live is not None and live.server is not None and live.closed_by is None:
+        services.metrics.session_ended(None, refusal.outcome)
+    return refusal
+
+
+async def _hand_over(
+    services: ConsoleServices,
+    session: SessionData,
+    live: LiveConsole,
+    link: Link,
+    browser: Browser,
+    hello: dict[str, Any],
+) -> None:
+    """The last check, then the hello to the page: from here the relay runs."""
+    try:
+        await _still_wanted(services, session, live)
+        await browser.send_json(hello)
+    except BaseException as exc:
+        # Nobody will relay this upstream (refused at the last moment, the browser left while we
+        # connected, or the handler is being cancelled): close it now rather than leave it, and its
+        # keep-alive pings, behind.
+        await link.abandon()
+        if isinstance(exc, ConnectionError):
+            log.info("console %s for %s: the browser left before it opened", live.record.id, session.user)
+            raise _Refused(CLOSE_GOING_AWAY, "", "browser_gone") from None
+        raise
 
 
 async def _admit(services: ConsoleServices, session: SessionData, base: dict[str, Any]) -> CloudProvider:
@@ -303,15 +332,7 @@ async def _decide(
 ) -> tuple[Server, Decision, float | None]:
     """The server as the cloud describes it now, what policy grants on it, and when the access grant
     that decided ends (None: no grant decided)."""
-    try:
-        server = await provider.get_server(base["server_id"])
-    except CloudError as exc:
-        log.warning("console for %s: cloud API error: %s", base["server_id"], exc)
-        if exc.kind is CloudErrorKind.NOT_FOUND:
-            services.audit.emit("console_denied", **base, reason="no such server", rule=None)
-        raise _Refused(
-            _CLOUD_CODES.get(exc.kind, CLOSE_CLOUD), _sentence(exc.user_message), "cloud_error"
-        ) from None
+    server = await _server(services, provider, base)
     grants = await _grants(services, session, server)
     decision = services.policy.decide(session.user, session.groups, server, grants)
     if decision.permission is Permission.NONE:
@@ -330,6 +351,19 @@ async def _decide(
         raise _Refused(CLOSE_UNAVAILABLE, f"The console cannot open: {unavailable}", "unavailable")
     base.update(server_name=server.name, project_id=server.project_id)
     return server, decision, grants.get(decision.rule or "")
+
+
+async def _server(services: ConsoleServices, provider: CloudProvider, base: dict[str, Any]) -> Server:
+    """The server as the cloud describes it now."""
+    try:
+        return await provider.get_server(base["server_id"])
+    except CloudError as exc:
+        log.warning("console for %s: cloud API error: %s", base["server_id"], exc)
+        if exc.kind is CloudErrorKind.NOT_FOUND:
+            services.audit.emit("console_denied", **base, reason="no such server", rule=None)
+        raise _Refused(
+            _CLOUD_CODES.get(exc.kind, CLOSE_CLOUD), _sentence(exc.user_message), "cloud_error"
+        ) from None
 
 
 async def _grants(services: ConsoleServices, session: SessionData, server: Server) -> dict[str, float]:
@@ -453,6 +487,7 @@ def _filters(
     restrict_copy = not demands.copy or cap is not None
     client = ClientMessageFilter(
         view_only=decision.permission is Permission.VIEW,
+        moderated=decision.permission is Permission.CONTROL and demands.moderation is not None,
         allow_exclusive=allow_exclusive,
         paste=demands.paste,
         paste_max=cap,
@@ -461,6 +496,22 @@ def _filters(
     if not restrict_copy:
         return client, None
     return client, ServerMessageFilter(client, copy_max=cap if demands.copy and cap is not None else 0)
+
+
+async def _moderated(
+    services: ConsoleServices, live: LiveConsole, decision: Decision, base: dict[str, Any]
+) -> ModeratedConsole | None:
+    """A control console under a moderation rule: its input is held until moderators watch. Its entry in
+    the shared state names the moderators' groups at once, so that every replica can tell a moderator."""
+    rule = decision.demands.moderation
+    if rule is None or decision.permission is not Permission.CONTROL:
+        return None
+    moderated = ModeratedConsole(live, rule, audit=services.audit, metrics=services.metrics, base=base)
+    try:
+        await services.store.console_update(live.record)
+    except StateUnavailable as exc:  # the registry's sync writes it later
+        log.warning("moderated console %s not yet in the shared state: %s", live.record.id, exc)
+    return moderated
 
 
 async def _still_wanted(services: ConsoleServices, session: SessionData, live: LiveConsole) -> None:
@@ -508,7 +559,12 @@ def _hello(
 
 
 async def _relay(
-    services: ConsoleServices, live: LiveConsole, link: Link, base: dict[str, Any], opened: dict[str, Any]
+    services: ConsoleServices,
+    live: LiveConsole,
+    link: Link,
+    base: dict[str, Any],
+    opened: dict[str, Any],
+    moderated: ModeratedConsole | None = None,
 ) -> Closed:
     """Relay until either side or the gateway ends it, then account for it."""
     metrics = services.metrics
@@ -517,9 +573,14 @@ async def _relay(
     metrics.session_started(permission)
     services.audit.emit("console_opened", **base, **opened, justification=live.record.justification or None)
     info: CloseInfo | None = None
+    if moderated is not None:
+        moderated.opened()
+        moderated.relaying(link)
     try:
         info = await link.run()
     finally:
+        if moderated is not None:
+            moderated.close()
         # Without an `info` the relay was cancelled: the process is stopping.
         closed_by = live.closed_by or (info.by if info is not None else "shutdown")
         metrics.session_ended(permission, closed_by)

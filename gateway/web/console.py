@@ -25,12 +25,12 @@ log = logging.getLogger("gateway.console")
 routes = web.RouteTableDef()
 
 
-@routes.get("/ws/console/{cloud}/{server_id}")
-async def console_socket(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
+async def console_response(request: web.Request, gw: Gateway) -> web.WebSocketResponse | None:
+    """The upgraded browser socket of a console (an owner's or an observer's); None: a cross-origin
+    request, to be answered 403 before the upgrade."""
     if not origin_allowed(request, gw.origins):
         log.warning("console WebSocket refused: Origin %r not allowed", request.headers.get("Origin"))
-        return web.Response(status=403, text="Cross-origin WebSocket refused")
+        return None
     console = gw.config.console
     ws = web.WebSocketResponse(
         protocols=("binary",),
@@ -39,6 +39,15 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
         compress=False,
     )
     await ws.prepare(request)
+    return ws
+
+
+@routes.get("/ws/console/{cloud}/{server_id}")
+async def console_socket(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    ws = await console_response(request, gw)
+    if ws is None:
+        return web.Response(status=403, text="Cross-origin WebSocket refused")
     session = request.get(SESSION)
     try:
         outcome = await open_console(
@@ -52,7 +61,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
                 justification=request.query.get("justification", ""),
             ),
             ws,
-            _services(gw, ws),
+            services_for(gw, ws),
         )
         if isinstance(outcome, Refusal) and not ws.closed:
             await ws.close(code=outcome.code, message=outcome.reason.encode())
@@ -62,7 +71,7 @@ async def console_socket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def _services(gw: Gateway, ws: web.WebSocketResponse) -> ConsoleServices:
+def services_for(gw: Gateway, ws: web.WebSocketResponse) -> ConsoleServices:
     """The gateway's parts as this request finds them, and how to reach a console proxy from here."""
     config = gw.config
 

@@ -122,6 +122,7 @@ def test_no_high_cardinality_labels(m):
         key for name, labels in samples(m) if name.startswith("novnc_gateway_") for key, _ in labels
     }
     allowed = {"permission", "outcome", "direction", "cloud", "operation", "code", "method", "reason", "le"}
+    allowed |= {"state"}  # observers: pending or joined
     assert label_names <= allowed | {"version", "python"}
 
 
@@ -133,3 +134,24 @@ def test_clipboard_denials_are_counted_by_direction(m):
     m.clipboard_denied(paste=0, copy=3)
     assert value(m, "novnc_gateway_clipboard_denied_total", direction="paste") == 2
     assert value(m, "novnc_gateway_clipboard_denied_total", direction="copy") == 3
+
+
+def test_moderated_consoles_waiting_follow_their_states(m):
+    m.moderation(None, "waiting")
+    m.moderation(None, "waiting")
+    assert value(m, "novnc_gateway_moderated_consoles_waiting", reason="waiting") == 2
+    m.moderation("waiting", "moderated")
+    m.moderation("moderated", "leaving")  # held for the grace before closing: counted as paused
+    assert value(m, "novnc_gateway_moderated_consoles_waiting", reason="waiting") == 1
+    assert value(m, "novnc_gateway_moderated_consoles_waiting", reason="paused") == 1
+    m.moderation("leaving", "ended")
+    m.moderation("waiting", None)  # closed while waiting
+    assert value(m, "novnc_gateway_moderated_consoles_waiting", reason="paused") == 0
+    assert value(m, "novnc_gateway_moderated_consoles_waiting", reason="waiting") == 0
+
+
+def test_observers_are_counted_by_state(m):
+    """Both series exist from the start (docs/shadowing.md): pending approval, and watching."""
+    assert value(m, "novnc_gateway_observers", state="pending") == 0
+    m.observers.labels(state="joined").inc()
+    assert value(m, "novnc_gateway_observers", state="joined") == 1

@@ -1,0 +1,97 @@
+"""Shadowing's HTTP edge (docs/shadowing.md): the observer's WebSocket, a thin adapter to
+`join_console` (consoles/joining.py) like the console socket is to `open_console`; and the owner's answer
+to a join request, a CSRF-protected POST from the owner's console page that works from any replica (the
+request and the answer live in the shared state)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from gateway.consoles.joining import JoinRequest, join_console
+from gateway.consoles.opening import Refusal
+from gateway.consoles.watchers import decide_join
+from gateway.state.base import StateUnavailable
+from gateway.web.api import audit_base
+from gateway.web.console import console_response, services_for
+from gateway.web.http import json_error
+from gateway.web.keys import CLIENT, GATEWAY, SESSION, STATE_DOWN
+from gateway.web.session_cookie import current
+
+log = logging.getLogger("gateway.shadowing")
+routes = web.RouteTableDef()
+
+
+@routes.get("/ws/join/{console_id}")
+async def join_socket(request: web.Request) -> web.StreamResponse:
+    gw = request.app[GATEWAY]
+    ws = await console_response(request, gw)
+    if ws is None:
+        return web.Response(status=403, text="Cross-origin WebSocket refused")
+    session = request.get(SESSION)
+    try:
+        outcome = await join_console(
+            JoinRequest(
+                console_id=request.match_info["console_id"],
+                session=session,
+                client=request[CLIENT],
+                audit=audit_base(request, session),
+                state_down=bool(request.get(STATE_DOWN)),
+            ),
+            ws,
+            services_for(gw, ws),
+        )
+        if isinstance(outcome, Refusal) and not ws.closed:
+            await ws.close(code=outcome.code, message=outcome.reason.encode())
+    finally:
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+@routes.post("/api/consoles/{console_id}/watchers/{watch_id}")
+async def decide(request: web.Request) -> web.Response:
+    """The owner approves or refuses one pending join: {"decision": "approve" | "refuse"}."""
+    gw = request.app[GATEWAY]
+    session = current(request)
+    console_id, watch_id = request.match_info["console_id"], request.match_info["watch_id"]
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    answer = body.get("decision") if isinstance(body, dict) else None
+    if answer not in ("approve", "refuse"):
+        return json_error(400, 'Send {"decision": "approve"} or {"decision": "refuse"}', code="bad_request")
+    try:
+        record = next((r for r in await gw.registry.all() if r.id == console_id), None)
+        # One answer for "no such console" and "not yours": do not confirm what exists.
+        if record is None or record.watching or record.user != session.user:
+            return json_error(403, "Only the console's owner decides who watches it", code="forbidden")
+        decided = await decide_join(
+            gw.store,
+            console_id,
+            watch_id,
+            answer == "approve",
+            session.user,
+            gw.config.console.join_approval_timeout,
+        )
+        if decided is None:
+            return json_error(
+                409, "Nothing to decide: the request was answered, withdrawn or timed out", code="gone"
+            )
+        await gw.registry.publish_watchers(console_id)
+    except StateUnavailable:
+        return json_error(503, "The gateway cannot reach its shared state; try again shortly", code="state")
+    gw.audit.emit(
+        "join_approved" if decided.status == "approved" else "join_refused",
+        **audit_base(request, session),
+        watching=console_id,
+        watch_id=watch_id,
+        target_user=decided.user,
+        server_id=record.server_id,
+        cloud=record.cloud,
+        server_name=record.server_name,
+        **({} if decided.status == "approved" else {"closed_by": "owner"}),
+    )
+    return web.json_response({"watch_id": watch_id, "status": decided.status})
