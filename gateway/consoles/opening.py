@@ -49,11 +49,14 @@ from gateway.consoles.codes import (
     REASON_STATE_DOWN,
 )
 from gateway.consoles.moderated import ModeratedConsole
+from gateway.consoles.recorded import RecordedConsole, RecordingUnavailable
 from gateway.consoles.registry import ConsoleRegistry, LiveConsole, new_record
 from gateway.consoles.relay_core import CloseInfo, RelayCore, RelayStats
 from gateway.consoles.watchers import end_observers, owner_notices
 from gateway.metrics import Metrics
 from gateway.policy import MAX_JUSTIFICATION, Decision, Permission, Policy
+from gateway.recording.recorder import RecordingSettings
+from gateway.recording.store import RecordingStore
 from gateway.rfb import ClientMessageFilter, ServerMessageFilter
 from gateway.state.base import ConsoleRecord, StateStore, StateUnavailable, active_grants
 from gateway.upstream import UpstreamError, UpstreamErrorKind, UpstreamTarget, UpstreamURLError
@@ -134,6 +137,8 @@ class ConsoleServices:
     cloud_answered: Callable[[], None]  # the cloud API answered (health reports it)
     monotonic: Callable[[], float] = field(default=time.monotonic)
     wall: Callable[[], float] = field(default=time.time)  # for the sign-in's age (a wall-clock time)
+    recordings: RecordingStore | None = None  # where recorded consoles go (None: no recording keys)
+    recording: RecordingSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,12 +221,15 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
         live.server = server
         moderated = await _moderated(services, live, decision, base)
         _unless_terminated(live)  # ended while the cloud answered: do not ask it for a console token
+        recording = await _recording(services, live, decision, server, base)
         hello = _hello(services, record, server, decision)
         if moderated is not None:
             hello["moderation"] = moderated.current.notice()  # input held from the first byte
-        link, opened = await _connect(services, provider, server, decision)
+        if recording is not None:
+            hello["recording"] = recording.hello()  # the page says so before the first frame
+        link, opened = await _connect(services, provider, server, decision, recording)
         await _hand_over(services, session, live, link, browser, hello)
-        return await _relay(services, live, link, base, opened, moderated)
+        return await _relay(services, live, link, base, opened, moderated, recording)
     except _Refused as refused:
         return _refusal(services, refused, base, live)
     finally:
@@ -422,8 +430,32 @@ async def _recent_enough(
     raise _Refused(CLOSE_STEP_UP, problem, "step_up")
 
 
+async def _recording(
+    services: ConsoleServices, live: LiveConsole, decision: Decision, server: Server, base: dict[str, Any]
+) -> RecordedConsole | None:
+    """The console's recording, when the policy wants one; a required one the store cannot take now
+    refuses the console before the cloud is asked for a console URL (fail closed)."""
+    try:
+        return await RecordedConsole.prepare(
+            live,
+            decision.demands,
+            server,
+            store=services.recordings,
+            settings=services.recording,
+            store_name=services.config.recording.store,
+            audit=services.audit,
+            base=base,
+        )
+    except RecordingUnavailable as exc:
+        raise _Refused(exc.code, exc.reason, "recording", failed=True) from None
+
+
 async def _connect(
-    services: ConsoleServices, provider: CloudProvider, server: Server, decision: Decision
+    services: ConsoleServices,
+    provider: CloudProvider,
+    server: Server,
+    decision: Decision,
+    recording: RecordedConsole | None = None,
 ) -> tuple[Link, dict[str, Any]]:
     """A fresh console URL for every connection (tokens are one-time), the upstream opened on it with the
     relay made, and what console_opened records of it (the host:port and address, never the URL)."""
@@ -447,13 +479,19 @@ async def _connect(
     del console_url
     tried = f"{target.host}:{target.port}"
     console = services.config.console
-    client_filter, server_filter = _filters(decision, allow_exclusive=console.allow_exclusive)
+    client_filter, server_filter = _filters(
+        decision, allow_exclusive=console.allow_exclusive, recorded=recording is not None
+    )
+    recorder = None
+    if recording is not None and server_filter is not None:
+        recorder = recording.recorder(client_filter, server_filter, services.monotonic)
     core = RelayCore(
         client_filter,
         idle_timeout=console.idle_timeout or None,
         idle_warning=console.idle_warning or None,
         max_duration=console.max_duration or None,
         server_filter=server_filter,
+        recording=recorder,
     )
     started = clock()
     try:
@@ -478,10 +516,11 @@ async def _connect(
 
 
 def _filters(
-    decision: Decision, *, allow_exclusive: bool
+    decision: Decision, *, allow_exclusive: bool, recorded: bool = False
 ) -> tuple[ClientMessageFilter, ServerMessageFilter | None]:
-    """The RFB filters for this permission and the rule's clipboard policy. Only a restriction on
-    copying out reads the server's stream (the other consoles' frames pass through unread)."""
+    """The RFB filters for this permission, the rule's clipboard policy and its recording. Only a
+    restriction on copying out, or a recording, reads the server's stream (the other consoles' frames
+    pass through unread); a recording also holds the server to stateless encodings it can frame."""
     demands = decision.demands
     cap = demands.clipboard_max
     restrict_copy = not demands.copy or cap is not None
@@ -492,9 +531,11 @@ def _filters(
         paste=demands.paste,
         paste_max=cap,
         copy_out=not restrict_copy,
+        record=recorded,
+        record_input=recorded and demands.record_input,
     )
     if not restrict_copy:
-        return client, None
+        return client, ServerMessageFilter(client, copy_max=None) if recorded else None
     return client, ServerMessageFilter(client, copy_max=cap if demands.copy and cap is not None else 0)
 
 
@@ -565,8 +606,9 @@ async def _relay(
     base: dict[str, Any],
     opened: dict[str, Any],
     moderated: ModeratedConsole | None = None,
+    recording: RecordedConsole | None = None,
 ) -> Closed:
-    """Relay until either side or the gateway ends it, then account for it."""
+    """Relay until either side or the gateway ends it, then account for it (and end its recording)."""
     metrics = services.metrics
     permission = live.record.permission
     services.registry.attach(live.record.id, link)
@@ -576,6 +618,9 @@ async def _relay(
     if moderated is not None:
         moderated.opened()
         moderated.relaying(link)
+    if recording is not None:
+        recording.start()
+    recorded = None
     try:
         info = await link.run()
     finally:
@@ -584,6 +629,8 @@ async def _relay(
         # Without an `info` the relay was cancelled: the process is stopping.
         closed_by = live.closed_by or (info.by if info is not None else "shutdown")
         metrics.session_ended(permission, closed_by)
+        if recording is not None:
+            recorded = await recording.close(info, closed_by, services.monotonic())
     stats = link.stats
     metrics.relayed("to_browser", stats.bytes_to_browser, stats.msgs_to_browser)
     metrics.relayed("to_upstream", stats.bytes_to_upstream, stats.msgs_to_upstream)
@@ -602,6 +649,7 @@ async def _relay(
         dropped_messages=stats.dropped,
         **_clipboard_denied(stats),
         duration=round(services.monotonic() - stats.started, 3),
+        recording=recorded,
     )
     log.info(
         "console %s for %s on %s closed by %s (%s %s)",
