@@ -39,6 +39,7 @@ from gateway.consoles.codes import (
     CODES,
     REASON_STATE_DOWN,
 )
+from gateway.consoles.moderation import may_moderate
 from gateway.consoles.opening import (
     Browser,
     Closed,
@@ -129,6 +130,7 @@ async def join_console(request: JoinRequest, browser: Browser, services: Console
             replica=services.replica,
             groups=list(session.groups),
             observer_console=record.id,
+            moderator=may_moderate(owner.moderation, owner.user, session.user, session.groups),
         )
         about = {**_about(base), "watch_id": watch.id, "target_user": owner.user}
         services.audit.emit(
@@ -142,7 +144,9 @@ async def join_console(request: JoinRequest, browser: Browser, services: Console
         _unless_terminated(live)
         decision = _as_observer(services, owner, server, join)
         link, opened = await _connect(services, provider, server, decision)
-        hello = {**_hello(services, record, server, decision), "observer": {"owner": owner.user}}
+        # A moderator's page may end the console (web/moderation.py): it needs the console's id.
+        observer = {"owner": owner.user, "console_id": owner.id, "moderator": watch.moderator}
+        hello = {**_hello(services, record, server, decision), "observer": observer}
         await _hand_over(services, session, live, link, browser, hello)
         watch.status, watch.since = "joined", services.wall()
         live.watch = watch  # from here the registry refreshes the entry while this console lives

@@ -64,6 +64,8 @@ class ModeratedConsole:
         self._relay: Holding | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # One change at a time: the page's notices go out in the order the machine decided them.
+        self._lock = asyncio.Lock()
         live.record.moderation = list(rule.groups)
 
     def opened(self) -> dict[str, object]:
@@ -79,7 +81,8 @@ class ModeratedConsole:
 
     async def _changed(self, _before: Mapping[str, Watcher], after: Mapping[str, Watcher]) -> None:
         watching = [Watching(w.user, w.name, tuple(w.groups), w.status) for w in after.values()]
-        await self._apply(self.machine.watchers(watching, self._clock()))
+        async with self._lock:
+            await self._apply(self.machine.watchers(watching, self._clock()))
 
     async def _apply(self, transition: Transition | None) -> None:
         if transition is None:
@@ -113,9 +116,11 @@ class ModeratedConsole:
         if deadline is not None:
             loop = asyncio.get_running_loop()
             delay = max(0.0, deadline - self._clock())
-            self._timer = loop.call_later(
-                delay, lambda: self._spawn(self._apply(self.machine.tick(self._clock())))
-            )
+            self._timer = loop.call_later(delay, lambda: self._spawn(self._tick()))
+
+    async def _tick(self) -> None:
+        async with self._lock:
+            await self._apply(self.machine.tick(self._clock()))
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work, name="console-moderation")
