@@ -80,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         from gateway.logs import setup_logging
-        from gateway.server import loop_factory, serve
+        from gateway.server import loop_factory, serve, tune_malloc
 
         config = _load(args.config)
         setup_logging(config.server.log_format, config.server.log_level)
+        tune_malloc()
         with asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(serve(config, args.config, reuse_port=args.reuse_port))
         return 0
