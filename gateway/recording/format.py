@@ -379,7 +379,7 @@ class RecordingWriter:
         *,
         segment_seconds: float = 30.0,
         segment_bytes: int = 8 * 1024 * 1024,
-        compression: int = 6,
+        compression: int = 3,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.header = header
