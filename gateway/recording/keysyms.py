@@ -7,14 +7,17 @@ type nothing themselves: the keysym of the key pressed with them already says wh
 or {, so it does not count as held.
 
 Mapped: Latin-1 keysyms (0x20-0x7e, 0xa0-0xff, equal to their code point), Unicode keysyms
-(0x01000000 + code point), the keypad's digits and operators, the euro sign, Return/KP_Enter ("\\n"),
-Tab ("\\t") and BackSpace (removes the last character typed, so "passx<BS>word" is found as
-"password"). Anything else (arrows, function keys, legacy non-Latin keysyms) types nothing.
+(0x01000000 + code point), the legacy keysyms noVNC sends for other scripts and symbols (Cyrillic, Greek,
+Latin-2, kana, the euro sign, ...: keysymdef.py), the keypad's digits and operators, Return/KP_Enter
+("\\n"), Tab ("\\t") and BackSpace (removes the last character typed, so "passx<BS>word" is found as
+"password"). Anything else (arrows, function keys, dead keys) types nothing.
 """
 
 from __future__ import annotations
 
 from typing import Final
+
+from gateway.recording.keysymdef import LEGACY
 
 __all__ = ["BACKSPACE", "TypedKeys", "keysym_char"]
 
@@ -26,7 +29,6 @@ _TAB: Final = 0xFF09
 _KP_TAB: Final = 0xFF89
 _BACKSPACE: Final = 0xFF08
 _KP_SPACE: Final = 0xFF80
-_EURO: Final = 0x20AC
 # Control_L/R, Meta_L/R, Alt_L/R, Super_L/R, Hyper_L/R: while held, a key is a shortcut.
 _SHORTCUT_MODIFIERS: Final = frozenset(
     {0xFFE3, 0xFFE4, 0xFFE7, 0xFFE8, 0xFFE9, 0xFFEA, 0xFFEB, 0xFFEC, 0xFFED, 0xFFEE}
@@ -52,9 +54,7 @@ def keysym_char(keysym: int) -> str:
         return BACKSPACE
     if keysym == _KP_SPACE:
         return " "
-    if keysym == _EURO:
-        return "€"
-    return _KEYPAD.get(keysym, "")
+    return LEGACY.get(keysym) or _KEYPAD.get(keysym, "")
 
 
 class TypedKeys:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from gateway.recording.index import RUN_GAP_MS, Index, IndexBuilder
 from gateway.recording.keysyms import BACKSPACE, TypedKeys, keysym_char
 
+ROOT = Path(__file__).resolve().parents[2]
 SHIFT_L, CONTROL_L, ALT_L, ALTGR = 0xFFE1, 0xFFE3, 0xFFE9, 0xFE03
 RETURN, TAB, BACKSPACE_KEY, KP_ENTER, KP_5, LEFT, F1 = 0xFF0D, 0xFF09, 0xFF08, 0xFF8D, 0xFFB5, 0xFF51, 0xFFBE
 
@@ -22,7 +26,11 @@ RETURN, TAB, BACKSPACE_KEY, KP_ENTER, KP_5, LEFT, F1 = 0xFF0D, 0xFF09, 0xFF08, 0
         (0xDF, "ß"),
         (0x01000000 + ord("Ж"), "Ж"),  # Unicode keysyms
         (0x01000000 + 0x1F600, "\U0001f600"),
-        (0x20AC, "€"),
+        (0x20AC, "€"),  # legacy keysyms, as noVNC sends them
+        (0x6F6, "Ж"),
+        (0x7E1, "\u03b1"),  # Greek small alpha
+        (0x1A1, "Ą"),
+        (0x4B1, "ア"),
         (RETURN, "\n"),
         (KP_ENTER, "\n"),
         (TAB, "\t"),
@@ -38,6 +46,19 @@ RETURN, TAB, BACKSPACE_KEY, KP_ENTER, KP_5, LEFT, F1 = 0xFF0D, 0xFF09, 0xFF08, 0
 )
 def test_keysym_char(keysym: int, char: str) -> None:
     assert keysym_char(keysym) == char
+
+
+def test_legacy_keysyms_are_the_inverse_of_novncs_table() -> None:
+    """noVNC (the client we serve) picks keysyms with keysymdef.js: every character it maps to a legacy
+    keysym must come back as that character, so a noVNC upgrade that changes the table fails here."""
+    source = ROOT / "node_modules" / "@novnc" / "novnc" / "core" / "input" / "keysymdef.js"
+    if not source.exists():
+        pytest.skip("noVNC is not installed (scripts/setup.sh installs it)")
+    pairs = re.findall(r"^\s+0x([0-9a-f]+): 0x([0-9a-f]+),", source.read_text(), re.M)
+    legacy = [(int(code, 16), int(keysym, 16)) for code, keysym in pairs if int(keysym, 16) < 0x01000000]
+    assert len(legacy) > 600
+    for code, keysym in legacy:
+        assert keysym_char(keysym) == chr(code), (hex(code), hex(keysym))
 
 
 def _typed(events: list[tuple[int, int, bool]]) -> list[tuple[int, str]]:
