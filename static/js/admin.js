@@ -158,11 +158,18 @@ function consoleRow(c) {
         type: "button", class: "btn btn-small", dataset: { testid: "admin-lock" }, text: "Lock user",
         title: "Lock this user: close their consoles and refuse new ones",
     });
+    // Watch it live, view-only (docs/shadowing.md); an observer's own console is not watched in turn.
+    const watch = el("a", {
+        class: "btn btn-small", dataset: { testid: "admin-watch" }, text: "Watch",
+        href: `/join/${encodeURIComponent(c.id)}`, target: "_blank", rel: "noopener",
+        title: "Watch this console live, view-only (its owner sees you watching)",
+    });
+    watch.hidden = Boolean(c.watching);
     const row = el(
         "tr",
         { dataset: { testid: "admin-row", consoleId: c.id, user: c.user } },
         user, server, access, since, duration, down, up, client, replica,
-        el("td", { class: "actions" }, terminate, terminateAll, lock),
+        el("td", { class: "actions" }, watch, terminate, terminateAll, lock),
     );
     let current = c;
     terminate.addEventListener("click", () => terminateConsole(current));
@@ -171,6 +178,7 @@ function consoleRow(c) {
     terminate.setAttribute("aria-label", `Terminate the console of ${c.user} on ${c.server_name || c.server_id}`);
     terminateAll.setAttribute("aria-label", `Terminate all consoles of ${c.user}`);
     lock.setAttribute("aria-label", `Lock ${c.user}`);
+    watch.setAttribute("aria-label", `Watch the console of ${c.user} on ${c.server_name || c.server_id}`);
 
     const update = (next) => {
         current = next;

@@ -43,6 +43,12 @@ export function consoleSocketURL(cloud, serverId, justification = "") {
     return `${scheme}//${location.host}/ws/console/${encodeURIComponent(cloud)}/${encodeURIComponent(serverId)}${query}`;
 }
 
+/** The ws(s) URL of the observer's socket for a live console (docs/shadowing.md). */
+export function joinSocketURL(consoleId) {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    return `${scheme}//${location.host}/ws/join/${encodeURIComponent(consoleId)}`;
+}
+
 export class ConsoleChannel {
     /**
      * @param {WebSocket} ws a WebSocket that is connecting (or open)

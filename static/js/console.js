@@ -8,8 +8,8 @@
  */
 
 import RFB from "/novnc/core/rfb.js";
-import { loadMe } from "./api.js";
-import { consoleSocketURL, openConsoleChannel } from "./channel.js";
+import { api, loadMe } from "./api.js";
+import { consoleSocketURL, joinSocketURL, openConsoleChannel } from "./channel.js";
 import { COMBOS, MAX_TYPED, sendCombo, typeText } from "./keys.js";
 import { byId, el } from "./ui.js";
 
@@ -95,6 +95,16 @@ const state = {
     stepUp: null,
     /** The rule's clipboard policy, from the hello (the gateway enforces it; the page offers what passes). */
     clipboard: { copy: true, paste: true, max: null },
+    /** A moderated console's input is held at the gateway (waiting for, or missing, a moderator). */
+    held: false,
+    /** This page watches a moderated console as one of its moderators: the id of that console. */
+    moderating: "",
+    csrf: "",
+    /** Observer mode (/join/{console_id}): the live console this page watches, view-only. */
+    join: "",
+    /** This page's own console (from the hello): the join link and the owner's approvals name it. */
+    consoleId: "",
+    watchNoticeTimer: 0,
 };
 
 const ui = {};
@@ -117,6 +127,19 @@ function parsePath() {
         return [decodeURIComponent(parts[2]), decodeURIComponent(parts[3])];
     } catch {
         return null;
+    }
+}
+
+/** /join/{console_id} → the console to watch, or "" for any other address. */
+function parseJoinPath() {
+    const parts = location.pathname.split("/");
+    if (parts.length !== 3 || parts[1] !== "join" || !parts[2]) {
+        return "";
+    }
+    try {
+        return decodeURIComponent(parts[2]);
+    } catch {
+        return "";
     }
 }
 
@@ -147,7 +170,7 @@ function setState(value, code = null) {
 
 /** Enable exactly the buttons that make sense now. */
 function updateControls() {
-    const input = state.connected && !state.viewOnly;
+    const input = state.connected && !state.viewOnly && !state.held;
     ui.cad.disabled = !input;
     ui.keys.disabled = !input;
     ui.clipboard.disabled = !input;
@@ -175,18 +198,28 @@ function connect() {
     state.securityReason = "";
     state.clientFailTitle = "";
     state.stepUp = null;
+    showModeration(null);
+    showWatchers({ watchers: [], events: [] });
     ui.failure.hidden = true;
     ui.justify.hidden = true;
     clearIdleWarning();
     setState("connecting");
 
-    const url = consoleSocketURL(state.cloud, state.serverId, state.justification);
+    const url = state.join
+        ? joinSocketURL(state.join)
+        : consoleSocketURL(state.cloud, state.serverId, state.justification);
     const channel = openConsoleChannel(url, {
         hello: (hello) => channel === state.channel && onHello(channel, hello),
         idleWarning: (seconds) => channel === state.channel && showIdleWarning(seconds),
         notice: (notice) => {
             if (channel === state.channel && notice.type === "step_up") {
                 state.stepUp = notice;
+            } else if (channel === state.channel && notice.type === "moderation") {
+                showModeration(notice);
+            } else if (channel === state.channel && notice.type === "join_pending") {
+                ui.connectingText.textContent = `Waiting for ${notice.owner} to let you watch their console…`;
+            } else if (channel === state.channel && notice.type === "watchers") {
+                showWatchers(notice);
             }
         },
         close: (info) => channel === state.channel && onClosed(info),
@@ -207,6 +240,19 @@ function teardown() {
 }
 
 /**
+ * The hello says the console is recorded (docs/recording.md): the page says so before the first frame,
+ * since the hello comes before any RFB byte, and keeps saying it while the console is open.
+ * @param {{required?: boolean, input?: boolean}|null} recording null: not recorded
+ */
+function showRecorded(recording) {
+    ui.recorded.hidden = !recording;
+    ui.recorded.dataset.input = recording && recording.input ? "yes" : "no";
+    ui.recorded.textContent = !recording ? "" : recording.input
+        ? "This session is recorded, including what you type"
+        : "This session is recorded";
+}
+
+/**
  * @param {import("./channel.js").ConsoleChannel} channel
  * @param {{permission?: string, server?: {name?: string, id?: string, cloud?: string}}|null} hello
  */
@@ -217,10 +263,24 @@ function onHello(channel, hello) {
     const reason = hello && typeof hello.justification === "string" ? hello.justification : "";
     ui.justification.textContent = reason ? `Reason: ${reason}` : "";
     ui.justification.hidden = !reason;
+    showRecorded((hello && hello.recording) || null);
     if (typeof server.name === "string" && server.name) {
         setServerName(server.name, `${server.id || state.serverId} · ${server.cloud || state.cloud}`);
     }
     ui.connectingText.textContent = "Starting the console…";
+    state.consoleId = hello && typeof hello.console_id === "string" ? hello.console_id : "";
+    showObserver(hello);
+    showModeration((hello && hello.moderation) || null);
+    const observer = (hello && hello.observer) || {};
+    state.moderating = observer.moderator && typeof observer.console_id === "string" ? observer.console_id : "";
+    ui.moderationEnd.hidden = !state.moderating;
+    if (state.moderating) {
+        showModeration({
+            state: "moderator",
+            held: false,
+            reason: "You moderate this console: its operator can type while you watch, and you can end it.",
+        });
+    }
 
     let rfb;
     try {
@@ -354,6 +414,137 @@ function setupJustification() {
             // Private mode: a fresh sign-in (step-up) will ask again.
         }
         connect();
+    });
+}
+
+// ---------------------------------------------------------------------------- moderation
+
+/**
+ * A moderated console's state, from the hello and every "moderation" notice: the banner says it in the
+ * gateway's words (waiting for N moderators, moderated by X, paused because X left), and the input
+ * controls follow it. The gateway holds the input itself; the page only explains.
+ * @param {{state: string, held: boolean, reason: string}|null} moderation null: not moderated
+ */
+function showModeration(moderation) {
+    state.held = Boolean(moderation && moderation.held);
+    ui.moderation.hidden = !moderation;
+    ui.moderation.dataset.state = moderation ? moderation.state : "";
+    ui.moderation.textContent = moderation ? moderation.reason : "";
+    updateControls();
+}
+
+/** A moderator watching a moderated console may end it (from any replica: the gateway relays the end). */
+function setupModeratorEnd() {
+    ui.moderationEnd.addEventListener("click", async () => {
+        if (!state.moderating) {
+            return;
+        }
+        ui.moderationEnd.disabled = true;
+        try {
+            await api(`/api/consoles/${encodeURIComponent(state.moderating)}/end`, {
+                method: "POST",
+                csrf: state.csrf,
+            });
+        } catch (err) {
+            ui.moderationEnd.disabled = false;
+            ui.moderation.hidden = false;
+            ui.moderation.dataset.state = "error";
+            ui.moderation.textContent = (err && err.data && err.data.error) || "The console could not be ended.";
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------- shadowing
+
+/**
+ * Observer mode says whose console this is and that it is view-only; the owner's page offers the join
+ * link instead (docs/shadowing.md).
+ * @param {{observer?: {owner?: string}}|null} hello
+ */
+function showObserver(hello) {
+    const owner = hello && hello.observer && typeof hello.observer.owner === "string" ? hello.observer.owner : "";
+    ui.observerBadge.textContent = owner ? `Watching ${owner}'s console · view only` : "";
+    ui.observerBadge.hidden = !owner;
+    ui.copyJoin.hidden = Boolean(state.join) || !state.consoleId;
+}
+
+const WATCH_EVENTS = {
+    requested: "asks to watch this console",
+    approved: "may now watch this console",
+    refused: "will not watch this console",
+    joined: "started watching this console",
+    left: "stopped watching this console",
+};
+
+/**
+ * The owner's page: who watches (names, since when), the requests waiting for an answer, and a notice
+ * for each change. The gateway sends the whole list with every change, so a lost notice heals itself.
+ * @param {{watchers: Array<{id: string, name: string, status: string, since: number|null}>,
+ *          events: Array<{event: string, name: string}>}} notice
+ */
+function showWatchers(notice) {
+    const watchers = Array.isArray(notice.watchers) ? notice.watchers : [];
+    ui.watcherList.replaceChildren(...watchers.map(watcherItem));
+    ui.watchers.hidden = watchers.length === 0;
+    const said = (Array.isArray(notice.events) ? notice.events : [])
+        .filter((e) => WATCH_EVENTS[e.event])
+        .map((e) => `${e.name} ${WATCH_EVENTS[e.event]}.`);
+    clearTimeout(state.watchNoticeTimer);
+    ui.watchNotice.textContent = said.join(" ");
+    ui.watchNotice.hidden = said.length === 0;
+    if (said.length) {
+        state.watchNoticeTimer = setTimeout(() => {
+            ui.watchNotice.hidden = true;
+        }, 10000);
+    }
+}
+
+/** @param {{id: string, name: string, status: string, since: number|null}} w */
+function watcherItem(w) {
+    const item = el("li", { dataset: { testid: "watcher", status: w.status, name: w.name } }, el("strong", { text: w.name }));
+    if (w.status === "joined" && w.since) {
+        item.append(` since ${new Date(w.since * 1000).toLocaleTimeString()}`);
+    } else if (w.status === "pending") {
+        item.append(" asks to watch");
+        for (const [decision, label] of [["approve", "Allow"], ["refuse", "Refuse"]]) {
+            const button = el("button", {
+                type: "button", class: "btn btn-dark btn-small", dataset: { testid: `watcher-${decision}` }, text: label,
+                "aria-label": `${label} ${w.name} to watch this console`,
+            });
+            button.addEventListener("click", () => decideJoin(w.id, decision, button));
+            item.append(" ", button);
+        }
+    } else {
+        item.append(" joining…");
+    }
+    return item;
+}
+
+/** The owner's answer, over HTTP (CSRF), so it works whichever replica the observer reached. */
+async function decideJoin(watchId, decision, button) {
+    button.disabled = true;
+    try {
+        await api(`/api/consoles/${encodeURIComponent(state.consoleId)}/watchers/${encodeURIComponent(watchId)}`, {
+            method: "POST",
+            csrf: state.csrf,
+            body: { decision },
+        });
+    } catch (err) {
+        ui.watchNotice.hidden = false;
+        ui.watchNotice.textContent = (err && err.data && err.data.error) || "The answer did not reach the gateway.";
+    }
+}
+
+function setupJoinLink() {
+    ui.copyJoin.addEventListener("click", async () => {
+        const link = `${location.origin}/join/${encodeURIComponent(state.consoleId)}`;
+        try {
+            await navigator.clipboard.writeText(link);
+            ui.watchNotice.textContent = "Join link copied: who may join opens it to watch, view-only.";
+        } catch {
+            ui.watchNotice.textContent = `Join link: ${link}`;
+        }
+        ui.watchNotice.hidden = false;
     });
 }
 
@@ -563,24 +754,30 @@ async function main() {
         failReconnect: "failure-reconnect", clipDialog: "clipboard-dialog", clipText: "clipboard-text",
         clipStatus: "clipboard-status", clipRemote: "clipboard-remote", clipRemoteBox: "clipboard-remote-box",
         justify: "justify", justifyExpected: "justify-expected", justifyText: "justify-text",
-        justification: "justification", typing: "typing-status",
+        justification: "justification", typing: "typing-status", moderation: "moderation-banner",
+        moderationEnd: "btn-moderation-end", observerBadge: "observer-badge", copyJoin: "btn-copy-join",
+        watchers: "watchers", watcherList: "watcher-list", watchNotice: "watch-notice",
+        recorded: "recorded-badge",
     })) {
         ui[key] = byId(id);
     }
 
-    const parsed = parsePath();
+    state.join = parseJoinPath();
+    const parsed = state.join ? ["", ""] : parsePath();
     if (!parsed) {
         showFailure("No such server", "This console address is not valid.", null, "failed");
         ui.failReconnect.disabled = true;
         return;
     }
     [state.cloud, state.serverId] = parsed;
-    setServerName(state.serverId, state.cloud);
+    setServerName(state.join ? "Live console" : state.serverId, state.join ? "watching, view only" : state.cloud);
 
     buildKeysMenu();
     setupClipboard();
     setupJustification();
     setupViewToggles();
+    setupModeratorEnd();
+    setupJoinLink();
     ui.cad.addEventListener("click", () => {
         if (state.rfb && state.connected && !state.viewOnly) {
             state.rfb.sendCtrlAltDel();
@@ -601,7 +798,7 @@ async function main() {
     window.addEventListener("pageshow", (event) => event.persisted && connect());
 
     // Signed out users go to the sign-in page now rather than after a failed socket.
-    await loadMe();
+    state.csrf = (await loadMe()).csrf;
     connect();
 }
 

@@ -139,7 +139,7 @@ async def test_an_approved_observer_watches_view_only_and_the_owner_hears_of_it(
 
     hello = await observer.hello()
     assert hello["type"] == "hello" and hello["permission"] == "view"
-    assert hello["observer"] == {"owner": "demo"}
+    assert hello["observer"] == {"owner": "demo", "console_id": owner.console_id, "moderator": False}
     client = RFBClient(observer)
     await client.handshake()
     assert (await client.full_update()).rects
@@ -258,7 +258,7 @@ async def test_approval_across_replicas_reaches_an_owner_replica_deaf_to_pub_sub
             )
         )[0] == 200
         hello = await observer.hello()
-        assert hello["observer"] == {"owner": "demo"}
+        assert hello["observer"] == {"owner": "demo", "console_id": owner.console_id, "moderator": False}
         await owner.watchers_notice(
             lambda n: any(w["status"] == "joined" for w in n["watchers"]), "the join on B, within a sync"
         )
