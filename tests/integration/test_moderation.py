@@ -83,6 +83,13 @@ async def typed(client: RFBClient, text: str = "ab") -> None:
     await client.next_update()
 
 
+def waiting(gateway: RunningGateway) -> dict[str, float | None]:
+    """The gauge of moderated consoles waiting for moderators, by reason."""
+    registry = gateway.gw.metrics.registry
+    name = "novnc_gateway_moderated_consoles_waiting"
+    return {r: registry.get_sample_value(name, {"reason": r}) for r in ("waiting", "paused")}
+
+
 def moderation_lines(gateway: RunningGateway) -> list[tuple[str, str, list[str]]]:
     lines = [e for e in gateway.audit_events() if e["event"] == "console_moderation"]
     return [(e["moderation"], e["user"], e["moderators"]) for e in lines]
@@ -101,6 +108,7 @@ async def test_input_passes_only_while_a_moderator_watches(
 
     await typed(owner_client)
     assert relay.stats.dropped == 4  # two keys, pressed and released: held at the gateway
+    assert waiting(gateway) == {"waiting": 1, "paused": 0}
     sent = relay.stats.bytes_to_upstream
 
     viewer = await sign_in(gateway, "viewer")
@@ -115,6 +123,7 @@ async def test_input_passes_only_while_a_moderator_watches(
     await observer_client.close()  # the moderator leaves: input is held again
     notice = await moderation(owner, owner_client, "paused")
     assert notice["reason"].startswith("Input paused because viewer left")
+    assert waiting(gateway) == {"waiting": 0, "paused": 1}
     await typed(owner_client)
     assert relay.stats.dropped == 8
 
@@ -125,6 +134,7 @@ async def test_input_passes_only_while_a_moderator_watches(
     await asyncio.wait_for(owner_client.wait_closed(), WAIT)
     assert (owner.close_code, owner.close_reason) == (CLOSE_MODERATION, "Ended by moderator viewer")
     await gateway.wait_for_audit("console_closed", console_id=console_id)
+    assert waiting(gateway) == {"waiting": 0, "paused": 0}
     assert moderation_lines(gateway) == [
         ("waiting", "demo", []),
         ("moderated", "demo", ["viewer"]),
