@@ -80,10 +80,15 @@ class LocalStore(RecordingStore):
             path = self._dir(rid)
             self.directory.mkdir(parents=True, exist_ok=True)
             path.mkdir()  # FileExistsError: the id is taken
-            _write_atomic(path / "meta.json", meta_bytes(meta))
-            _write_atomic(path / "header", header)
-            _fsync_dir(path)
-            _fsync_dir(self.directory)
+            try:
+                _write_atomic(path / "meta.json", meta_bytes(meta))
+                _write_atomic(path / "header", header)
+                _fsync_dir(path)
+                _fsync_dir(self.directory)
+            except OSError:
+                # No header, so never listed (nor expired by retention): do not leave it behind.
+                shutil.rmtree(path, ignore_errors=True)
+                raise
 
         await self._run("begin", work)
 
