@@ -47,6 +47,7 @@ __all__ = [
     "SegmentDraft",
     "Verification",
     "pack",
+    "rebuild",
     "unpack",
     "verify",
 ]
@@ -363,6 +364,15 @@ def _uvarint(out: bytearray, value: int) -> None:
     out.append(value)
 
 
+def _index_keys(index: IndexBuilder, t: int, message: bytes) -> None:
+    """A recorded input message's key, if it is one (KeyEvent, or QEMU's extended key event), into the
+    typed text."""
+    if len(message) >= 8 and message[0] == _KEY_EVENT:
+        index.key(t, int.from_bytes(message[4:8], "big"), message[1] != 0)
+    elif len(message) >= 12 and message[0] == _QEMU and message[1] == 0:
+        index.key(t, int.from_bytes(message[4:8], "big"), message[2:4] != b"\0\0")
+
+
 class RecordingWriter:
     """Events in, sealed segments out. One per recording; not thread-safe except as `build` says.
 
@@ -443,10 +453,7 @@ class RecordingWriter:
         if not self._record_input:
             return
         self._append(INPUT, t, message)
-        if len(message) >= 8 and message[0] == _KEY_EVENT:
-            self._index.key(self._last, int.from_bytes(message[4:8], "big"), message[1] != 0)
-        elif len(message) >= 12 and message[0] == _QEMU and message[1] == 0:
-            self._index.key(self._last, int.from_bytes(message[4:8], "big"), message[2:4] != b"\0\0")
+        _index_keys(self._index, self._last, message)
 
     def marker(self, t: int, kind: str, **fields: Any) -> None:
         """A marker (opened, resized, notice, input_held, closed, ...); fields must be JSON values."""
@@ -882,6 +889,45 @@ def verify(
         except RecordingError as exc:
             result.problems.append(exc.problem)
     return result
+
+
+def rebuild(keys: Keyring, header: bytes, segments: Iterable[bytes | None]) -> tuple[Index, list[Problem]]:
+    """The index of a recording that has none (still being written, or cut short), rebuilt from its
+    segments in order as the writer builds it, for the player's timeline. It ends at the first segment
+    that is missing or does not verify (that problem is returned). Input not recorded was not counted
+    either: the histogram of inputs holds only recorded ones. Raises RecordingError for a bad header."""
+    reader = RecordingReader(keys, header)
+    builder = IndexBuilder(typed_text=reader.header.record_input)
+    problems: list[Problem] = []
+    offset = len(PACKED_MAGIC) + 1 + _BLOB.size + len(header) + _BLOB.size  # as in pack()
+    end = 0
+    for number, data in enumerate(segments):
+        if data is None:
+            problems.append(Problem("missing", f"segment {number} is missing", number))
+            break
+        try:
+            segment = reader.segment(number, data)
+        except RecordingError as exc:
+            problems.append(exc.problem)
+            break
+        for record in segment.records:
+            if record.kind == SERVER:
+                builder.server(record.t, len(record.data))
+            elif record.kind == INPUT:
+                builder.input(record.t)
+                _index_keys(builder, record.t, record.data)
+            else:
+                builder.marker(record.t, record.marker())
+        screen = segment.screen
+        records = len(segment.records) + 1  # with the screen record, as the writer counts
+        size, digest = len(data), segment.sha256.hex()
+        width, height = screen.width, screen.height
+        builder.segment(
+            SegmentEntry(number, offset, size, segment.start, segment.end, width, height, records, digest)
+        )
+        offset += len(data) + _BLOB.size
+        end = segment.end
+    return builder.build(end), problems
 
 
 @dataclass(slots=True)
