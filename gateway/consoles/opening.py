@@ -185,7 +185,7 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
     live: LiveConsole | None = None
     try:
         provider = await _admit(services, session, base)
-        console_id = secrets.token_urlsafe(9)
+        console_id = _console_id()
         record = new_record(
             id=console_id,
             user=session.user,
@@ -672,6 +672,15 @@ def _clipboard_denied(stats: RelayStats) -> dict[str, int]:
         "copy_denied_bytes": stats.copy_denied_bytes,
     }
     return fields if stats.paste_denied or stats.copy_denied else {}
+
+
+def _console_id() -> str:
+    """12 URL-safe random characters, the first a letter or digit: a console's id is also its
+    recording's, which names files and objects (where a leading '-' reads as an option)."""
+    while True:
+        console_id = secrets.token_urlsafe(9)
+        if console_id[0].isalnum():
+            return console_id
 
 
 def _close_reason(text: str) -> str:
