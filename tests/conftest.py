@@ -5,7 +5,8 @@ HTTP response and WebSocket message an in-process aiohttp server sends (gateway 
 simulated ECS remote_console and Nova remote-consoles/action answers, the token's legitimate carriers,
 excepted), everything an `Operator` received (including the relayed RFB frames, which the relay writes
 past send_bytes), every log record, and at the end every file under the run's temporary directories
-(audit trails, gateway process logs) are scanned as they pass. Nothing is kept but the tokens' forms.
+(audit trails, gateway process logs) are scanned as they pass, and so is every local recording under them,
+decrypted and decompressed (tests/support/recordings.py). Nothing is kept but the tokens' forms.
 A leak fails the session in teardown, naming where it was seen.
 """
 
@@ -22,6 +23,7 @@ from aiohttp import web_response, web_ws
 from gateway.sim.novncproxy import NovncProxy
 from tests.support import gateway as gateway_support
 from tests.support.audit_schema import validate_line
+from tests.support.recordings import decoded_recordings
 from tests.support.token_scan import SCANNER, TokenScanner
 
 _FORMATTER = logging.Formatter()
@@ -129,6 +131,8 @@ def console_token_never_leaks(tmp_path_factory: pytest.TempPathFactory) -> Itera
         for owner, name, original in reversed(patched):
             setattr(owner, name, original)
         SCANNER.files = SCANNER.scan_tree(Path(tmp_path_factory.getbasetemp()))
+        for where, plaintext in decoded_recordings(Path(tmp_path_factory.getbasetemp())):
+            SCANNER.scan(plaintext, where)
     leaks = sorted({leak.where for leak in SCANNER.leaks})
     assert not leaks, f"a console token leaked into: {'; '.join(leaks)}"
 
