@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from gateway.audit import AuditLog
+from gateway.config import RecordingS3
 from gateway.recording.format import Header, Keyring, RecordingWriter, verify
 from gateway.recording.local import LocalStore
 from gateway.recording.retention import delete_expired
 from gateway.recording.s3 import S3Store
 from gateway.recording.store import RecordingStore, StoreError
-from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server
+from tests.support.s3_server import SECRET_KEY, S3Server
 
 KEYS = Keyring([os.urandom(32)], [os.urandom(32)])
 DAY = 86400.0
@@ -70,7 +71,8 @@ async def backend(
     server = s3_server
     bucket = f"rec-{uuid.uuid4().hex[:12]}"
     await server.create_bucket(bucket)
-    s3 = S3Store(bucket=bucket, endpoint=server.endpoint, access_key=ACCESS_KEY, secret_key=SECRET_KEY)
+    # Through the config section, as the gateway makes it (gateway/app.py).
+    s3 = S3Store.from_config(RecordingS3.model_validate(server.store_config(bucket)))
     own: list[S3Server] = []
 
     async def put_stray_s3() -> None:
