@@ -29,6 +29,16 @@ from bench.protocol import (
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("throughput_64k", "throughput_mix", "latency_one", "latency_many", "console_open")
 SYSTEMS = ("direct", "websockify", "gateway")
+# The same streams with TLS upstream and on both hops; nginx and the forwarder beside every relay.
+STREAMS = (
+    "throughput_64k",
+    "throughput_mix",
+    "tls_upstream_64k",
+    "tls_upstream_mix",
+    "tls_both_64k",
+    "tls_both_mix",
+)
+YARDSTICKS = ("nginx", "forwarder")
 
 
 def test_profiles_are_deterministic_and_exact() -> None:
@@ -80,9 +90,17 @@ def test_quick_run_measures_every_scenario_for_every_system(tmp_path: Path) -> N
         results = data["scenarios"][name]["results"]
         for system in SYSTEMS:
             assert system in results, (name, system)
-    for name in ("throughput_64k", "throughput_mix"):
-        for system in SYSTEMS:
-            assert data["scenarios"][name]["results"][system]["mb_per_s"] > 0
+    for name in STREAMS:
+        for system in (*SYSTEMS, *YARDSTICKS):
+            assert data["scenarios"][name]["results"][system]["mb_per_s"] > 0, (name, system)
+        assert name in data["ratios"]
+    assert data["scenarios"]["tls_both_mix"]["tls"]["gateway"].startswith("serves HTTPS")
+    for added in data["scenarios"]["latency_many"]["added"].values():
+        # A difference of percentiles from different moments is left out where it is noise: never < 0.
+        assert all(added[q] is None or added[q] > 0 for q in ("p50_ms", "p99_ms", "p999_ms")), added
+    cpc = data["scenarios"]["consoles_per_core"]
+    assert [p["consoles"] for p in cpc["points"]] == [5, 10]
+    assert all(p["gateway"]["n"] > 0 and p["direct"]["n"] > 0 for p in cpc["points"])
     for system in SYSTEMS:
         points = data["scenarios"]["idle"][system]["points"]
         assert points and all(p["sessions"] == p["requested"] for p in points), (system, points)
@@ -90,6 +108,13 @@ def test_quick_run_measures_every_scenario_for_every_system(tmp_path: Path) -> N
     assert {"direct", "websockify", "gateway_1w", "gateway_2w"} <= set(scaling)
     assert sum(scaling["gateway_2w"]["sessions_per_worker"]) == data["scenarios"]["scaling"]["sessions"]
     assert data["scenarios"]["console_open"]["gateway_api_ms"]["p50_ms"] > 0
-    assert {t["target"].split(":")[0] for t in data["targets"]} >= {"throughput_64k", "latency_many", "idle"}
+    assert {t["target"].split(":")[0] for t in data["targets"]} >= {
+        "throughput_64k",
+        "latency_many",
+        "idle",
+        "tls_upstream_64k",
+        "tls_upstream_mix",
+    }
+    assert any(t["target"].startswith("consoles per core") for t in data["targets"])
     assert "| target |" in (tmp_path / "latest.md").read_text()
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
