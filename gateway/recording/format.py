@@ -674,9 +674,12 @@ def _decode_records(raw: bytes, start: int, count: int, number: int) -> tuple[Sc
             else:
                 raise ValueError(f"unknown record kind {kind}")
     except (IndexError, ValueError, struct.error) as exc:
-        reason = (
-            str(exc) if isinstance(exc, ValueError) and not isinstance(exc, UnicodeError) else "truncated"
-        )
+        if isinstance(exc, UnicodeError):
+            reason = "the desktop name is not UTF-8"
+        elif isinstance(exc, IndexError | struct.error):
+            reason = "a record is cut off"
+        else:
+            reason = str(exc)
         raise _fail("malformed", f"segment {number}: records are malformed ({reason})", number) from None
     if screen is None or n != count:
         raise _fail("malformed", f"segment {number}: holds {n} records, its header says {count}", number)
