@@ -22,6 +22,7 @@ from gateway.clouds.base import Server
 from gateway.consoles.codes import (
     CLOSE_LOCKED,
     CLOSE_LOGGED_OUT,
+    CLOSE_OWNER_CLOSED,
     CLOSE_SIGNIN_EXPIRED,
     CODES,
     REASON_LOCKED,
@@ -199,13 +200,15 @@ class ConsoleRegistry:
         if not lives:
             return 0
         await self.refresh_watchers()
+        ended = await self._orphaned_observers(lives)
         locked = await self.store.locked_users()
         revoked = await self.store.revoked_sessions({live.record.sid for live in lives})
         requested = await self.store.termination_requests([live.record.id for live in lives])
-        ended = 0
         for live in lives:
             record = live.record
             verdict = requested.get(record.id)
+            if live.closed_by is not None:
+                continue  # an orphaned observer, just ended
             if verdict is not None:
                 live.terminate(int(verdict["code"]), str(verdict["reason"]), str(verdict["by"]))
             elif record.user in locked:
@@ -244,6 +247,20 @@ class ConsoleRegistry:
                 "groups": list(identity.groups),
             }
         )
+
+    async def _orphaned_observers(self, lives: list[LiveConsole]) -> int:
+        """End the observers whose watched console is no longer in the ledger: it ended without its end
+        reaching them, or its replica died (its entry lapsed). One ledger read, only when observers run."""
+        observers = [live for live in lives if live.record.watching]
+        if not observers:
+            return 0
+        listed = {record.id for record in await self.store.consoles()}
+        ended = 0
+        for live in observers:
+            if live.record.watching not in listed and live.closed_by is None:
+                live.terminate(CLOSE_OWNER_CLOSED, CODES[CLOSE_OWNER_CLOSED].reason, "owner_closed")
+                ended += 1
+        return ended
 
     async def publish_watchers(self, console_id: str) -> None:
         """Tell every replica that the watchers of `console_id` changed (they are in the state already)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -87,3 +89,20 @@ def test_explain_shows_join_when_a_rule_grants_it() -> None:
     )
     assert "join:     no (no rule lets olga join" in explain(p, "olga", ["ops"], server())
     assert "join:" not in explain(policy(OPS), "olga", ["ops"], server())  # no join rules, no line
+
+
+def test_docs_join_example_is_what_the_code_does() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text(encoding="utf-8")
+    section = doc.split("## Joining live consoles", 1)[1]
+    p = Policy(
+        PolicyConfig.model_validate(
+            {"rules": tomllib.loads(section.split("```toml\n", 1)[1].split("```", 1)[0])["policy"]["rules"]}
+        )
+    )
+    lead = p.may_join("mia", ["ops-leads"], server())
+    assert (lead.allowed, lead.approval, lead.rule) == (True, True, "leads-watch")
+    lab = p.may_join("tim", ["trainees"], server(tags=("env=lab",)))
+    assert (lab.allowed, lab.approval) == (True, False)
+    assert p.decide("tim", ["trainees"], server(tags=("env=lab",))).permission is Permission.VIEW
+    line = next(x for x in explain(p, "mia", ["ops-leads"], server()).splitlines() if x.startswith("join:"))
+    assert f"`{line}`" in doc
