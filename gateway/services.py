@@ -203,8 +203,18 @@ class Gateway:
                 continue
             record.groups = list(groups)
             grants = live.grants(time.time())
-            permission = self.policy.decide(record.user, groups, live.server, grants).permission
-            if rank[permission] < rank[Permission(record.permission)]:
+            decision = self.policy.decide(record.user, groups, live.server, grants)
+            permission = decision.permission
+            moderation = list(decision.demands.moderation.groups if decision.demands.moderation else ())
+            if (
+                permission is Permission.CONTROL
+                and record.permission == "control"
+                and moderation != record.moderation
+            ):
+                # Moderation added, removed or given to other groups: the console reopens under the new one.
+                live.terminate(CLOSE_POLICY, "The moderation this console needs changed; reopen it", "policy")
+                closed += 1
+            elif rank[permission] < rank[Permission(record.permission)]:
                 live.terminate(
                     CLOSE_POLICY,
                     "Your access to this server was withdrawn"

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config import GatewayConfig
 from gateway.consoles.codes import CLOSE_MODERATION
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
@@ -178,6 +179,30 @@ async def test_terminate_closes_the_console_when_the_moderator_leaves(
     assert (owner.close_code, owner.close_reason) == (CLOSE_MODERATION, "Closed because viewer left")
     closed = await gateway.wait_for_audit("console_closed", console_id=console_id)
     assert closed["closed_by"] == "moderation"
+
+
+async def test_a_reload_that_changes_moderation_reopens_control_consoles(
+    gateways: Callable[..., Awaitable[RunningGateway]], sign_in: SignIn
+) -> None:
+    """Moderation added by a reload reaches the consoles already open: control ones close (4003) and
+    reopen moderated; view ones are not concerned."""
+    seen: dict[str, Any] = {}
+    gateway = await gateways(lambda data: seen.update(data=data))
+    owner, owner_client = await console(await sign_in(gateway, "demo"), "db-01")
+    assert "moderation" not in owner.notices[0]
+    _, viewer_client = await console(await sign_in(gateway, "viewer"), "db-01")
+    moderated()(seen["data"])
+    gw = gateway.gw
+    gw.apply_config(GatewayConfig.model_validate(seen["data"]))  # what SIGHUP does (gateway/server.py)
+    assert gw.redecide(lambda r: gw.current_groups(r.user, r.method, r.groups)) == 1
+    await asyncio.wait_for(owner_client.wait_closed(), WAIT)
+    assert (owner.close_code, owner.close_reason) == (
+        4003,
+        "The moderation this console needs changed; reopen it",
+    )
+    await typed(viewer_client)  # the view-only console goes on
+    again, _ = await console(await sign_in(gateway, "demo"), "db-01")
+    assert again.notices[0]["moderation"]["state"] == "waiting"
 
 
 pair = missed.pair  # the fixtures of two replicas on one Redis, one of which can be cut off from pub/sub
