@@ -29,6 +29,7 @@ from gateway.auth.throttle import SignInThrottle
 from gateway.clouds.base import CloudProvider
 from gateway.config import GatewayConfig
 from gateway.consoles.codes import CLOSE_POLICY, CLOSE_SIGNIN_EXPIRED
+from gateway.consoles.keepalive import KeepAlive
 from gateway.consoles.registry import ConsoleRegistry, LiveConsole
 from gateway.metrics import Metrics
 from gateway.policy import Permission, Policy
@@ -64,6 +65,7 @@ class Gateway:
     last_cloud_ok: float = 0.0
     started: float = field(default_factory=time.time)
     passwords: PasswordPool = field(default_factory=PasswordPool)
+    keepalive: KeepAlive = field(default_factory=KeepAlive)  # pings every console's sockets, one timer
 
     # Rebuilt from config by `apply_config`.
     policy: Policy = field(init=False)
@@ -203,18 +205,8 @@ class Gateway:
                 continue
             record.groups = list(groups)
             grants = live.grants(time.time())
-            decision = self.policy.decide(record.user, groups, live.server, grants)
-            permission = decision.permission
-            moderation = list(decision.demands.moderation.groups if decision.demands.moderation else ())
-            if (
-                permission is Permission.CONTROL
-                and record.permission == "control"
-                and moderation != record.moderation
-            ):
-                # Moderation added, removed or given to other groups: the console reopens under the new one.
-                live.terminate(CLOSE_POLICY, "The moderation this console needs changed; reopen it", "policy")
-                closed += 1
-            elif rank[permission] < rank[Permission(record.permission)]:
+            permission = self.policy.decide(record.user, groups, live.server, grants).permission
+            if rank[permission] < rank[Permission(record.permission)]:
                 live.terminate(
                     CLOSE_POLICY,
                     "Your access to this server was withdrawn"

@@ -325,10 +325,12 @@ async def open_upstream(
     allowlist: HostAllowlist,
     ssl_context: ssl.SSLContext | None,
     connect_timeout: float,
-    heartbeat: float | None,
     max_msg_size: int,
+    autoping: bool = True,
 ) -> aiohttp.ClientWebSocketResponse:
-    """Connect to the console proxy as a non-browser client: no Origin, subprotocol `binary`.
+    """Connect to the console proxy as a non-browser client: no Origin, subprotocol `binary`. No
+    heartbeat: the relay's keep-alive pings (consoles/keepalive.py), and `autoping=False` leaves the
+    pings and pongs to it.
 
     Errors surface as `UpstreamError` without their cause chained: aiohttp's exception texts
     quote the request URL, token included.
@@ -353,8 +355,7 @@ async def open_upstream(
                 ssl=ssl_param,
                 compress=0,
                 autoclose=True,
-                autoping=True,
-                heartbeat=heartbeat,
+                autoping=autoping,
                 max_msg_size=max_msg_size,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=connect_timeout),
             )

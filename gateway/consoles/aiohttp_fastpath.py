@@ -6,8 +6,9 @@ Three things need them, because aiohttp has no public API for them:
   socket as they arrived, header and payload, instead of being decoded into messages and encoded again
   (the upstream connection's payload parser is replaced; the browser's protocol and transport are used
   for writing and for flow control);
-- disarming the closed upstream socket's heartbeat timer (`disarm_heartbeat`);
-- aborting a WebSocket whose peer never takes its close frame (`abort`).
+- a keep-alive ping written now, without the task aiohttp's coroutine `ping()` would need (`ping`;
+  consoles/keepalive.py sends thousands a minute);
+- aborting a WebSocket whose peer never takes its close frame, or stopped answering pings (`abort`).
 
 Each is used only when aiohttp is a version it was checked against (`CHECKED`) and the attributes look
 as expected; otherwise the relay falls back to aiohttp's public receive/send (correct, only slower), and
@@ -18,18 +19,19 @@ misbehave). The suite runs the relay and pass-through tests both ways.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 import aiohttp
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from gateway.consoles.frames import CONTROL_OPS, OP_BINARY, OP_CONTINUATION, FrameError, FrameSplitter
 from gateway.consoles.relay_core import RelayStats
 
-__all__ = ["CHECKED", "Passthrough", "abort", "attach_passthrough", "disarm_heartbeat", "supported"]
+__all__ = ["CHECKED", "Passthrough", "abort", "attach_passthrough", "ping", "supported"]
 
 log = logging.getLogger("gateway.relay")
 
@@ -277,14 +279,23 @@ def attach_passthrough(
     return passthrough
 
 
-def disarm_heartbeat(upstream: aiohttp.ClientWebSocketResponse) -> None:
-    """aiohttp 3.14 re-arms a closed client WebSocket's heartbeat timer when bytes (the peer's close
-    frame) arrive during close(), and that timer pins the connection with its TLS buffers (~0.4 MB) for
-    a whole keep-alive period after every console. Cancel it once the socket is closed. (Public
-    fallback: none; the timer then lapses on its own after one keep-alive period.)"""
-    cancel = getattr(upstream, "_cancel_heartbeat", None)
-    if upstream.closed and callable(cancel):
-        cancel()
+def ping(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:
+    """Write a ping frame now. aiohttp's `ping()` is a coroutine, so each ping would need a task; its
+    writer's frame method is synchronous for an uncompressed control frame (masking included on the
+    client side). Public fallback: a task running `ws.ping()`. A failed write is left to the pumps,
+    which see the connection end."""
+    writer = getattr(ws, "_writer", None)
+    write = getattr(writer, "_write_websocket_frame", None)
+    if supported() and callable(write) and getattr(writer, "_closing", None) is False:
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+            write(b"", WSMsgType.PING, 0)
+        return
+    asyncio.get_running_loop().create_task(ws.ping()).add_done_callback(_ignore_failure)
+
+
+def _ignore_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: a failed ping is the pumps' to notice
 
 
 def abort(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse) -> None:

@@ -25,6 +25,7 @@ from aiohttp import WSMsgType, web
 
 from gateway.consoles import aiohttp_fastpath
 from gateway.consoles.codes import CLOSE_GOING_AWAY, CLOSE_INTERNAL, CODES
+from gateway.consoles.keepalive import KeepAlive, Watch
 from gateway.consoles.relay_core import (
     ABNORMAL,
     CloseInfo,
@@ -46,6 +47,15 @@ __all__ = ["Relay"]
 log = logging.getLogger("gateway.relay")
 
 _DEFAULT_CLOSE_TIMEOUT: Final = 5.0
+_BROWSER: Final = 0  # the keep-alive's side tags
+_UPSTREAM: Final = 1
+
+
+async def _pong(ws: web.WebSocketResponse | aiohttp.ClientWebSocketResponse, data: bytes) -> None:
+    """Answer a peer's ping (autoping is off so that the pumps see pongs); a failed write is noticed by
+    the next receive."""
+    with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+        await ws.pong(data)
 
 
 def _wire_code(code: int) -> int:
@@ -64,14 +74,26 @@ class Relay:
         *,
         close_timeout: float = _DEFAULT_CLOSE_TIMEOUT,
         max_msg_size: int | None = None,
+        keepalive: KeepAlive | None = None,
+        keepalive_interval: float = 0.0,
     ) -> None:
         """`max_msg_size` is the limit the upstream connection was opened with; given, downstream frames
         pass through without re-encoding, under that limit. Make the Relay right after the upstream
-        opened, before anything awaits, so that it sees the upstream's frames from the first byte on."""
+        opened, before anything awaits, so that it sees the upstream's frames from the first byte on.
+        With `keepalive` (and an interval), both sockets are pinged while their peers are silent and a
+        peer that stops answering is closed (consoles/keepalive.py); open both sockets with aiohttp's
+        heartbeat off and autoping off, so that the pumps see the pongs."""
         self._browser = browser
         self._upstream = upstream
         self._core = core
         self._close_timeout = close_timeout
+        self._keepalive = keepalive if keepalive_interval > 0 else None
+        self._keepalive_interval = keepalive_interval
+        self._watches: tuple[Watch, ...] = ()
+        # Messages each pump received (any kind: a pong counts); with the frames passed through, the
+        # keep-alive's measure of a peer's life.
+        self._heard_browser = 0
+        self._heard_upstream = 0
         self._passthrough: aiohttp_fastpath.Passthrough | None = None
         if max_msg_size is not None:
             self._passthrough = aiohttp_fastpath.attach_passthrough(
@@ -138,6 +160,9 @@ class Relay:
                 self._tasks.append(loop.create_task(self._watchdog(started), name="relay-watchdog"))
             for task in self._tasks:
                 task.add_done_callback(self._task_done)
+            keepalive, every = self._keepalive, self._keepalive_interval
+            if keepalive is not None:
+                self._watches = tuple(keepalive.watch(self, side, every) for side in (_BROWSER, _UPSTREAM))
         try:
             await asyncio.shield(self._end)
         except asyncio.CancelledError:
@@ -157,6 +182,30 @@ class Relay:
                 self._core.terminate(CLOSE_INTERNAL, CODES[CLOSE_INTERNAL].reason, upstream_code=1011)
             )
 
+    # -- the keep-alive (consoles/keepalive.py) ----------------------------------------------------
+
+    def keepalive_progress(self, side: int) -> int:
+        if side == _BROWSER:
+            return self._heard_browser
+        return self._heard_upstream + self._core.stats.bytes_to_browser  # passed-through frames count
+
+    def keepalive_ping(self, side: int) -> None:
+        ws = self._browser if side == _BROWSER else self._upstream
+        if not ws.closed:
+            aiohttp_fastpath.ping(ws)
+
+    def keepalive_dead(self, side: int) -> None:
+        """The peer answered no ping: end the console as if its connection dropped, and drop it."""
+        if self._core.ended is not None:
+            return
+        log.info("the %s answered no keep-alive ping; closing", "browser" if side == _BROWSER else "upstream")
+        if side == _BROWSER:
+            self._apply(self._core.browser_vanished())
+            aiohttp_fastpath.abort(self._browser)
+        else:
+            self._apply(self._core.upstream_failed())
+            aiohttp_fastpath.abort(self._upstream)
+
     # -- the pumps ---------------------------------------------------------------------------------
 
     async def _pump_upstream(self) -> None:
@@ -170,6 +219,7 @@ class Relay:
             if passthrough is not None and not core.follows_server and passthrough.try_forward():
                 passthrough = None  # frames pass through from now on; this pump sees only the rest
             msg = await receive()
+            self._heard_upstream += 1
             if msg.type is binary:
                 for command in upstream_bytes(msg.data):
                     if type(command) is ToBrowser:
@@ -177,8 +227,10 @@ class Relay:
                             await send(command.data)
                         except (ConnectionError, aiohttp.ClientError):
                             return self._apply(core.browser_vanished())
-            elif msg.type is WSMsgType.TEXT:
+            elif msg.type is WSMsgType.TEXT or msg.type is WSMsgType.PONG:
                 continue  # websockify speaks binary; text frames to the browser are the gateway's
+            elif msg.type is WSMsgType.PING:
+                await _pong(self._upstream, msg.data)
             elif msg.type is WSMsgType.CLOSE:
                 return self._apply(core.upstream_closed(msg.data, msg.extra or ""))
             elif msg.type is WSMsgType.ERROR:
@@ -196,6 +248,7 @@ class Relay:
         binary = WSMsgType.BINARY
         while True:
             msg = await receive()
+            self._heard_browser += 1
             if msg.type is binary:
                 commands = browser_bytes(msg.data, clock())
                 for command in commands:
@@ -212,8 +265,10 @@ class Relay:
                             self._passthrough.try_forward()
                     else:
                         return self._apply(commands)  # the closes after a protocol error
-            elif msg.type is WSMsgType.TEXT:
+            elif msg.type is WSMsgType.TEXT or msg.type is WSMsgType.PONG:
                 continue  # nothing the browser says in text is for the console
+            elif msg.type is WSMsgType.PING:
+                await _pong(self._browser, msg.data)
             elif msg.type is WSMsgType.CLOSE:
                 return self._apply(core.browser_closed(msg.data, msg.extra or ""))
             else:  # CLOSING (we closed it), CLOSED (vanished), ERROR
@@ -272,6 +327,8 @@ class Relay:
         assert info is not None  # the end is set only once the core decided it
         if self._passthrough is not None:
             self._passthrough.stop_forwarding()
+        for watch in self._watches:
+            self._keepalive.forget(watch)  # type: ignore[union-attr]
         for task in self._tasks:
             if task.get_name() == "relay-watchdog" and not task.done():
                 task.cancel()
@@ -283,7 +340,6 @@ class Relay:
             if not task.done():
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        aiohttp_fastpath.disarm_heartbeat(self._upstream)
         self.close_info = info
         stats = self._core.stats
         log.debug(

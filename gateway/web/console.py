@@ -34,7 +34,7 @@ async def console_response(request: web.Request, gw: Gateway) -> web.WebSocketRe
     console = gw.config.console
     ws = web.WebSocketResponse(
         protocols=("binary",),
-        heartbeat=console.keepalive or None,
+        autoping=False,  # the relay answers pings, and sees pongs for the keep-alive (gw.keepalive)
         max_msg_size=console.max_message_size,
         compress=False,
     )
@@ -82,7 +82,7 @@ def services_for(gw: Gateway, ws: web.WebSocketResponse) -> ConsoleServices:
             allowlist=gw.allowlist,
             ssl_context=gw.upstream_ssl if target.scheme == "wss" else None,
             connect_timeout=config.upstream.connect_timeout,
-            heartbeat=config.console.keepalive or None,
+            autoping=False,
             max_msg_size=config.console.max_message_size,
         )
         # Made now, before anything awaits, so that the relay sees the upstream's frames from the first
@@ -92,6 +92,8 @@ def services_for(gw: Gateway, ws: web.WebSocketResponse) -> ConsoleServices:
             upstream,
             core,
             max_msg_size=config.console.max_message_size if config.console.frame_passthrough else None,
+            keepalive=gw.keepalive,
+            keepalive_interval=config.console.keepalive,
         )
 
     def cloud_answered() -> None:

@@ -52,7 +52,6 @@ UPSTREAM_ARGS: dict[str, Any] = {
     "allowlist": HostAllowlist(["127.0.0.1"]),
     "ssl_context": None,
     "connect_timeout": 5.0,
-    "heartbeat": None,
     "max_msg_size": 1 << 20,
 }
 

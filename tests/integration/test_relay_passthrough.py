@@ -69,7 +69,6 @@ class Harness:
                 allowlist=HostAllowlist(["127.0.0.1"]),
                 ssl_context=None,
                 connect_timeout=5.0,
-                heartbeat=None,
                 max_msg_size=max_msg,
             )
             relay = Relay(

@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from gateway.consoles.keepalive import KeepAlive
 from gateway.consoles.relay import Relay
 from gateway.consoles.relay_core import CloseInfo, RelayCore
 from gateway.rfb import ClientMessageFilter
@@ -194,6 +195,7 @@ class RelayOptions:
     upstream_max_msg: int = 1 << 20
     terminate_before_run: tuple[int, str] | None = None
     frame_passthrough: bool = True  # False: aiohttp's public receive/send only
+    keepalive: float = 0.0  # the relay's keep-alive interval (0: off), on a 50 ms grid
 
 
 class GatewayHarness:
@@ -209,6 +211,7 @@ class GatewayHarness:
         self.results: list[asyncio.Future[CloseInfo]] = []
         self.handler_tasks: list[asyncio.Task[object]] = []
         self.relay_started = asyncio.Event()
+        self.keepalive = KeepAlive(resolution=0.05)
         self.port = 0
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
@@ -232,7 +235,8 @@ class GatewayHarness:
         assert self._http is not None
         result: asyncio.Future[CloseInfo] = asyncio.get_running_loop().create_future()
         self.results.append(result)
-        browser = web.WebSocketResponse(max_msg_size=1 << 20, compress=False)
+        # autoping off on both sides, as the gateway opens them: the relay answers pings and sees pongs.
+        browser = web.WebSocketResponse(max_msg_size=1 << 20, compress=False, autoping=False)
         await browser.prepare(request)
         self.requests.append(request)
         self.browsers.append(browser)
@@ -242,8 +246,8 @@ class GatewayHarness:
             allowlist=HostAllowlist(["127.0.0.1"]),
             ssl_context=None,
             connect_timeout=5.0,
-            heartbeat=None,
             max_msg_size=self.options.upstream_max_msg,
+            autoping=False,
         )
         self.upstreams.append(upstream)
         relay = Relay(
@@ -257,6 +261,8 @@ class GatewayHarness:
             ),
             close_timeout=self.options.close_timeout,
             max_msg_size=self.options.upstream_max_msg if self.options.frame_passthrough else None,
+            keepalive=self.keepalive,
+            keepalive_interval=self.options.keepalive,
         )
         self.relays.append(relay)
         task = asyncio.current_task()

@@ -196,7 +196,7 @@ def target_for(port: int, scheme: str = "ws", host: str = "127.0.0.1") -> Upstre
     return UpstreamTarget(scheme=scheme, host=host, port=port, path="/websockify", token=SECRET)
 
 
-OPEN_ARGS = {"connect_timeout": 5.0, "heartbeat": None, "max_msg_size": 1 << 20}
+OPEN_ARGS = {"connect_timeout": 5.0, "max_msg_size": 1 << 20}
 
 
 async def test_open_upstream_sends_token_no_origin_and_binary(
@@ -278,7 +278,6 @@ async def test_timeout(http: aiohttp.ClientSession) -> None:
                 allowlist=HostAllowlist(["127.0.0.1"]),
                 ssl_context=None,
                 connect_timeout=0.3,
-                heartbeat=None,
                 max_msg_size=1024,
             )
         assert accepted.is_set()
