@@ -181,6 +181,34 @@ async def test_terminate_closes_the_console_when_the_moderator_leaves(
     assert closed["closed_by"] == "moderation"
 
 
+async def test_terminate_waits_the_grace_for_a_moderator_to_come_back(
+    gateways: Callable[..., Awaitable[RunningGateway]], sign_in: SignIn
+) -> None:
+    """A page reload is a leave and a join: within the grace the console is only held; after it, closed."""
+    gateway = await gateways(moderated(on_leave="terminate", grace=1.0))
+    owner, owner_client = await console(await sign_in(gateway, "demo"), "db-01")
+    console_id = owner.notices[0]["console_id"]
+    viewer = await sign_in(gateway, "viewer")
+    _, observer_client = await join(viewer, console_id)
+    await moderation(owner, owner_client, "moderated")
+    await observer_client.close()
+    leaving = await moderation(owner, owner_client, "leaving")
+    assert leaving["held"] and "closes unless a moderator joins" in leaving["reason"]
+    _, observer_client = await join(viewer, console_id)  # back in time
+    await moderation(owner, owner_client, "moderated")
+    await observer_client.close()
+    started = time.monotonic()
+    await moderation(owner, owner_client, "leaving")
+    await asyncio.wait_for(owner_client.wait_closed(), WAIT)
+    assert time.monotonic() - started >= 0.9  # not before the grace ran out
+    assert (owner.close_code, owner.close_reason) == (
+        CLOSE_MODERATION,
+        "This console closed: no moderator came back in time",
+    )
+    states = [state for state, _, _ in moderation_lines(gateway)]
+    assert states == ["waiting", "moderated", "leaving", "moderated", "leaving", "ended"]
+
+
 async def test_a_reload_that_changes_moderation_reopens_control_consoles(
     gateways: Callable[..., Awaitable[RunningGateway]], sign_in: SignIn
 ) -> None:
