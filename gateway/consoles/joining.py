@@ -22,7 +22,7 @@ import logging
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.audit import COMMON_FIELDS
 from gateway.auth.cookie import SessionData
@@ -61,12 +61,20 @@ from gateway.consoles.watchers import LEFT_TTL
 from gateway.policy import Decision, Demands, JoinDecision, Permission
 from gateway.state.base import ConsoleRecord, StateUnavailable, Watcher
 
-__all__ = ["JoinRequest", "join_console"]
+__all__ = ["JoinRequest", "Observer", "join_console"]
 
 log = logging.getLogger("gateway.shadowing")
 
 _NO_CONSOLE = "No such live console: it may have ended"
 _WAKE = 1.0  # seconds: how often a waiting join looks at its own console (a termination, the owner's end)
+
+
+class Observer(Browser, Protocol):
+    """The observer's page: the hello, and its leaving while it waits for approval (before the hello it
+    sends nothing, so the wait can listen for its close)."""
+
+    async def left(self) -> None:
+        """Return once the page has closed its socket."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +86,9 @@ class JoinRequest:
     state_down: bool = False
 
 
-async def join_console(request: JoinRequest, browser: Browser, services: ConsoleServices) -> Refusal | Closed:
+async def join_console(
+    request: JoinRequest, browser: Observer, services: ConsoleServices
+) -> Refusal | Closed:
     session = request.session
     if session is None:
         return Refusal(CLOSE_UNAUTHENTICATED, CODES[CLOSE_UNAUTHENTICATED].reason, "unauthenticated")
@@ -240,12 +250,13 @@ async def _approval(
     live: LiveConsole,
     watch: Watcher,
     owner: ConsoleRecord,
-    browser: Browser,
+    browser: Observer,
     base: dict[str, Any],
 ) -> None:
     """Wait for the owner's answer, holding nothing open upstream. The answer reaches this replica as a
     watchers change (the command, or the next reconciliation); a timeout is a decision too, taken with the
-    same compare-and-set as the owner's, so exactly one of them stands."""
+    same compare-and-set as the owner's, so exactly one of them stands. A page that leaves meanwhile
+    withdraws its request at once (its limit slot is freed, the owner's list updated)."""
     timeout = services.config.console.join_approval_timeout
     heard = asyncio.Event()
 
@@ -255,6 +266,8 @@ async def _approval(
     live.watch_listeners.append(changed)
     gauge = services.metrics.observers.labels(state="pending")
     gauge.inc()
+    gone = asyncio.ensure_future(browser.left())
+    gone.add_done_callback(lambda _: heard.set())
     try:
         await _write(services, watch, timeout + LEFT_TTL)
         notice = {"type": "join_pending", "owner": owner.user, "timeout": timeout}
@@ -265,6 +278,8 @@ async def _approval(
         deadline = services.monotonic() + timeout
         while True:
             _unless_terminated(live)
+            if gone.done():
+                raise _Refused(CLOSE_GOING_AWAY, "", "browser_gone")
             mine = live.watchers.get(watch.id)
             if mine is not None and mine.status == "approved":
                 watch.status, watch.decided_by = "approved", mine.decided_by
@@ -281,6 +296,9 @@ async def _approval(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(heard.wait(), min(left, _WAKE))
     finally:
+        gone.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await gone  # the page's socket is free for the relay again
         gauge.dec()
         live.watch_listeners.remove(changed)
 

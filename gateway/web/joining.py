@@ -6,8 +6,9 @@ request and the answer live in the shared state)."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from gateway.consoles.joining import JoinRequest, join_console
 from gateway.consoles.opening import Refusal
@@ -21,6 +22,24 @@ from gateway.web.session_cookie import current
 
 log = logging.getLogger("gateway.shadowing")
 routes = web.RouteTableDef()
+
+
+class _Page:
+    """The observer's socket as joining needs it (consoles/joining.py `Observer`)."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self._ws = ws
+
+    async def send_json(self, data: Any) -> None:
+        await self._ws.send_json(data)
+
+    async def left(self) -> None:
+        """Until the page closes its socket; before the hello it sends nothing else (noVNC starts on the
+        hello), so nothing meant for the console is read away here."""
+        while not self._ws.closed:
+            msg = await self._ws.receive()
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
 
 
 @routes.get("/ws/join/{console_id}")
@@ -39,7 +58,7 @@ async def join_socket(request: web.Request) -> web.StreamResponse:
                 audit=audit_base(request, session),
                 state_down=bool(request.get(STATE_DOWN)),
             ),
-            ws,
+            _Page(ws),
             services_for(gw, ws),
         )
         if isinstance(outcome, Refusal) and not ws.closed:

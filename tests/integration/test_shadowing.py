@@ -194,6 +194,25 @@ async def test_an_unanswered_join_times_out_without_a_frame(
     await owner.watchers_notice(lambda n: not n["watchers"], "the request gone from the owner's list")
 
 
+async def test_a_page_that_leaves_while_waiting_withdraws_its_request(
+    gateways: Callable[..., Awaitable[RunningGateway]], sign_in: SignIn, owners: list[Owner]
+) -> None:
+    gateway = await gateways(watchers("owner"))
+    demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
+    owner = await Owner.open(demo)
+    owners.append(owner)
+    observer = await join(viewer, owner.console_id)
+    await owner.watchers_notice(pending, "the request")
+    await observer.ws.close()
+    await owner.watchers_notice(
+        lambda n: not n["watchers"] and {"event": "left", "user": "viewer", "name": "viewer"} in n["events"],
+        "the withdrawn request gone from the owner's list",
+    )
+    # Its console left the ledger at once: the slot it held under the limits is free again.
+    await wait_for(lambda: len(gateway.gw.registry.local) == 1, 5, "the waiting console released")
+    assert gateway.gw.metrics.observers.labels(state="pending")._value.get() == 0
+
+
 async def test_without_approval_the_observer_joins_at_once_and_ends_with_the_owners_console(
     gateways: Callable[..., Awaitable[RunningGateway]], sign_in: SignIn, owners: list[Owner]
 ) -> None:
