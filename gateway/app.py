@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -14,11 +16,26 @@ from gateway.clouds.registry import build_provider
 from gateway.config import GatewayConfig
 from gateway.consoles.registry import ConsoleRegistry
 from gateway.metrics import Metrics
+from gateway.recording.local import LocalStore
+from gateway.recording.retention import delete_expired
+from gateway.recording.s3 import S3Store
+from gateway.recording.store import RecordingStore, StoreError
 from gateway.services import Gateway
 from gateway.state.base import StateStore
 from gateway.state.memory import MemoryStore
 from gateway.upstream import upstream_session
-from gateway.web import access, admin, api, console, health, joining, moderation, oidc_routes, pages
+from gateway.web import (
+    access,
+    admin,
+    api,
+    console,
+    health,
+    joining,
+    moderation,
+    oidc_routes,
+    pages,
+    recordings,
+)
 from gateway.web.csrf import csrf
 from gateway.web.identity import local_users, proxy_identity
 from gateway.web.keys import GATEWAY
@@ -46,6 +63,35 @@ def make_store(config: GatewayConfig) -> StateStore:
             console_ttl=settings.console_ttl,
         )
     return MemoryStore(console_ttl=config.state.redis.console_ttl)  # the same contract, the same bound
+
+
+def make_recording_store(config: GatewayConfig) -> RecordingStore | None:
+    """The one place that maps `[recording]` onto a store; None without keys (nothing can be recorded,
+    nor read back)."""
+    recording = config.recording
+    if not recording.hmac_keys:
+        return None
+    if recording.store == "s3":
+        return S3Store.from_config(recording.s3)
+    return LocalStore(recording.directory)
+
+
+RETENTION_EVERY = 3600.0  # seconds between two retention runs (the first runs at start-up)
+
+
+async def _retention(gw: Gateway) -> None:
+    """Delete the recordings older than `recording.retention`, now and every hour (a reload's new value
+    counts from the next run); a store that cannot be listed is tried again next time."""
+    while True:
+        max_age = gw.config.recording.retention
+        if gw.recordings is not None and max_age > 0:
+            try:
+                deleted = await delete_expired(gw.recordings, gw.audit, max_age=max_age, now=time.time())
+                if deleted:
+                    log.info("retention deleted %d recording(s)", len(deleted))
+            except StoreError as exc:
+                log.warning("recording retention skipped: %s", exc)
+        await asyncio.sleep(RETENTION_EVERY)
 
 
 def sync_interval(config: GatewayConfig) -> float:
@@ -87,16 +133,21 @@ def build_app(config: GatewayConfig) -> web.Application:
             upstream_http=upstream_session(),
             registry=registry,
             clouds=providers,
+            recordings=make_recording_store(config),
         )
         registry.replica = gw.replica
         app[GATEWAY] = gw
         await registry.start()
+        retention = asyncio.create_task(_retention(gw), name="recording-retention")
         log.info(
             "gateway ready (replica %s, %d cloud(s), origins %s)", gw.replica, len(providers), gw.origins
         )
         try:
             yield
         finally:
+            retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await retention
             await _shutdown(gw)
 
     app.cleanup_ctx.append(lifecycle)
@@ -106,6 +157,7 @@ def build_app(config: GatewayConfig) -> web.Application:
     app.add_routes(console.routes)
     app.add_routes(admin.routes)
     app.add_routes(access.routes)
+    recordings.setup(app)
     app.add_routes(moderation.routes)
     app.add_routes(joining.routes)
     app.add_routes(health.routes)
@@ -144,5 +196,8 @@ async def _shutdown(gw: Gateway) -> None:
             await provider.close()
     await gw.http.close()
     await gw.upstream_http.close()
+    if gw.recordings is not None:  # after the consoles: each one's recording was finished as it closed
+        with contextlib.suppress(Exception):
+            await gw.recordings.close()
     gw.passwords.close()
     gw.audit.close()

@@ -33,6 +33,9 @@ from gateway.consoles.keepalive import KeepAlive
 from gateway.consoles.registry import ConsoleRegistry, LiveConsole
 from gateway.metrics import Metrics
 from gateway.policy import Permission, Policy
+from gateway.recording.format import Keyring
+from gateway.recording.recorder import RecordingSettings
+from gateway.recording.store import RecordingStore
 from gateway.state.base import ConsoleRecord, StateStore
 from gateway.upstream import HostAllowlist, build_ssl_context
 from gateway.web.http import IPNetwork, parse_networks
@@ -65,6 +68,7 @@ class Gateway:
     last_cloud_ok: float = 0.0
     started: float = field(default_factory=time.time)
     passwords: PasswordPool = field(default_factory=PasswordPool)
+    recordings: RecordingStore | None = None  # where consoles are recorded and reviewed (None: no keys)
     keepalive: KeepAlive = field(default_factory=KeepAlive)  # pings every console's sockets, one timer
 
     # Rebuilt from config by `apply_config`.
@@ -79,6 +83,8 @@ class Gateway:
     assertion: AssertionVerifier | None = field(init=False, default=None)
     trusted_headers: TrustedHeaders | None = field(init=False, default=None)
     local_users: dict[str, tuple[str, tuple[str, ...]]] = field(init=False, default_factory=dict)
+    recording_keys: Keyring | None = field(init=False, default=None)  # seal, verify, encrypt recordings
+    recording: RecordingSettings | None = field(init=False, default=None)  # what new recordings use
 
     def __post_init__(self) -> None:
         self.apply_config(self.config)
@@ -89,6 +95,11 @@ class Gateway:
         """Build every config-derived part first, then swap them in together (no half-applied reload)."""
         recording = config.recording
         policy = Policy(config.policy, record=recording.default, record_input=recording.record_input)
+        keys = None
+        if recording.hmac_keys:
+            keys = Keyring.from_secrets(
+                [_secret(k) for k in recording.hmac_keys], [_secret(k) for k in recording.encryption_keys]
+            )
         codec = SessionCodec(
             [parse_key(_secret(k)) for k in config.session.keys],
             idle_lifetime=config.session.idle_lifetime,
@@ -167,6 +178,17 @@ class Gateway:
         self.assertion = assertion
         self.trusted_headers = headers
         self.local_users = users
+        self.recording_keys = keys
+        self.recording = (
+            None
+            if keys is None
+            else RecordingSettings(
+                keys,
+                segment_seconds=recording.segment_seconds,
+                segment_bytes=recording.segment_bytes,
+                max_pending=recording.max_pending,
+            )
+        )
 
     def current_groups(self, user: str, method: str, last_known: Sequence[str]) -> tuple[str, ...] | None:
         """The groups that govern `user` now. A local user's come from the running config (None once the
@@ -205,8 +227,18 @@ class Gateway:
                 continue
             record.groups = list(groups)
             grants = live.grants(time.time())
-            permission = self.policy.decide(record.user, groups, live.server, grants).permission
-            if rank[permission] < rank[Permission(record.permission)]:
+            decision = self.policy.decide(record.user, groups, live.server, grants)
+            permission = decision.permission
+            moderation = list(decision.demands.moderation.groups if decision.demands.moderation else ())
+            if (
+                permission is Permission.CONTROL
+                and record.permission == "control"
+                and moderation != record.moderation
+            ):
+                # Moderation added, removed or given to other groups: the console reopens under the new one.
+                live.terminate(CLOSE_POLICY, "The moderation this console needs changed; reopen it", "policy")
+                closed += 1
+            elif rank[permission] < rank[Permission(record.permission)]:
                 live.terminate(
                     CLOSE_POLICY,
                     "Your access to this server was withdrawn"

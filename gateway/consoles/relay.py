@@ -213,6 +213,7 @@ class Relay:
         send = self._browser.send_bytes
         core = self._core
         upstream_bytes = core.upstream_bytes
+        clock = time.monotonic
         binary = WSMsgType.BINARY
         passthrough = self._passthrough
         while True:
@@ -221,12 +222,14 @@ class Relay:
             msg = await receive()
             self._heard_upstream += 1
             if msg.type is binary:
-                for command in upstream_bytes(msg.data):
+                for command in upstream_bytes(msg.data, clock()):
                     if type(command) is ToBrowser:
                         try:
                             await send(command.data)
                         except (ConnectionError, aiohttp.ClientError):
                             return self._apply(core.browser_vanished())
+                    elif type(command) is ToUpstream and not await self._inject(command):
+                        return None
             elif msg.type is WSMsgType.TEXT or msg.type is WSMsgType.PONG:
                 continue  # websockify speaks binary; text frames to the browser are the gateway's
             elif msg.type is WSMsgType.PING:
@@ -283,6 +286,9 @@ class Relay:
                     await self._notify(command)
                 elif type(command) is Wakeup:
                     wake = command.at
+                elif type(command) is ToUpstream:
+                    if not await self._inject(command):
+                        return
                 else:
                     return self._apply(commands)  # the closes: maximum duration or idle cut
             if wake is None:
@@ -308,6 +314,17 @@ class Relay:
                     return self._apply(self._core.upstream_closed(ABNORMAL, ""))
             elif type(command) is Notice and self._end is not None and not self._end.done():
                 await self._notify(command)
+
+    async def _inject(self, command: ToUpstream) -> bool:
+        """A message of the gateway's own to the console (a recording's keyframe request). The core
+        gives one only between two client messages: the browser pump forwards whole messages only, and
+        a WebSocket frame is written whole, so it never lands inside one. False: the upstream is gone."""
+        try:
+            await self._upstream.send_bytes(command.data)
+        except (ConnectionError, aiohttp.ClientError):
+            self._apply(self._core.upstream_closed(ABNORMAL, ""))
+            return False
+        return True
 
     async def _notify(self, notice: Notice) -> None:
         """A gateway notice to the page, as a text frame; never blocks the watchdog for long."""

@@ -111,4 +111,6 @@ def services_for(gw: Gateway, ws: web.WebSocketResponse) -> ConsoleServices:
         replica=gw.replica,
         draining=gw.draining,
         cloud_answered=cloud_answered,
+        recordings=gw.recordings,
+        recording=gw.recording,
     )
