@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.recording.format import SERVER, RecordingReader, Segment, verify
+from gateway.recording.format import SERVER, Header, RecordingReader, Segment, verify
+from gateway.recording.local import LocalStore
 from gateway.recording.store import RecordingStore
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
@@ -335,4 +337,42 @@ async def test_an_optional_recording_stops_on_a_failing_store_and_the_console_go
     finally:
         await client.close()
         await operator.close()
+        await gateway.stop()
+
+
+async def test_the_gateway_deletes_expired_recordings_when_it_starts_and_keeps_the_others(
+    cloud: DemoCloud, tmp_path: Path
+) -> None:
+    """Retention is the gateway's periodic work (gateway/app.py): a run at start-up, audited."""
+    store = LocalStore(tmp_path / "recordings")
+    now = time.time()
+    for rid, age in (("expired1", 3 * 86400), ("recent1", 3600)):
+        header = Header(
+            id=rid,
+            start=now - age,
+            user="demo",
+            groups=(),
+            server_id=XVNC_ID,
+            server_name="rec-xvnc",
+            cloud="demo",
+            permission="control",
+            rfb_version="RFB 003.008",
+            width=320,
+            height=200,
+            pixel_format=bytes(16),
+            name="rec-xvnc",
+            encodings=(0,),
+            record_input=False,
+        )
+        await store.begin(rid, header.to_bytes(), header.meta())
+    gateway = await start_gateway(cloud, tmp_path, recorded("off", False, retention="2d", **local(tmp_path)))
+    try:
+        deleted = await gateway.wait_for_audit("recording_deleted", recording="expired1")
+        assert deleted["target_user"] == "demo" and "older than 2 days" in deleted["reason"]
+        assert await store.info("expired1") is None
+        assert await store.info("recent1") is not None
+        assert [e["recording"] for e in gateway.audit_events() if e["event"] == "recording_deleted"] == [
+            "expired1"
+        ]
+    finally:
         await gateway.stop()
