@@ -106,8 +106,8 @@ class Verdict:
 
 @dataclass(slots=True)
 class _State:
-    """Per application: integrity verdicts (recomputed when the stored recording changes) and when each
-    user last had a recording's playback audited."""
+    """Per application: the integrity verdicts of live recordings (recomputed when a segment is added) and
+    when each user last had a recording's playback audited."""
 
     verdicts: OrderedDict[tuple[Any, ...], Verdict] = field(default_factory=OrderedDict)
     played: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -166,11 +166,13 @@ async def _live_ids(gw: Gateway) -> set[str]:
 
 
 async def _verdict(request: web.Request, access: _Access, live: bool) -> Verdict:
-    """Verify the whole recording (cached until it changes): the seal, the chain, every segment."""
+    """Verify the whole recording: the seal, the chain, every segment. Each time for a finished one (an
+    edit never changes a listing's size); a live one, which a player re-reads every few seconds, only
+    when a segment was added."""
     info, store = access.info, access.store
-    key = (id(store), info.id, info.segments, info.size, info.finished, live)
+    key = (id(store), info.id, info.segments, info.size)
     state = request.app[_STATE]
-    cached = state.verdicts.get(key)
+    cached = state.verdicts.get(key) if live and not info.finished else None
     if cached is not None:
         state.verdicts.move_to_end(key)
         return cached
@@ -179,10 +181,33 @@ async def _verdict(request: web.Request, access: _Access, live: bool) -> Verdict
     index_bytes = await store.read_index(info.id) if info.finished else None
     seal = await store.read_seal(info.id) if info.finished else None
     verdict = await asyncio.to_thread(_judge, access.keys, header, segments, index_bytes, seal, live)
-    state.verdicts[key] = verdict
-    while len(state.verdicts) > _VERDICTS_KEPT:
-        state.verdicts.popitem(last=False)
+    if live and not info.finished:
+        state.verdicts[key] = verdict
+        while len(state.verdicts) > _VERDICTS_KEPT:
+            state.verdicts.popitem(last=False)
     return verdict
+
+
+async def _typed_index(request: web.Request, access: _Access, live: bool) -> Index | None:
+    """The index a typed-text search reads: a finished recording's sealed index (authenticated by the
+    seal, without reading the segments), else the one rebuilt for a live or cut-short one."""
+    info, store = access.info, access.store
+    if not info.finished:
+        return (await _verdict(request, access, live)).index
+    header = await store.read_header(info.id)
+    index_bytes = await store.read_index(info.id)
+    seal = await store.read_seal(info.id)
+    if header is None or index_bytes is None or seal is None:
+        return None
+    try:
+        return await asyncio.to_thread(_sealed_index, access.keys, header, index_bytes, seal)
+    except RecordingError:
+        return None  # it does not verify: nothing in it is searchable; the player says why
+
+
+def _sealed_index(keys: Keyring, header: bytes, index_bytes: bytes, seal: bytes) -> Index:
+    reader = RecordingReader(keys, header)
+    return reader.index(index_bytes, reader.seal(seal))
 
 
 def _judge(
@@ -314,7 +339,7 @@ async def search(request: web.Request) -> web.Response:
             if not review.typed_text or parts is None:
                 continue
             access = _Access(session, info, review, *parts)
-            index = (await _verdict(request, access, info.id in live)).index
+            index = await _typed_index(request, access, info.id in live)
             hits = index.find(text) if index is not None else []
             if not hits:
                 continue

@@ -15,16 +15,13 @@ from typing import Any
 
 import pytest
 
-from gateway.auth.cookie import generate_key
 from gateway.auth.passwords import hash_password
-from gateway.recording.format import INPUT, Header, Keyring, RecordingWriter, unpack, verify
+from gateway.recording.format import INPUT, Header, RecordingWriter, unpack, verify
 from gateway.recording.local import LocalStore
 from gateway.web.recordings import FEED_SCREEN
 from tests.support.gateway import Operator, RunningGateway, demo_stack
+from tests.support.recordings import KEYS, recording_config
 
-HMAC_KEY = generate_key()
-ENCRYPTION_KEY = generate_key()
-KEYS = Keyring.from_secrets([HMAC_KEY], [ENCRYPTION_KEY])
 PIXEL_FORMAT = bytes([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0])
 TYPED = "hunter2"
 PASSWORD = "pw-for-tests"
@@ -44,11 +41,7 @@ def tweak(directory: Path) -> Any:
             {"name": "security", "groups": ["security"], "typed_text": True},
             {"name": "elsewhere", "groups": ["auditors-x"], "clouds": ["other-cloud"]},
         ]
-        data["recording"] = {
-            "directory": str(directory),
-            "hmac_keys": [HMAC_KEY],
-            "encryption_keys": [ENCRYPTION_KEY],
-        }
+        data["recording"] = recording_config(directory=str(directory))
 
     return apply
 
