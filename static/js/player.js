@@ -27,6 +27,12 @@ const SPEEDS = [1, 2, 4, 8, 16];
 const IDLE_GAP_MS = 2000;
 const SKIP_LEAD_MS = 250;
 const TICK_MS = 20;
+/**
+ * A segment's keyframe (the full update the gateway asked for when it cut) arrives a moment after the
+ * segment starts; a seek closer than this to a segment's start begins at the segment before, so the
+ * frame shown is never missing what the keyframe would have painted.
+ */
+const KEYFRAME_MS = 500;
 const LIVE_POLL_MS = 2000;
 /** noVNC's receive queue grows to at most 40 MiB; fast-forward hands it data in slices well below that. */
 const FEED_SLICE = 1 << 20;
@@ -335,9 +341,15 @@ class Player {
         const token = ++this.seekToken;
         const index = this.segmentAt(target);
         const number = this.segments[index].number;
+        const forward = this.feed && this.feed.number === number && target >= this.pos;
+        const early = !forward && index > 0 && target - this.segments[index].start < KEYFRAME_MS;
         let feed;
+        let before = null;
         try {
-            feed = await this.load(number);
+            [feed, before] = await Promise.all([
+                this.load(number),
+                early ? this.load(this.segments[index - 1].number) : null,
+            ]);
         } catch (err) {
             this.fail(err);
             return;
@@ -346,10 +358,15 @@ class Player {
             return; // a later seek won
         }
         this.problem = null;
-        if (!(this.feed && this.feed.number === number && target >= this.pos)) {
+        if (!forward) {
+            this.restart((before || feed).screen);
+            if (before) {
+                this.feed = before;
+                this.next = 0;
+                this.feedTo(Infinity);
+            }
             this.feed = feed;
             this.next = 0;
-            this.restart(feed.screen);
         }
         this.feedTo(target);
         this.pos = target;

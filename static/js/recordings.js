@@ -47,7 +47,7 @@ function row(r) {
         el("td", {}, el("span", { class: "cell-main", text: r.server_name || r.server_id }), el("br"),
             el("span", { class: "cell-sub", text: `${r.server_id} · ${r.cloud}` })),
         el("td", { class: "nowrap", text: formatTime(r.started) }),
-        el("td", { class: "num", text: formatDuration(r.duration / 1000) }),
+        el("td", { class: "num", text: typeof r.duration === "number" ? formatDuration(r.duration / 1000) : "–" }),
         el("td", { class: "num hide-sm", text: formatBytes(r.size) }),
         stateCell,
         el("td", { class: "actions" },
