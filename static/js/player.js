@@ -48,6 +48,7 @@ const MARKER_LABELS = {
     input_held: "Input held",
     input_released: "Input released",
     closed: "Console closed",
+    failed: "Recording stopped",
 };
 
 // ---------------------------------------------------------------------------- the recording as noVNC sees it
@@ -641,7 +642,11 @@ function markerText(marker) {
     if (marker.kind === "closed" && marker.code !== undefined) {
         return `${label} (${marker.code}${marker.reason ? `: ${marker.reason}` : ""})`;
     }
-    return marker.text ? `${label}: ${marker.text}` : label;
+    if (marker.kind === "failed" && marker.reason) {
+        return `${label}: ${marker.reason}`;
+    }
+    const detail = marker.text || marker.message || marker.type;
+    return typeof detail === "string" && detail ? `${label}: ${detail}` : label;
 }
 
 function fillMarkers(meta) {

@@ -257,3 +257,59 @@ async def test_time_to_seek_to_the_middle_of_a_long_recording(tmp_path: Path, br
             assert took < 1.0
         finally:
             await context.close()
+
+
+async def test_the_recordings_page_lists_searches_and_opens_the_player(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """Reviewers reach the recordings page from the header, see only what they may watch, narrow it by
+    user and server, and open the player from a row."""
+    async with demo_stack(tmp_path, recorded(tmp_path / "recordings")) as gateway:
+        gw = gateway.gw
+        assert gw.recordings is not None and gw.recording_keys is not None
+        for rid, user, name, tags in (
+            ("rec-web", "demo", "web-1", ("env=prod",)),
+            ("rec-db", "viewer", "db-1", ("env=prod",)),
+            ("rec-dev", "demo", "dev-1", ("env=dev",)),  # not for the "audit" entry (env=prod only)
+        ):
+            await write_synthetic(
+                gw.recordings, gw.recording_keys, rid, seconds=40, user=user, server_name=name, tags=tags
+            )
+        context, page, _ = await new_page(browser)
+        try:
+            await sign_in(page, gateway.url, "auditor", PASSWORD)
+            await page.get_by_test_id("nav-recordings").click()
+            await page.wait_for_url(f"{gateway.url}/recordings")
+            rows = page.get_by_test_id("recording-row")
+            await expect(rows).to_have_count(2)
+            await page.get_by_test_id("search-user").fill("viewer")
+            await page.get_by_test_id("search-submit").click()
+            await expect(rows).to_have_count(1)
+            await expect(rows.first).to_have_attribute("data-recording-id", "rec-db")
+            await page.get_by_test_id("search-user").fill("")
+            await page.get_by_test_id("search-server").fill("WEB")
+            await page.get_by_test_id("search-submit").click()
+            await expect(rows).to_have_count(1)
+            assert "server=WEB" in page.url  # a search can be linked to
+            await rows.first.get_by_test_id("recording-play").click()
+            await page.wait_for_url(f"{gateway.url}/recordings/rec-web")
+            await page.evaluate("() => window.recordingPlayer.ready")
+            await expect(page.get_by_test_id("player-title")).to_have_text("web-1")
+            await expect(page.get_by_test_id("typed-note")).to_contain_text("Input was not recorded")
+            await expect(page.get_by_test_id("marker")).to_have_count(2)  # opened, closed
+            searched = [e for e in gateway.audit_events() if e["event"] == "recording_searched"]
+            assert [(e["filters"], e["results"]) for e in searched] == [
+                ([], 2),
+                (["user"], 1),
+                (["server"], 1),
+            ]
+        finally:
+            await context.close()
+        # Without a reviewer entry the header has no link, and the page is not there.
+        context, page, _ = await new_page(browser)
+        try:
+            await sign_in(page, gateway.url, "demo", "demo")
+            await expect(page.get_by_test_id("nav-recordings")).to_be_hidden()
+            assert (await page.goto(f"{gateway.url}/recordings")).status == 404
+        finally:
+            await context.close()
