@@ -22,7 +22,9 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("module", ["opening.py", "relay_core.py", "frames.py", "codes.py"])
+@pytest.mark.parametrize(
+    "module", ["opening.py", "joining.py", "watchers.py", "relay_core.py", "frames.py", "codes.py"]
+)
 def test_the_core_imports_no_aiohttp(module: str) -> None:
     assert not {name for name in imported(CONSOLES / module) if name.split(".")[0] == "aiohttp"}
 
