@@ -331,6 +331,7 @@ class Relay:
         passthrough = self._passthrough
         if passthrough is not None and passthrough.in_fragmented_message:
             return  # a text frame must not split a fragmented binary message; the notice is advisory
+        self._core.noticed(notice.payload, time.monotonic())
         try:
             async with asyncio.timeout(max(0.0, min(notice.within, self._close_timeout))):
                 await self._browser.send_str(json.dumps(notice.payload))

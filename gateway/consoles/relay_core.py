@@ -452,6 +452,12 @@ class RelayCore:
             out.append(Notice(notice, NOTICE_WITHIN))
         return out
 
+    def noticed(self, payload: dict[str, object], now: float) -> None:
+        """The page was sent a gateway notice (the core's own, or the watchers' and moderation's from
+        outside): a recorded console keeps it as a marker."""
+        if self._recording is not None and self.ended is None:
+            self._recording.marker(now, "notice", notice=payload)
+
     def tick(self, now: float) -> list[Command]:
         """The time is `now`: cut at the maximum duration or the idle timeout, warn before the idle cut,
         and say when to tick next."""
@@ -483,9 +489,6 @@ class RelayCore:
                     out.append(Notice({"type": "idle_warning", "seconds_left": math.ceil(left)}, left))
         tap = self._recording
         if tap is not None:
-            for command in out:  # what the page was told is part of the record
-                if type(command) is Notice:
-                    tap.marker(now, "notice", **command.payload)
             keyframe = self._keyframe(tap, now)  # a quiet console's segment still ends on time
             if keyframe is not None:
                 out.append(keyframe)

@@ -409,8 +409,15 @@ def test_before_the_handshake_ends_nothing_is_recorded_or_injected() -> None:
 
 
 def test_what_the_page_is_told_is_part_of_the_record() -> None:
+    """The driver reports each notice it sends (the core's idle warning, the watchers', moderation's)."""
     tap = Tap(seconds=60.0)
     core = recorded(tap, idle_timeout=1.0, idle_warning=0.25)
-    commands = core.tick(T0 + 0.75)
-    assert warning(1, 0.25) in commands
-    assert tap.markers == [(T0 + 0.75, "notice", {"type": "idle_warning", "seconds_left": 1})]
+    core.noticed({"type": "watchers", "watchers": []}, T0 + 0.5)
+    core.noticed({"type": "idle_warning", "seconds_left": 1}, T0 + 0.75)
+    assert tap.markers == [
+        (T0 + 0.5, "notice", {"notice": {"type": "watchers", "watchers": []}}),
+        (T0 + 0.75, "notice", {"notice": {"type": "idle_warning", "seconds_left": 1}}),
+    ]
+    core.terminate(4000, "An administrator closed this console")
+    core.noticed({"type": "late"}, T0 + 1)
+    assert len(tap.markers) == 2  # nothing after the end
