@@ -189,7 +189,8 @@ function consoleRow(c) {
         justification.title = next.justification ? "The reason given for this console" : "";
         since.textContent = formatTime(next.since);
         durationText.textContent = formatDuration(next.seconds);
-        stateText.textContent = next.state || "";
+        // An observer's console (docs/shadowing.md) says so: it watches someone else's, view-only.
+        stateText.textContent = next.watching ? `${next.state || ""} · observer` : next.state || "";
         down.textContent = formatBytes(next.bytes_to_browser);
         up.textContent = formatBytes(next.bytes_to_upstream);
         client.textContent = next.client || "–";

@@ -207,6 +207,7 @@ async def test_admins_watch_from_the_live_list_and_observers_end_with_the_owners
         # The observer's own console is listed, without a watch action of its own.
         observer_row = admin.get_by_test_id("admin-row").filter(has_text="admin")
         await expect(observer_row.get_by_test_id("admin-watch")).to_be_hidden(timeout=WAIT_MS)
+        await expect(observer_row).to_contain_text("observer")
 
         await owner.close()
         await expect(watching.get_by_test_id("failure-title")).to_have_text(
