@@ -10,9 +10,9 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from bench.protocol import (
-    CLIENT_HANDSHAKE,
+    CLIENT_STEPS,
     PONG_SIZE,
-    SERVER_HANDSHAKE,
+    SERVER_STEPS,
     Profile,
     ping,
     pong_id,
@@ -107,8 +107,10 @@ async def open_session(http: aiohttp.ClientSession, target: Target) -> Session:
     try:
         first = await session._binary()
         session.opened = time.perf_counter() - started
-        await session.read_exact(len(SERVER_HANDSHAKE), first)
-        await ws.send_bytes(CLIENT_HANDSHAKE)
+        await session.read_exact(len(SERVER_STEPS[0]), first)
+        for mine, answer in zip(CLIENT_STEPS, SERVER_STEPS[1:], strict=True):
+            await ws.send_bytes(mine)
+            await session.read_exact(len(answer))
     except BaseException:
         await ws.close()
         raise

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 __all__ = [
     "CLIENT_HANDSHAKE",
+    "CLIENT_STEPS",
     "FRAMED",
     "PONG_SIZE",
     "SERVER_HANDSHAKE",
+    "SERVER_STEPS",
     "Profile",
     "SourceParser",
     "framed_update",
@@ -29,19 +31,16 @@ __all__ = [
 
 _PIXEL_FORMAT = struct.pack(">BBBBHHHBBBxxx", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
 _NAME = b"bench"
-# Version, security types [None], SecurityResult OK, ServerInit: sent at once on connect, so the
-# first byte is the version a real VNC server sends first.
-SERVER_HANDSHAKE = (
-    b"RFB 003.008\n"
-    + b"\x01\x01"
-    + b"\x00\x00\x00\x00"
-    + struct.pack(">HH", 1280, 800)
-    + _PIXEL_FORMAT
-    + struct.pack(">I", len(_NAME))
-    + _NAME
-)
-# Version, security type None, ClientInit shared=1.
-CLIENT_HANDSHAKE = b"RFB 003.008\n\x01\x01"
+_SERVER_INIT = struct.pack(">HH", 1280, 800) + _PIXEL_FORMAT + struct.pack(">I", len(_NAME)) + _NAME
+# The handshake in RFB 3.8's steps, as a real VNC server takes them: the version on connect, then each
+# step after the client's step before it: security types [None] after the client's version,
+# SecurityResult OK after its choice, ServerInit after ClientInit (shared=1). A server that sent it all
+# at once would run ahead of the protocol, and a gateway that frames the server's stream from ServerInit
+# on (a recorded console) refuses that.
+SERVER_STEPS = (b"RFB 003.008\n", b"\x01\x01", b"\x00\x00\x00\x00", _SERVER_INIT)
+CLIENT_STEPS = (b"RFB 003.008\n", b"\x01", b"\x01")
+SERVER_HANDSHAKE = b"".join(SERVER_STEPS)
+CLIENT_HANDSHAKE = b"".join(CLIENT_STEPS)
 PONG_SIZE = 12
 _MAX_COMMAND = 256
 
@@ -93,21 +92,27 @@ FRAMED = "+fbu"
 _WIDTH = 1280  # SERVER_HANDSHAKE's framebuffer width
 
 
-def _framed_size(size: int) -> int:
-    size = max(20, size - size % 4)
-    pixels = (size - 16) // 4
-    if pixels > _WIDTH and pixels % _WIDTH and not ((size - 28) // 4) % _WIDTH:
-        size += 4  # neither one rectangle nor full rows plus a partial one: the next size is
-    return size
+def _framed_sizes(sizes: tuple[int, ...], total: int) -> tuple[int, ...]:
+    """Multiples of 4 of at least 20 bytes (any such size is an update of Raw rectangles at 32 bpp) that
+    still add up to `total` (a multiple of 4): the largest message takes up the difference."""
+    framed = [max(20, s - s % 4) for s in sizes]
+    largest = framed.index(max(framed))
+    framed[largest] += total - sum(framed)
+    if total % 4 or framed[largest] < 20:
+        raise ValueError(f"no framed profile of {total} bytes")
+    return tuple(framed)
 
 
 def _rects(size: int) -> list[tuple[int, int]]:
-    """(width, height) of the Raw rectangles of a FramebufferUpdate `size` bytes long."""
+    """(width, height) of the Raw rectangles of a FramebufferUpdate `size` bytes long (one or two)."""
     pixels = (size - 16) // 4
     if pixels <= _WIDTH or not pixels % _WIDTH:
         return [(min(pixels, _WIDTH), max(1, pixels // _WIDTH))]
     pixels = (size - 28) // 4
-    return [(_WIDTH, pixels // _WIDTH), (pixels % _WIDTH, 1)]
+    rows = pixels // _WIDTH
+    if pixels % _WIDTH:
+        return [(_WIDTH, rows), (pixels % _WIDTH, 1)]
+    return [(_WIDTH - 1, rows), (rows, 1)]
 
 
 @functools.cache
@@ -129,7 +134,8 @@ def _screen() -> bytes:
 
 
 def framed_update(size: int) -> bytes:
-    """A FramebufferUpdate of `size` bytes (a `_framed_size`): Raw rectangles of terminal-like pixels."""
+    """A FramebufferUpdate of `size` bytes (a multiple of 4, at least 20): Raw rectangles of terminal-like
+    pixels."""
     rects = _rects(size)
     parts = [struct.pack(">BxH", 0, len(rects))]
     y = 0
@@ -159,7 +165,7 @@ def profile(name: str, total: int) -> Profile:
     """`64k`: 64 KiB messages; `mix`: the seeded VNC-like mix; either + FRAMED: as FramebufferUpdates.
     Deterministic for (name, total)."""
     if name.endswith(FRAMED):
-        return Profile(name, tuple(_framed_size(s) for s in profile(name.removesuffix(FRAMED), total).sizes))
+        return Profile(name, _framed_sizes(profile(name.removesuffix(FRAMED), total).sizes, total))
     if name == "64k":
         return Profile(name, (65536,) * max(1, total // 65536))
     if name != "mix":
@@ -178,26 +184,29 @@ def profile(name: str, total: int) -> Profile:
 class SourceParser:
     """What the client asked the source for, from the client's byte stream (chunks of any size)."""
 
-    __slots__ = ("_buf", "_greeted")
+    __slots__ = ("_buf", "_steps")
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._greeted = False
+        self._steps = 0  # of CLIENT_STEPS received
 
     def feed(self, data: bytes) -> list[Profile | bytes]:
-        """Profiles to stream and pong bytes to send, in order."""
+        """Profiles to stream, and handshake steps and pong bytes to send, in order."""
         buf = self._buf
         buf += data
         out: list[Profile | bytes] = []
         pos = 0
-        if not self._greeted:
-            if len(buf) < len(CLIENT_HANDSHAKE):
-                return out
-            if bytes(buf[: len(CLIENT_HANDSHAKE)]) != CLIENT_HANDSHAKE:
-                raise ValueError("unexpected client handshake")
-            self._greeted = True
-            pos = len(CLIENT_HANDSHAKE)
         n = len(buf)
+        while self._steps < len(CLIENT_STEPS):
+            step = CLIENT_STEPS[self._steps]
+            if n - pos < len(step):
+                del buf[:pos]
+                return out
+            if bytes(buf[pos : pos + len(step)]) != step:
+                raise ValueError("unexpected client handshake")
+            pos += len(step)
+            self._steps += 1
+            out.append(SERVER_STEPS[self._steps])
         while pos < n:
             kind = buf[pos]
             if kind == 5:  # PointerEvent

@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from aiohttp import WSMsgType, web
 
-from bench.protocol import SERVER_HANDSHAKE, Profile, SourceParser
+from bench.protocol import SERVER_STEPS, Profile, SourceParser, framed_update
 from gateway.sim.ecs_api import SimServer, SimulatedECS
 
 LOOPBACK = "127.0.0.1"
@@ -50,10 +50,19 @@ def raise_nofile() -> int:
     return hard
 
 
+def _blob(size: int) -> memoryview:
+    return _BLOB[:size]
+
+
+def _message(profile: Profile) -> Callable[[int], bytes | memoryview]:
+    """A message of the profile's stream from its size: zeros, or a whole FramebufferUpdate."""
+    return framed_update if profile.framed else _blob
+
+
 async def _ws_source(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(protocols=("binary",), max_msg_size=0, compress=False)
     await ws.prepare(request)
-    await ws.send_bytes(SERVER_HANDSHAKE)
+    await ws.send_bytes(SERVER_STEPS[0])
     parser = SourceParser()
     send = ws.send_bytes
     while True:
@@ -62,22 +71,24 @@ async def _ws_source(request: web.Request) -> web.StreamResponse:
             break
         for item in parser.feed(msg.data):
             if isinstance(item, Profile):
+                message = _message(item)
                 for size in item.sizes:
-                    await send(_BLOB[:size])
+                    await send(message(size))
             else:
                 await send(item)
     return ws
 
 
 async def _tcp_source(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(SERVER_HANDSHAKE)
+    writer.write(SERVER_STEPS[0])
     parser = SourceParser()
     try:
         while data := await reader.read(65536):
             for item in parser.feed(data):
                 if isinstance(item, Profile):
+                    message = _message(item)
                     for size in item.sizes:
-                        writer.write(_BLOB[:size])
+                        writer.write(message(size))
                         await writer.drain()
                 else:
                     writer.write(item)

@@ -18,6 +18,7 @@ import pytest
 from bench.protocol import (
     CLIENT_HANDSHAKE,
     PONG_SIZE,
+    SERVER_STEPS,
     Profile,
     SourceParser,
     ping,
@@ -56,6 +57,9 @@ def test_source_parser_answers_pings_and_commands_across_chunk_boundaries() -> N
     out: list[Profile | bytes] = []
     for i in range(len(stream)):  # one byte at a time: the worst split websockify could produce
         out += parser.feed(stream[i : i + 1])
+    # Each handshake step answered after the client's step before it, as a real VNC server does.
+    assert out[:3] == list(SERVER_STEPS[1:])
+    out = out[3:]
     assert len(out) == 3
     assert isinstance(out[0], bytes) and len(out[0]) == PONG_SIZE and pong_id(out[0]) == 7
     assert out[1] == profile("64k", 1 << 20)
