@@ -153,10 +153,11 @@ async def join_console(
             await _write(services, watch, services.config.console.join_approval_timeout)
         _unless_terminated(live)
         decision = _as_observer(services, owner, server, join)
-        link, opened = await _connect(services, provider, server, decision)
+        # No idle timeout: watching is not typing, and the view ends with the console it watches.
+        link, opened = await _connect(services, provider, server, decision, idle=False)
         # A moderator's page may end the console (web/moderation.py): it needs the console's id.
         observer = {"owner": owner.user, "console_id": owner.id, "moderator": watch.moderator}
-        hello = {**_hello(services, record, server, decision), "observer": observer}
+        hello = {**_hello(services, record, server, decision), "observer": observer, "idle_timeout": 0}
         await _hand_over(services, session, live, link, browser, hello)
         watch.status, watch.since = "joined", services.wall()
         live.watch = watch  # from here the registry refreshes the entry while this console lives

@@ -456,9 +456,12 @@ async def _connect(
     server: Server,
     decision: Decision,
     recording: RecordedConsole | None = None,
+    *,
+    idle: bool = True,
 ) -> tuple[Link, dict[str, Any]]:
     """A fresh console URL for every connection (tokens are one-time), the upstream opened on it with the
-    relay made, and what console_opened records of it (the host:port and address, never the URL)."""
+    relay made, and what console_opened records of it (the host:port and address, never the URL).
+    `idle`: whether the idle timeout applies (an observer's view ends with the console it watches)."""
     clock = services.monotonic
     connect_started = clock()
     try:
@@ -487,8 +490,8 @@ async def _connect(
         recorder = recording.recorder(client_filter, server_filter, services.monotonic)
     core = RelayCore(
         client_filter,
-        idle_timeout=console.idle_timeout or None,
-        idle_warning=console.idle_warning or None,
+        idle_timeout=(console.idle_timeout or None) if idle else None,
+        idle_warning=(console.idle_warning or None) if idle else None,
         max_duration=console.max_duration or None,
         server_filter=server_filter,
         recording=recorder,

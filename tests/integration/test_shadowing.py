@@ -236,6 +236,44 @@ async def test_without_approval_the_observer_joins_at_once_and_ends_with_the_own
     assert left["closed_by"] == "owner_closed"
 
 
+async def test_an_observer_is_not_cut_for_idleness_while_the_owner_works(
+    gateways: Callable[..., Awaitable[RunningGateway]], sign_in: SignIn, owners: list[Owner]
+) -> None:
+    """Watching is not typing: the idle timeout that ends a console nobody uses does not end a view that
+    lives as long as the console it watches."""
+
+    def short_idle(data: dict[str, Any]) -> None:
+        watchers("none")(data)
+        data["console"].update(idle_timeout=2.0, idle_warning=1.0)
+
+    gateway = await gateways(short_idle)
+    demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
+    owner = await Owner.open(demo)
+    owners.append(owner)
+    observer = await join(viewer, owner.console_id)
+    assert observer.notices[0]["idle_timeout"] == 0
+    client = RFBClient(observer)
+    await client.handshake()
+
+    async def working() -> None:
+        while True:  # the owner moves the pointer: input, so the owner's console is not idle
+            owner.client.proto.pointer_event(0, 10, 10)
+            await owner.transport.send(owner.client.proto.data_to_send())
+            await asyncio.sleep(0.3)
+
+    worker = asyncio.create_task(working())
+    try:
+        with pytest.raises(TimeoutError):  # three idle timeouts pass without the view closing
+            async with asyncio.timeout(6):
+                while await observer.recv() is not None:
+                    pass
+        assert observer.close_code is None
+        assert not [n for n in observer.notices if n.get("type") == "idle_warning"]
+        await owner.still_relaying()
+    finally:
+        worker.cancel()
+
+
 async def test_who_may_not_join_is_refused_before_anything_is_asked(
     gateways: Callable[..., Awaitable[RunningGateway]], sign_in: SignIn, owners: list[Owner]
 ) -> None:
