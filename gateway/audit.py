@@ -102,7 +102,7 @@ FIELDS: dict[str, FieldSpec] = {
     "recording": FieldSpec(str, "a recording's id (the console_id of the console it recorded)"),
     "reviewers": FieldSpec(list, "the [[policy.reviewers]] entries that let the user watch the recording"),
     "typed_text": FieldSpec(bool, "whether the user may read the recording's typed text"),
-    "filters": FieldSpec(list, "which search filters were given (user, server, since, until, text)"),
+    "filters": FieldSpec(list, "which search filters were given (id, user, server, since, until, text)"),
     "results": FieldSpec(int, "how many recordings the search returned"),
     "size": FieldSpec(int, "bytes sent: the recording as stored"),
     "record": FieldSpec(str, "what the policy says of recording the console", ("required", "optional")),

@@ -302,11 +302,13 @@ def _summary(info: RecordingInfo, live: bool, duration: float | None = None) -> 
 
 @routes.get("/api/recordings")
 async def search(request: web.Request) -> web.Response:
-    """Recordings the caller may watch, newest first, filtered by user, server (name or id, a part of
-    it), start time range (Unix seconds) and typed text (only where the caller may read it)."""
+    """Recordings the caller may watch, newest first, filtered by recording (console) id, user, server
+    (name or id, a part of it), start time range (Unix seconds) and typed text (only where the caller
+    may read it)."""
     gw = request.app[GATEWAY]
     session = current(request)
     query = request.query
+    wanted = query.get("id", "").strip()  # a console id, e.g. from a console_closed line's `recording`
     user = query.get("user", "").strip().casefold()
     server = query.get("server", "").strip().casefold()
     text = query.get("text", "").strip()
@@ -324,7 +326,7 @@ async def search(request: web.Request) -> web.Response:
         review = gw.policy.review(session.user, session.groups, recorded_server(meta))
         if not review.allowed:
             continue
-        if user and user not in str(meta.get("user", "")).casefold():
+        if (wanted and info.id != wanted) or (user and user not in str(meta.get("user", "")).casefold()):
             continue
         names = (str(meta.get("server_name", "")).casefold(), str(meta.get("server_id", "")).casefold())
         if server and not any(server in name for name in names):
@@ -349,7 +351,9 @@ async def search(request: web.Request) -> web.Response:
         found.append(item)
         if len(found) >= SEARCH_LIMIT:
             break
-    filters = [name for name in ("user", "server", "since", "until", "text") if query.get(name, "").strip()]
+    filters = [
+        name for name in ("id", "user", "server", "since", "until", "text") if query.get(name, "").strip()
+    ]
     # The typed text searched for is not written down: it may be the very password someone looks for.
     gw.audit.emit("recording_searched", **audit_base(request, session), filters=filters, results=len(found))
     return web.json_response({"recordings": found, "limit": SEARCH_LIMIT})

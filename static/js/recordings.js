@@ -7,7 +7,7 @@
 import { ApiError, api, goToLogin, loadMe } from "./api.js";
 import { byId, el, formatBytes, formatDuration, formatTime, setBanner, setupHeader } from "./ui.js";
 
-const FIELDS = ["user", "server", "since", "until", "text"];
+const FIELDS = ["id", "user", "server", "since", "until", "text"];
 
 /** datetime-local value (local time) ↔ epoch seconds, for the API. */
 function toEpoch(value) {

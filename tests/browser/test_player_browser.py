@@ -29,6 +29,7 @@ from tests.support.player import (
     frame_difference,
     open_player,
     player_canvas,
+    player_ready,
     seek_seconds,
     write_synthetic,
 )
@@ -151,6 +152,15 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
             return await review.evaluate("() => window.recordingPlayer.duration()") > first
 
         await wait_for(grown, 20, "the live recording to grow")
+        # Playing at the edge keeps following: it plays past what was stored when it started.
+        await review.get_by_test_id("play").click()
+        edge = await review.evaluate("() => window.recordingPlayer.duration()")
+
+        async def followed() -> bool:
+            return await review.evaluate("() => window.recordingPlayer.position()") > edge
+
+        await wait_for(followed, 20, "playback to follow the live recording")
+        await expect(review.get_by_test_id("player-screen")).to_have_attribute("data-state", "playing")
 
         typed_bravo = await type_into_console(page, echo, " bravo charlie delta")
         final = await settled_frame(page)
@@ -291,9 +301,16 @@ async def test_the_recordings_page_lists_searches_and_opens_the_player(
             await page.get_by_test_id("search-submit").click()
             await expect(rows).to_have_count(1)
             assert "server=WEB" in page.url  # a search can be linked to
+            await page.get_by_test_id("search-server").fill("")
+            await page.get_by_test_id("search-id").fill("rec-dev")  # exists, but not for this reviewer
+            await page.get_by_test_id("search-submit").click()
+            await expect(page.get_by_test_id("recordings-empty")).to_be_visible()
+            await page.get_by_test_id("search-id").fill("rec-web")
+            await page.get_by_test_id("search-submit").click()
+            await expect(rows).to_have_count(1)
             await rows.first.get_by_test_id("recording-play").click()
             await page.wait_for_url(f"{gateway.url}/recordings/rec-web")
-            await page.evaluate("() => window.recordingPlayer.ready")
+            await player_ready(page)
             await expect(page.get_by_test_id("player-title")).to_have_text("web-1")
             await expect(page.get_by_test_id("typed-note")).to_contain_text("Input was not recorded")
             await expect(page.get_by_test_id("marker")).to_have_count(2)  # opened, closed
@@ -302,6 +319,8 @@ async def test_the_recordings_page_lists_searches_and_opens_the_player(
                 ([], 2),
                 (["user"], 1),
                 (["server"], 1),
+                (["id"], 0),
+                (["id"], 1),
             ]
         finally:
             await context.close()

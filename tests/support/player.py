@@ -24,6 +24,7 @@ __all__ = [
     "frame_difference",
     "open_player",
     "player_canvas",
+    "player_ready",
     "seek_seconds",
     "write_synthetic",
 ]
@@ -39,6 +40,11 @@ async def open_player(page: Page, base: str, recording: str, *, at: int | None =
     """The player page for `recording`, once its first frame is on the canvas (`at`: start at this ms)."""
     hash_part = f"#t={at}" if at is not None else ""
     await page.goto(f"{base}/recordings/{recording}{hash_part}")
+    await player_ready(page)
+
+
+async def player_ready(page: Page) -> None:
+    """Once the player page (however it was reached) shows its first frame."""
     await page.wait_for_function(
         "() => window.recordingPlayer && window.recordingPlayer.player", timeout=READY_MS
     )
