@@ -89,7 +89,7 @@ class Recorder:
         self._clock = clock
         self._wall = wall
         self.id: str = self._who["id"]
-        self._writer: RecordingWriter | None = None  # made when ServerInit has passed
+        self._recording: RecordingWriter | None = None  # made when ServerInit has passed
         self._t0 = 0.0  # the relay's clock when the recording started
         self._segment_started = 0.0
         self._partial = bytearray()  # a server message not yet whole
@@ -108,14 +108,14 @@ class Recorder:
 
     @property
     def at_boundary(self) -> bool:
-        return self._writer is not None and not self._partial
+        return self._recording is not None and not self._partial
 
     def server(self, now: float, data: bytes, boundaries: Sequence[int]) -> None:
         if self._stopped:
             return
         start = 0
         for end in boundaries:
-            if self._writer is None:  # the first boundary is ServerInit's end: the handshake is over
+            if self._recording is None:  # the first boundary is ServerInit's end: the handshake is over
                 self._begin(now)
             else:
                 if self._partial:
@@ -125,16 +125,16 @@ class Recorder:
                 else:
                     message = data[start:end]
                 if message:
-                    self._writer.server(self._t(now), message)
+                    self._recording.server(self._t(now), message)
             start = end
-        if self._writer is not None:
+        if self._recording is not None:
             if start < len(data):
                 self._partial += data[start:]
             self._screen_changed(now)
 
     def client(self, now: float, inputs: int) -> None:
         log_ = self._client.input_log
-        writer = self._writer
+        writer = self._recording
         if writer is None or self._stopped:
             if log_:
                 log_.clear()
@@ -153,21 +153,21 @@ class Recorder:
             writer.screen(pixel_format=pixel_format)
 
     def marker(self, now: float, kind: str, **fields: Any) -> None:
-        if self._writer is not None and not self._stopped:
-            self._writer.marker(self._t(now), kind, **fields)
+        if self._recording is not None and not self._stopped:
+            self._recording.marker(self._t(now), kind, **fields)
 
     def due(self, now: float) -> bool:
-        return self._writer is not None and not self._stopped and self._writer.due(self._t(now))
+        return self._recording is not None and not self._stopped and self._recording.due(self._t(now))
 
     def due_at(self, now: float) -> float:
         every = self._settings.segment_seconds
         deadline = self._segment_started + every
-        return deadline if self._writer is not None and deadline > now else now + every
+        return deadline if self._recording is not None and deadline > now else now + every
 
     def cut(self, now: float) -> None:
-        if self._writer is None or self._stopped:
+        if self._recording is None or self._stopped:
             return
-        self._enqueue(self._writer.cut(self._t(now)))
+        self._enqueue(self._recording.cut(self._t(now)))
         self._segment_started = now
 
     # -- the edge ------------------------------------------------------------------------------------
@@ -179,8 +179,8 @@ class Recorder:
     async def close(self, now: float, *, code: int, reason: str, closed_by: str) -> RecordingResult:
         """The console ended: the last segment (with a `closed` marker), the index and the seal go to
         the store; waits for them at most `finish_timeout`."""
-        if self._writer is not None and not self._stopped:
-            self._writer.marker(self._t(now), "closed", code=code, reason=reason, by=closed_by)
+        if self._recording is not None and not self._stopped:
+            self._recording.marker(self._t(now), "closed", code=code, reason=reason, by=closed_by)
             self._finish(now)
         self._stopped = True
         self._jobs.put_nowait(None)
@@ -211,21 +211,21 @@ class Recorder:
             record_input=self._record_input,
             **self._who,
         )
-        self._writer = RecordingWriter(
+        self._recording = RecordingWriter(
             header,
             self._settings.keys,
             segment_seconds=self._settings.segment_seconds,
             segment_bytes=self._settings.segment_bytes,
         )
         self._jobs.put_nowait(("begin", None))
-        self._writer.marker(0, "opened", width=frame.width, height=frame.height)
+        self._recording.marker(0, "opened", width=frame.width, height=frame.height)
 
     def _screen_changed(self, now: float) -> None:
         frame = self._frame
         screen = (frame.width, frame.height, frame.name)
         if screen == self._screen:
             return
-        writer = self._writer
+        writer = self._recording
         assert writer is not None
         if screen[:2] != self._screen[:2]:
             writer.marker(self._t(now), "resized", width=frame.width, height=frame.height)
@@ -244,7 +244,7 @@ class Recorder:
 
     def _finish(self, now: float) -> None:
         """Close the writer: its last segment, then the index and the seal, are queued."""
-        writer = self._writer
+        writer = self._recording
         assert writer is not None
         self._partial.clear()  # a message cut off by the end is not one a player could decode
         self._enqueue(writer.close(self._t(now)))
@@ -256,10 +256,10 @@ class Recorder:
             return
         self.failure = reason
         log.warning("recording %s failed: %s", self.id, reason)
-        if self._writer is not None and not self._stopped:
+        if self._recording is not None and not self._stopped:
             self._stopped = True
             now = self._clock()
-            self._writer.marker(self._t(now), "failed", reason=reason)
+            self._recording.marker(self._t(now), "failed", reason=reason)
             self._finish(now)
         self._stopped = True
         asyncio.get_running_loop().call_soon(self._on_failure, reason)
@@ -267,7 +267,7 @@ class Recorder:
     async def _work(self) -> None:
         """The background writer: every job in order; after a failure the rest is still offered to the
         store (what it takes is kept), but nothing more is reported."""
-        store, writer_of = self._store, lambda: self._writer
+        store, writer_of = self._store, lambda: self._recording
         while (job := await self._jobs.get()) is not None:
             kind, draft = job
             writer = writer_of()
