@@ -227,6 +227,11 @@ class Gateway:
                 continue
             record.groups = list(groups)
             grants = live.grants(time.time())
+            if record.watching:  # an observer's console: what counts is whether they may still watch
+                if not self.policy.may_join(record.user, groups, live.server, grants).allowed:
+                    live.terminate(CLOSE_POLICY, "You may no longer watch this console", "policy")
+                    closed += 1
+                continue
             decision = self.policy.decide(record.user, groups, live.server, grants)
             permission = decision.permission
             moderation = list(decision.demands.moderation.groups if decision.demands.moderation else ())

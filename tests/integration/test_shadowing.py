@@ -274,6 +274,30 @@ async def test_an_observer_is_not_cut_for_idleness_while_the_owner_works(
         worker.cancel()
 
 
+async def test_a_re_decision_keeps_an_observer_who_may_still_watch_and_ends_one_who_may_not(
+    gateways: Callable[..., Awaitable[RunningGateway]], sign_in: SignIn, owners: list[Owner]
+) -> None:
+    """A reload, an identity change or an ended grant re-decides live consoles: an observer's is judged by
+    `join`, not by a console permission of their own (here the viewer has none: a join-only rule)."""
+
+    def join_only(data: dict[str, Any]) -> None:
+        for rule in data["policy"]["rules"]:
+            if rule["name"] == "demo-support-view":
+                rule.update(permission="none", join=True, join_approval="none")
+
+    gateway = await gateways(join_only)
+    demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
+    owner = await Owner.open(demo)
+    owners.append(owner)
+    observer = await join(viewer, owner.console_id)
+    assert observer.notices[0]["type"] == "hello"
+    assert gateway.gw.redecide(lambda record: record.groups) == 0  # the same groups: still allowed
+    assert gateway.gw.redecide(lambda record: [] if record.watching else record.groups) == 1
+    await frames_until_closed(observer)
+    assert (observer.close_code, observer.close_reason) == (4003, "You may no longer watch this console")
+    await owner.still_relaying()
+
+
 async def test_who_may_not_join_is_refused_before_anything_is_asked(
     gateways: Callable[..., Awaitable[RunningGateway]], sign_in: SignIn, owners: list[Owner]
 ) -> None:
