@@ -307,6 +307,12 @@ class Player {
         rfb.scaleViewport = true;
         rfb.focusOnClick = false;
         rfb.background = "#0b0f14";
+        // noVNC closes the socket itself when the stream makes no sense to it (an unclean disconnect).
+        rfb.addEventListener("disconnect", (event) => {
+            if (this.rfb === rfb && !event.detail.clean) {
+                this.fail(new Error(`The recording cannot be decoded at ${formatDuration(this.pos / 1000)}`));
+            }
+        });
         socket.push(syntheticHandshake(screen));
         this.rfb = rfb;
         this.socket = socket;
@@ -577,8 +583,10 @@ function render(p) {
     for (const button of ui.speeds) {
         button.setAttribute("aria-pressed", String(Number(button.dataset.speed) === p.speed));
     }
-    if (p.problem) {
+    if (p.problem instanceof SegmentProblem) {
         showIntegrity(p.meta, p.problem);
+    } else if (p.problem) {
+        setBanner(byId("load-error"), p.problem.message);
     }
     drawTimeline(p);
 }

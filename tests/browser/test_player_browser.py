@@ -144,6 +144,7 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
 
         # Live: the auditor watches while it is being recorded; the player follows as segments arrive.
         await sign_in(review, gateway.url, "auditor", PASSWORD)
+        signed_in = len(review_traffic.console_errors)  # the sign-in page's own 401 for /api/me
         await open_player(review, gateway.url, rid)
         await expect(review.get_by_test_id("live-badge")).to_be_visible()
         first = await review.evaluate("() => window.recordingPlayer.duration()")
@@ -206,6 +207,7 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
         played = await gateway.wait_for_audit("recording_played", user="auditor", recording=rid)
         assert played["typed_text"] is True and played["reviewers"] == ["audit"]
         assert review_traffic.foreign(gateway.origin) == []
+        assert review_traffic.console_errors[signed_in:] == []  # no CSP violation, no decoder error
 
         # A reviewer without typed_text plays it but reads nothing typed.
         watcher, watching, _ = await new_page(browser)
