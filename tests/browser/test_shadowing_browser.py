@@ -17,8 +17,9 @@ from playwright.async_api import Browser, BrowserContext, Page, WebSocket, expec
 from gateway.sim.demo import DemoCloud
 from tests.browser import test_clipboard_browser as clipboard
 from tests.support.browser import canvas_digest, new_page, sign_in
-from tests.support.gateway import RunningGateway, start_gateway
+from tests.support.gateway import Operator, RecordingTransport, RunningGateway, start_gateway
 from tests.support.polling import wait_for
+from tests.support.rfb_client import RFBClient
 from tests.support.x_echo import XEcho
 
 pytestmark = clipboard.pytestmark
@@ -214,4 +215,31 @@ async def test_admins_watch_from_the_live_list_and_observers_end_with_the_owners
             "The watched console ended", timeout=WAIT_MS
         )
     finally:
+        await gateway.stop()
+
+
+async def test_an_observer_asking_for_exclusive_access_disconnects_nobody(
+    cloud: DemoCloud, tmp_path: Path, echo: XEcho, browser: Browser, contexts: list[BrowserContext]
+) -> None:
+    """Xvnc drops every other client when one sends ClientInit shared-flag 0 (-DisconnectClients, its
+    default): an observer's goes upstream as shared whatever it sends."""
+    gateway = await start_gateway(cloud, tmp_path, join_rule("none"))
+    viewer = Operator(gateway)
+    try:
+        owner = await owner_page(browser, contexts, gateway)
+        await viewer.login("viewer")
+        ws = await viewer.http.ws_connect(
+            gateway.ws_url(f"/ws/join/{console_id(gateway)}"), origin=gateway.origin
+        )
+        transport = RecordingTransport(ws, viewer.seen)
+        assert (await transport.hello())["observer"]["owner"] == "demo"
+        exclusive = RFBClient(transport, shared=False, timeout=10)
+        await exclusive.handshake()
+        assert (await exclusive.full_update()).rects
+        await typed_on(owner, "still here")
+        await wait_for(lambda: echo.typed == "still here", 20, "the owner's typing after the exclusive ask")
+        await expect(owner.get_by_test_id("console-status")).to_have_attribute("data-state", "connected")
+        assert (await exclusive.full_update()).rects  # and the observer is served too
+    finally:
+        await viewer.close()
         await gateway.stop()
