@@ -10,10 +10,12 @@ one that does not exist. Every search, playback and download is audited.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -300,7 +302,25 @@ def _summary(info: RecordingInfo, live: bool, duration: float | None = None) -> 
     }
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _store_down(handler: Handler) -> Handler:
+    """A store that cannot be read answers 503 saying so (StoreError names the store, never a secret)."""
+
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except StoreError as exc:
+            log.warning("%s %s: recording store: %s", request.method, request.path, exc)
+            return json_error(503, f"The recording store cannot be read: {exc}", code="store")
+
+    return wrapped
+
+
 @routes.get("/api/recordings")
+@_store_down
 async def search(request: web.Request) -> web.Response:
     """Recordings the caller may watch, newest first, filtered by recording (console) id, user, server
     (name or id, a part of it), start time range (Unix seconds) and typed text (only where the caller
@@ -360,15 +380,13 @@ async def search(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/recordings/{recording_id}")
+@_store_down
 async def describe(request: web.Request) -> web.Response:
     """What the player needs before the first frame: who, what, the segments' times, the activity per
     second, the markers, the typed text (only with typed_text), the integrity verdict."""
     access = await _open(request)
     live = access.info.id in await _live_ids(request.app[GATEWAY])
-    try:
-        verdict = await _verdict(request, access, live)
-    except StoreError as exc:
-        return json_error(503, f"The recording store cannot be read: {exc}", code="store")
+    verdict = await _verdict(request, access, live)
     _audit_played(request, access)
     index = verdict.index or Index()
     typed = None
@@ -400,6 +418,7 @@ async def describe(request: web.Request) -> web.Response:
 
 
 @routes.get(r"/api/recordings/{recording_id}/segments/{number:\d{1,9}}")
+@_store_down
 async def segment(request: web.Request) -> web.Response:
     """One segment, verified and decrypted here, as the player's feed. A segment that does not verify is
     refused with 409 and says which and why (the player shows it as tampered)."""
@@ -433,6 +452,7 @@ def _decode(
 
 
 @routes.get("/api/recordings/{recording_id}/download")
+@_store_down
 async def download(request: web.Request) -> web.StreamResponse:
     """The recording as stored, in one file (header, segments, index, seal: format.pack), to keep as
     evidence or verify elsewhere. It holds the recorded input when there is any, so it needs typed_text

@@ -252,3 +252,18 @@ async def test_inputs_are_never_in_the_feed_even_for_typed_text_reviewers(
         assert INPUT not in {kind for kind, _, _ in records}
     finally:
         await lead.close()
+
+
+async def test_a_store_that_cannot_be_read_answers_503_naming_it(
+    gateway: RunningGateway, store: LocalStore, tmp_path: Path
+) -> None:
+    await write_recording(store, "rec-one")
+    (tmp_path / "recordings").rename(tmp_path / "moved")
+    (tmp_path / "recordings").write_text("not a directory")
+    auditor = await signed_in(gateway, "auditor")
+    try:
+        status, body = await auditor.get("/api/recordings")
+        assert (status, body["code"]) == (503, "store")
+        assert "recording store" in body["error"] and "Not a directory" in body["error"]
+    finally:
+        await auditor.close()
