@@ -2,12 +2,14 @@
 its commands. Every decision is the core's (consoles/relay_core.py); this module only moves bytes.
 
 Two pumps, one per direction, each awaiting its send before reading the next message, so a slow
-reader slows its writer instead of growing a queue here. The core's timers run in one watchdog task
-that sleeps until the core's next Wakeup. `run()` owns the ending: once the core has decided a close,
-`run()` closes both sides (aborting a transport whose peer does not take its close frame in time) and
-waits for its tasks. Downstream frames pass through unchanged once the core says the server's bytes no
-longer matter (consoles/aiohttp_fastpath.py), unless aiohttp is not a checked release or
-`console.frame_passthrough` is off; then they go message by message through the core.
+reader slows its writer instead of growing a queue here. The core's timers run on one loop timer armed
+for the core's next Wakeup (a watchdog task exists only while a notice goes out, so an idle console has
+no task asleep for its timers), and the keep-alive on the process's one scheduler (consoles/keepalive.py).
+`run()` owns the ending: once the core has decided a close, `run()` closes both sides (aborting a
+transport whose peer does not take its close frame in time) and waits for its tasks. Downstream frames
+pass through unchanged once the core says the server's bytes no longer matter
+(consoles/aiohttp_fastpath.py), unless aiohttp is not a checked release or `console.frame_passthrough`
+is off; then they go message by message through the core.
 """
 
 from __future__ import annotations
@@ -107,6 +109,7 @@ class Relay:
         self._end: asyncio.Future[None] | None = None
         self._closes: list[CloseSide] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._timer: asyncio.TimerHandle | None = None  # the core's next Wakeup
         self._started = False
         self.close_info: CloseInfo | None = None  # set once both sides are closed, even if cancelled
 
@@ -156,10 +159,10 @@ class Relay:
                 loop.create_task(self._pump_upstream(), name="relay-upstream-to-browser"),
                 loop.create_task(self._pump_browser(), name="relay-browser-to-upstream"),
             ]
-            if core.has_timers:
-                self._tasks.append(loop.create_task(self._watchdog(started), name="relay-watchdog"))
             for task in self._tasks:
                 task.add_done_callback(self._task_done)
+            if core.has_timers:
+                self._timers_due(started)
             keepalive, every = self._keepalive, self._keepalive_interval
             if keepalive is not None:
                 self._watches = tuple(keepalive.watch(self, side, every) for side in (_BROWSER, _UPSTREAM))
@@ -277,24 +280,51 @@ class Relay:
             else:  # CLOSING (we closed it), CLOSED (vanished), ERROR
                 return self._apply(core.browser_vanished())
 
+    def _timers_due(self, commands: Sequence[Command]) -> None:
+        """The core's answer to the clock. Closes and the next Wakeup are carried out at once (a loop
+        timer, not a task sleeping per console); notices and the gateway's own messages upstream must be
+        awaited, so only then a short-lived watchdog task runs them, in order, and arms the next one."""
+        if any(type(command) is Notice or type(command) is ToUpstream for command in commands):
+            self._tasks = [task for task in self._tasks if not task.done()]
+            task = asyncio.get_running_loop().create_task(self._watchdog(commands), name="relay-watchdog")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
+            return
+        for command in commands:
+            if type(command) is Wakeup:
+                self._wake_at(command.at)
+            elif type(command) is CloseSide:
+                return self._apply(commands)  # the closes: maximum duration or idle cut
+        return None
+
+    def _wake_at(self, at: float) -> None:
+        if self._end is not None and not self._end.done():
+            delay = max(0.0, at - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        try:
+            self._timers_due(self._core.tick(time.monotonic()))
+        except Exception:
+            log.exception("relay timer failed")
+            reason = CODES[CLOSE_INTERNAL].reason
+            self._apply(self._core.terminate(CLOSE_INTERNAL, reason, upstream_code=1011))
+
     async def _watchdog(self, commands: Sequence[Command]) -> None:
-        core = self._core
-        while True:
-            wake = None
-            for command in commands:
-                if type(command) is Notice:
-                    await self._notify(command)
-                elif type(command) is Wakeup:
-                    wake = command.at
-                elif type(command) is ToUpstream:
-                    if not await self._inject(command):
-                        return
-                else:
-                    return self._apply(commands)  # the closes: maximum duration or idle cut
-            if wake is None:
-                return
-            await asyncio.sleep(max(0.0, wake - time.monotonic()))
-            commands = core.tick(time.monotonic())
+        wake = None
+        for command in commands:
+            if type(command) is Notice:
+                await self._notify(command)
+            elif type(command) is Wakeup:
+                wake = command.at
+            elif type(command) is ToUpstream:
+                if not await self._inject(command):
+                    return
+            else:
+                return self._apply(commands)  # the closes: maximum duration or idle cut
+        if wake is not None:
+            self._wake_at(wake)
 
     async def notify(self, payload: dict[str, object], within: float = 1.0) -> None:
         """Send the page a gateway notice (a JSON text frame) at any time: who is watching, moderation.
@@ -347,6 +377,8 @@ class Relay:
             self._passthrough.stop_forwarding()
         for watch in self._watches:
             self._keepalive.forget(watch)  # type: ignore[union-attr]
+        if self._timer is not None:
+            self._timer.cancel()
         for task in self._tasks:
             if task.get_name() == "relay-watchdog" and not task.done():
                 task.cancel()

@@ -14,10 +14,18 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from gateway.consoles.codes import CLOSE_GOING_AWAY, CLOSE_UPSTREAM_LOST, REASON_LOST
-from tests.integration.test_relay import GREETING, HANDSHAKE, Peers, peers, receive_bytes, receive_close
+from tests.integration.test_relay import (
+    GREETING,
+    HANDSHAKE,
+    Peers,
+    _greeter,
+    peers,
+    receive_bytes,
+    receive_close,
+)
 from tests.support import nginx
 from tests.support.hostile import RawWebSocket
-from tests.support.ws_peers import wait_for
+from tests.support.ws_peers import WsUpstream, wait_for
 
 __all__ = ["peers"]  # the fixture, shared with the relay tests
 
@@ -128,4 +136,25 @@ async def test_a_live_idle_console_outlives_a_proxy_idle_timeout(
         proxy.stop()
     if keepalive:
         await browser.close()
+    await gw.assert_clean()
+
+
+async def test_an_idle_console_runs_no_task_but_its_two_pumps(peers: Peers) -> None:
+    """Idle consoles that cost nothing: the keep-alive is the process's one timer, and the console's own
+    timers (idle warning and cut) wait on a loop timer, not on a task asleep per console. A task comes
+    only to send the warning, and the cut still lands on time."""
+    holder: list[WsUpstream] = []
+    gw, upstream = await peers.via_ws(_greeter(holder), idle_timeout=1.5, idle_warning=0.5, keepalive=0.2)
+    holder.append(upstream)
+    browser = await peers.browser(gw)
+    assert await receive_bytes(browser, len(GREETING)) == GREETING
+    started = time.monotonic()
+    relay = gw.relays[0]
+    running = [t.get_name() for t in relay.tasks if not t.done()]
+    assert sorted(running) == ["relay-browser-to-upstream", "relay-upstream-to-browser"]
+    msg = await asyncio.wait_for(browser.receive(), 5)  # pings are answered inside receive()
+    assert msg.type is WSMsgType.TEXT and "idle_warning" in msg.data
+    assert 1.0 - 0.1 <= time.monotonic() - started, "the warning came early"
+    assert await receive_close(browser) == (4408, "Closed after 1.5 seconds without input")
+    assert 1.5 - 0.1 <= time.monotonic() - started <= 1.5 + 1.0
     await gw.assert_clean()
