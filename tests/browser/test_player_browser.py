@@ -155,6 +155,7 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
 
         await wait_for(grown, 20, "the live recording to grow")
         # Playing at the edge keeps following: it plays past what was stored when it started.
+        await review.get_by_test_id("speed-4").click()
         await review.get_by_test_id("play").click()
         edge = await review.evaluate("() => window.recordingPlayer.duration()")
 
