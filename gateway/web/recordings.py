@@ -464,23 +464,56 @@ async def download(request: web.Request) -> web.StreamResponse:
     header = await store.read_header(rid)
     if header is None:
         raise _not_found()
-    segments = [
-        s for s in [await store.read_segment(rid, n) for n in range(access.info.segments)] if s is not None
-    ]
     index_bytes = await store.read_index(rid)
     seal = await store.read_seal(rid)
-    chunks = list(pack(header, segments, index_bytes, seal))
-    size = sum(len(c) for c in chunks)
+    # Streamed a segment at a time: pack() takes each segment from `slot` as it gets to it, and the
+    # loop below fills the slot, from the store, just before pack could ask for the next one.
+    slot = _Slot()
+    pieces = pack(header, slot, index_bytes, seal)
+    numbers = iter(range(access.info.segments))
     response = web.StreamResponse(
         headers={
             "Content-Type": "application/octet-stream",
             "Content-Disposition": f'attachment; filename="{rid}.nvgr"',
-            "Content-Length": str(size),
         }
     )
     await response.prepare(request)
-    request.app[GATEWAY].audit.emit("recording_downloaded", **_about(request, access), size=size)
-    for chunk in chunks:
-        await response.write(chunk)
-    await response.write_eof()
+    sent = 0
+    try:
+        while True:
+            while slot.item is None and not slot.done:  # the next stored segment (absent ones skipped)
+                number = next(numbers, None)
+                if number is None:
+                    slot.done = True
+                else:
+                    slot.item = await store.read_segment(rid, number)
+            piece = next(pieces, None)
+            if piece is None:
+                break
+            await response.write(piece)
+            sent += len(piece)
+        await response.write_eof()
+    except StoreError as exc:  # the headers are out: the file ends short (unpack says it is incomplete)
+        log.warning("download of recording %s cut short: %s", rid, exc)
+    finally:
+        request.app[GATEWAY].audit.emit("recording_downloaded", **_about(request, access), size=sent)
     return response
+
+
+class _Slot:
+    """One segment at a time for pack(): an iterator the download loop fills before pack reads it."""
+
+    def __init__(self) -> None:
+        self.item: bytes | None = None
+        self.done = False  # no segment is left
+
+    def __iter__(self) -> _Slot:
+        return self
+
+    def __next__(self) -> bytes:
+        item, self.item = self.item, None
+        if item is not None:
+            return item
+        if self.done:
+            raise StopIteration
+        raise RuntimeError("pack() read ahead of the download loop")
