@@ -26,6 +26,8 @@ THROUGHPUT = {
     "tls_both_mix": "TLS both hops, VNC mix",
 }
 CONSOLES_PER_CORE = 1000
+IDLE_KIB_PER_CONSOLE = 32  # issue 16: 10,000 idle consoles in one process
+IDLE_CPU_PERCENT = 5.0
 
 
 def ratios(data: dict[str, Any]) -> dict[str, dict[str, float | None]]:
@@ -111,16 +113,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
             "met": (cpc["consoles_per_core"] or 0) >= CONSOLES_PER_CORE,
         }
     )
-    last = [p for p in sc["idle"]["gateway"]["points"] if "error" not in p][-1]
-    out.append(
-        {
-            "target": f"idle: <= 64 KiB per session at {last['requested']} sessions",
-            "value": last["kib_per_session"],
-            "sessions_reached": last["sessions"],
-            "limit": 64,
-            "met": last["kib_per_session"] <= 64 and last["sessions"] >= last["requested"],
-        }
-    )
+    out += _idle_targets(sc["idle"]["gateway"])
     overhead = sc["console_open"]["gateway_overhead_ms"]["p50_ms"]
     out.append(
         {
@@ -131,6 +124,35 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     return out
+
+
+def _idle_targets(gateway: dict[str, Any]) -> list[dict[str, Any]]:
+    """Memory per console and CPU at the last level the gateway held. A level the descriptor limit cut
+    short counts with the sessions it reached, and says so; one where opens failed is not met."""
+    points = gateway["points"]
+    last = [p for p in points if "error" not in p][-1]
+    wanted = max(p["requested"] for p in points)
+    held = last["sessions"] >= wanted or "limited_by" in last
+    where = f"at {last['sessions']} sessions"
+    if last["sessions"] < wanted:
+        where += f" of {wanted} ({last.get('limited_by', 'opening more failed')})"
+    return [
+        {
+            "target": f"idle: <= {IDLE_KIB_PER_CONSOLE} KiB per console {where}",
+            "value": last["kib_per_session"],
+            "sessions_reached": last["sessions"],
+            "limit": IDLE_KIB_PER_CONSOLE,
+            "met": held and last["kib_per_session"] <= IDLE_KIB_PER_CONSOLE,
+        },
+        {
+            "target": f"idle: <= {IDLE_CPU_PERCENT:g}% of a core {where} "
+            f"(over {gateway.get('cpu_window_s', '?')} s)",
+            "value": last["cpu_percent"],
+            "sessions_reached": last["sessions"],
+            "limit": IDLE_CPU_PERCENT,
+            "met": held and last["cpu_percent"] <= IDLE_CPU_PERCENT,
+        },
+    ]
 
 
 def _f(value: Any, digits: int = 1) -> str:

@@ -23,6 +23,7 @@ from bench import report, scenarios
 from bench.scenarios import Plan
 from bench.source import raise_nofile, run_loop
 from bench.systems import Source
+from gateway.config import ConsoleSection
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -40,7 +41,8 @@ def _log(text: str) -> None:
 
 
 async def run(plan: Plan, loop: str, workdir: Path) -> dict[str, Any]:
-    hard = raise_nofile()
+    # The gateway holds two descriptors per idle console; the client and the source one each.
+    hard = raise_nofile(2 * max(plan.idle_levels) + 200)
     started = time.time()
     meta: dict[str, Any] = {
         "started": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -119,7 +121,8 @@ async def run(plan: Plan, loop: str, workdir: Path) -> dict[str, Any]:
                 "gateway",
                 lambda: scenarios.start_gateway(workdir, source, loop),
                 levels,
-                plan.idle_window,
+                # A whole keep-alive interval: every idle socket's ping and pong falls in the window once.
+                plan.idle_window if plan.quick else max(plan.idle_window, ConsoleSection().keepalive),
                 plan.idle_settle,
                 fd_per_session=2,
             ),

@@ -351,7 +351,9 @@ async def idle(
     forked: bool = False,
     fd_per_session: int = 1,
 ) -> dict[str, Any]:
-    """Open sessions in steps up to each level and hold them; memory and CPU of the system at each."""
+    """Open sessions in steps up to each level and hold them; memory and CPU of the system at each. The
+    system inherits this process's RLIMIT_NOFILE (bench.run raises it as far as it may); a level that
+    needs more descriptors than that is cut short, and its point says how far it got and why."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     system = await start()
     points: list[dict[str, Any]] = []
@@ -399,6 +401,9 @@ async def idle(
                 }
             )
             if feasible < level:
+                points[-1]["limited_by"] = (
+                    f"RLIMIT_NOFILE hard limit {hard} ({fd_per_session} descriptor(s) per session, 100 spare)"
+                )
                 break
     finally:
         system.stop()
@@ -410,6 +415,8 @@ async def idle(
         "system": name,
         "memory_metric": "sum of PSS over the process tree" if forked else "RSS",
         "baseline_kib": round(base),
+        "cpu_window_s": window,
+        "nofile_hard_limit": hard,
         "points": points,
     }
 

@@ -42,9 +42,18 @@ _BLOB = memoryview(bytes(1 << 20))
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def raise_nofile() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit (10,000 sessions need more than the usual 1,024)."""
+def raise_nofile(want: int = 0) -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit (10,000 sessions need more than the usual 1,024), and the
+    hard limit up to `want` where this process may raise it (CAP_SYS_RESOURCE, e.g. root on a host; not
+    in an unprivileged container). Children started afterwards inherit it. Returns the hard limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if want > hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+        except (ValueError, OSError):
+            pass  # not allowed: the idle scenario reports how far the limit let it go
+        else:
+            return want
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return hard
