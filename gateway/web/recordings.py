@@ -319,22 +319,45 @@ def _store_down(handler: Handler) -> Handler:
     return wrapped
 
 
+FILTERS: Final = ("id", "user", "server", "since", "until", "text")
+
+
 @routes.get("/api/recordings")
 @_store_down
+async def listing(request: web.Request) -> web.Response:
+    """Recordings the caller may watch, filtered as in `search` except by typed text, which never goes in
+    an address (addresses end up in proxy logs and browser history; the text may be a password)."""
+    if request.query.get("text"):
+        return json_error(400, "Search typed text with POST /api/recordings/search", code="bad_request")
+    return await _search(request, {name: request.query.get(name, "") for name in FILTERS})
+
+
+@routes.post("/api/recordings/search")
+@_store_down
 async def search(request: web.Request) -> web.Response:
+    """The same search with the filters as a JSON object, typed text included."""
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        return json_error(400, "Send a JSON object of filters", code="bad_request")
+    return await _search(request, {name: str(body.get(name) or "") for name in FILTERS})
+
+
+async def _search(request: web.Request, filters: dict[str, str]) -> web.Response:
     """Recordings the caller may watch, newest first, filtered by recording (console) id, user, server
     (name or id, a part of it), start time range (Unix seconds) and typed text (only where the caller
     may read it)."""
     gw = request.app[GATEWAY]
     session = current(request)
-    query = request.query
-    wanted = query.get("id", "").strip()  # a console id, e.g. from a console_closed line's `recording`
-    user = query.get("user", "").strip().casefold()
-    server = query.get("server", "").strip().casefold()
-    text = query.get("text", "").strip()
+    wanted = filters["id"].strip()  # a console id, e.g. from a console_closed line's `recording`
+    user = filters["user"].strip().casefold()
+    server = filters["server"].strip().casefold()
+    text = filters["text"].strip()
     try:
-        since = float(query["since"]) if query.get("since") else None
-        until = float(query["until"]) if query.get("until") else None
+        since = float(filters["since"]) if filters["since"].strip() else None
+        until = float(filters["until"]) if filters["until"].strip() else None
     except ValueError:
         return json_error(400, "since and until are Unix times in seconds", code="bad_request")
     parts = _parts(gw)
@@ -371,11 +394,9 @@ async def search(request: web.Request) -> web.Response:
         found.append(item)
         if len(found) >= SEARCH_LIMIT:
             break
-    filters = [
-        name for name in ("id", "user", "server", "since", "until", "text") if query.get(name, "").strip()
-    ]
+    given = [name for name in FILTERS if filters[name].strip()]
     # The typed text searched for is not written down: it may be the very password someone looks for.
-    gw.audit.emit("recording_searched", **audit_base(request, session), filters=filters, results=len(found))
+    gw.audit.emit("recording_searched", **audit_base(request, session), filters=given, results=len(found))
     return web.json_response({"recordings": found, "limit": SEARCH_LIMIT})
 
 

@@ -2,12 +2,18 @@
  * The recordings page: recorded consoles this reviewer may watch, searched by user, server, time range
  * and typed text (the gateway searches typed text only where the reviewer may read it). Each row links
  * to the player; a typed-text hit links to the moment it was typed.
+ *
+ * The search is a POST: typed text may be a password and must stay out of addresses (proxy logs,
+ * browser history). The other filters are kept in the address, so a search can be linked to.
  */
 
 import { ApiError, api, goToLogin, loadMe } from "./api.js";
 import { byId, el, formatBytes, formatDuration, formatTime, setBanner, setupHeader } from "./ui.js";
 
 const FIELDS = ["id", "user", "server", "since", "until", "text"];
+/** Filters that may appear in the address (all but the typed text). */
+const LINKABLE = FIELDS.filter((name) => name !== "text");
+let csrf = "";
 
 /** datetime-local value (local time) ↔ epoch seconds, for the API. */
 function toEpoch(value) {
@@ -15,16 +21,16 @@ function toEpoch(value) {
     return Number.isFinite(ms) ? String(ms / 1000) : "";
 }
 
-/** The form as API query parameters (empty fields left out). */
-function query() {
-    const params = new URLSearchParams();
+/** The form as the API's filters (empty fields left out). */
+function filters() {
+    const out = {};
     for (const name of FIELDS) {
         const value = byId(`q-${name}`).value.trim();
         if (value) {
-            params.set(name, name === "since" || name === "until" ? toEpoch(value) : value);
+            out[name] = name === "since" || name === "until" ? toEpoch(value) : value;
         }
     }
-    return params;
+    return out;
 }
 
 function playerLink(r, t = null) {
@@ -57,10 +63,11 @@ function row(r) {
 }
 
 async function search() {
-    const params = query();
+    const body = filters();
+    const params = new URLSearchParams(LINKABLE.filter((name) => body[name]).map((name) => [name, body[name]]));
     history.replaceState(null, "", params.toString() ? `?${params}` : location.pathname);
     try {
-        const data = await api(`/api/recordings?${params}`);
+        const data = await api("/api/recordings/search", { method: "POST", body, csrf });
         const recordings = Array.isArray(data.recordings) ? data.recordings : [];
         byId("rows").replaceChildren(...recordings.map(row));
         setBanner(byId("empty"), recordings.length ? null : "No recording you may watch matches.");
@@ -78,7 +85,7 @@ async function search() {
 /** Fill the form from the address, so a search can be bookmarked or linked to. */
 function fromAddress() {
     const params = new URLSearchParams(location.search);
-    for (const name of FIELDS) {
+    for (const name of LINKABLE) {
         const value = params.get(name);
         if (value === null) {
             continue;
@@ -97,6 +104,7 @@ function fromAddress() {
 
 async function main() {
     const me = await loadMe();
+    csrf = me.csrf;
     setupHeader(me);
     fromAddress();
     byId("search").addEventListener("submit", (event) => {

@@ -165,8 +165,11 @@ async def test_a_reviewer_plays_but_reads_no_typed_text_without_typed_text(
         assert TYPED not in str(meta)
         assert (await auditor.get("/api/recordings/rec-one/download"))[0] == 404
         # Typed-text search never searches what the caller may not read.
-        status, found = await auditor.get("/api/recordings", params={"text": TYPED})
+        status, found = await auditor.post("/api/recordings/search", {"text": TYPED})
         assert status == 200 and found["recordings"] == []
+        # Typed text never travels in an address (proxy logs, browser history): GET refuses it.
+        status, refused = await auditor.get("/api/recordings", params={"text": TYPED})
+        assert status == 400 and "POST" in refused["error"]
         # The player's feed: the screen first, then server messages and markers; never the input.
         async with auditor.http.get(f"{gateway.url}/api/recordings/rec-one/segments/1") as response:
             assert response.status == 200
@@ -196,7 +199,7 @@ async def test_typed_text_reviewers_read_search_and_download(
         status, meta = await lead.get("/api/recordings/rec-one")
         assert meta["typed_text"] == "shown"
         assert [(r["t"], r["text"]) for r in meta["typed"]] == [(2100, TYPED)]
-        status, found = await lead.get("/api/recordings", params={"text": "HUNTER", "server": "web"})
+        status, found = await lead.post("/api/recordings/search", {"text": "HUNTER", "server": "web"})
         assert status == 200 and sorted(r["id"] for r in found["recordings"]) == ["rec-one", "rec-two"]
         assert found["recordings"][0]["hits"] == [2100]
         async with lead.http.get(f"{gateway.url}/api/recordings/rec-one/download") as response:
