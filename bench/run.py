@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import report, scenarios
+from bench import recording, report, scenarios
 from bench.scenarios import Plan
 from bench.source import raise_nofile, run_loop
 from bench.systems import Source
@@ -96,6 +96,9 @@ async def run(plan: Plan, loop: str, workdir: Path) -> dict[str, Any]:
             workdir, source, {"direct": source, "websockify": websockify}, plan, loop
         )
         websockify.stop()
+
+        _log("session recording")
+        sc["recording"] = await recording.run(workdir, source, loop, plan.quick, _log)
 
         _log("idle sessions")
 
