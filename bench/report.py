@@ -82,13 +82,15 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         )
     added = sc["latency_many"]["added"]["gateway"]
     noise = added["noise_ms"]["p99_ms"]
+    # Undecided (None) when the gateway's excess hides in a spread wider than the limit itself.
+    if_noise_only = True if noise <= 1.0 else None
     out.append(
         {
             "target": f"latency_many: added p99 <= 1 ms ({sc['latency_many']['sessions']} sessions)",
             # None: not above the spread of direct's own p99 between slices (reported as that bound).
             "value": added["p99_ms"] if added["p99_ms"] is not None else f"within noise (< {noise} ms)",
             "limit": 1.0,
-            "met": (added["p99_ms"] or 0) <= 1.0 and noise <= 1.0,
+            "met": added["p99_ms"] <= 1.0 if added["p99_ms"] is not None else if_noise_only,
         }
     )
     for name in ("tls_upstream_64k", "tls_upstream_mix"):
@@ -275,7 +277,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines += _consoles_table(sc.get("consoles_per_core"))
     lines += ["", "| target | measured | limit | met |", "| --- | ---: | ---: | :---: |"]
     for t in data["targets"]:
-        lines.append(f"| {t['target']} | {t['value']} | {t['limit']} | {'yes' if t['met'] else 'no'} |")
+        met = {True: "yes", False: "no", None: "undecided (load noise)"}[t["met"]]
+        lines.append(f"| {t['target']} | {t['value']} | {t['limit']} | {met} |")
     return "\n".join(lines) + "\n"
 
 
@@ -285,19 +288,18 @@ def _consoles_table(cpc: dict[str, Any] | None) -> list[str]:
     lines = [
         "",
         f"Consoles per core ({cpc['profile']}; {cpc['window_seconds']:g} s per level and system, "
-        "gateway and direct taking turns):",
+        "gateway and direct taking turns; added p99 = median over the turns of gateway p99 - direct p99):",
         "",
-        "| active consoles | gateway cores | client cores | ticks/s per console | gateway round trip "
-        "p50 / p99, ms | direct p50 / p99, ms | added p99, ms | consoles per core |",
+        "| active consoles | gateway cores | client / source cores | ticks/s per console | "
+        "gateway round trip p50 / p99, ms | direct p50 / p99, ms | added p99, ms | consoles per core |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for p in cpc["points"]:
         gw, direct = p["gateway"], p["direct"]
-        added = (
-            _f(p["added_p99_ms"], 3) if p["added_p99_ms"] is not None else f"≤ noise ({p['noise_p99_ms']})"
-        )
+        added = _f(p["added_p99_ms"], 3) if p["added_p99_ms"] is not None else "≤ 0 (noise)"
         lines.append(
-            f"| {p['consoles']} | {p['gateway_cores']:.2f} | {p['client_cores']:.2f} | "
+            f"| {p['consoles']} | {p['gateway_cores']:.2f} | "
+            f"{p['client_cores']:.2f} / {p['source_cores']:.2f} | "
             f"{p['ticks_per_console_per_s']:.2f} of {p['intended_ticks_per_console_per_s']:g} | "
             f"{gw['p50_ms']:.2f} / {gw['p99_ms']:.2f} | {direct['p50_ms']:.2f} / {direct['p99_ms']:.2f} | "
             f"{added} | {_f(p['consoles_per_core'])} |"
