@@ -206,6 +206,17 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
         await review.get_by_test_id("typed-filter").fill("bravo")
         await expect(review.get_by_test_id("typed-entry")).to_have_count(1)
 
+        # The recordings page finds it by typed text (kept out of the address) and links to the moment.
+        await review.goto(f"{gateway.url}/recordings")
+        await review.get_by_test_id("search-text").fill("alpha")
+        await review.get_by_test_id("search-submit").click()
+        await expect(review.get_by_test_id("recording-row")).to_have_count(1)
+        assert "alpha" not in review.url
+        await review.get_by_test_id("recording-hit").first.click()
+        await player_ready(review)
+        position = await review.evaluate("() => window.recordingPlayer.position()")
+        assert abs(position - (typed_alpha - started) * 1000) < 1000
+
         played = await gateway.wait_for_audit("recording_played", user="auditor", recording=rid)
         assert played["typed_text"] is True and played["reviewers"] == ["audit"]
         assert review_traffic.foreign(gateway.origin) == []
