@@ -11,8 +11,9 @@ not a reviewer gets nothing. The recording is watched live too, while it is bein
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,27 @@ def segments_stored(directory: Path, rid: str) -> int:
     return len(list((directory / rid).glob("seg-*")))
 
 
+async def busy_until(echo: XEcho, condition: Callable[[], Any], what: str) -> None:
+    """Wait for `condition` while the console keeps talking without changing a pixel: each poll puts new
+    text on the X clipboard, which Xvnc announces with a ServerCutText. A console that says nothing may
+    not be cut into segments at all (nothing to seek to), so the waits for segments do not rely on it."""
+    copies = 0
+
+    async def check() -> Any:
+        nonlocal copies
+        if result := await _value(condition()):
+            return result
+        copies += 1
+        await echo.command(f"copy {f'tick {copies}'!r}", "copied")
+        return None
+
+    await wait_for(check, 30, what, every=0.2)
+
+
+async def _value(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
 async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
     cloud: DemoCloud, tmp_path: Path, echo: XEcho, browser: Browser
 ) -> None:
@@ -134,14 +156,14 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
 
         # A quiet start, then "alpha", a quiet middle, then more text: the middle of the recording shows
         # "alpha" alone, which the operator's own canvas showed then.
-        await wait_for(lambda: segments_stored(store, rid) >= 2, 20, "two segments before typing")
+        await busy_until(echo, lambda: segments_stored(store, rid) >= 2, "two segments before typing")
         typed_alpha = await type_into_console(page, echo, "alpha")
         middle = await settled_frame(page)
         middle_wall = time.time()
         # Let the recording cut a few segments while the screen holds still, so that the middle lies in a
         # later segment than the typing (the seek then starts a fresh noVNC at that segment's keyframe).
         cut = segments_stored(store, rid)
-        await wait_for(lambda: segments_stored(store, rid) >= cut + 2, 20, "two more segments")
+        await busy_until(echo, lambda: segments_stored(store, rid) >= cut + 2, "two more segments")
 
         # Live: the auditor watches while it is being recorded; the player follows as segments arrive.
         await sign_in(review, gateway.url, "auditor", PASSWORD)
@@ -153,7 +175,7 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
         async def grown() -> bool:
             return await review.evaluate("() => window.recordingPlayer.duration()") > first
 
-        await wait_for(grown, 20, "the live recording to grow")
+        await busy_until(echo, grown, "the live recording to grow")
         # Playing at the edge keeps following: it plays past what was stored when it started.
         await review.get_by_test_id("speed-4").click()
         await review.get_by_test_id("play").click()
@@ -162,13 +184,13 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
         async def followed() -> bool:
             return await review.evaluate("() => window.recordingPlayer.position()") > edge
 
-        await wait_for(followed, 20, "playback to follow the live recording")
+        await busy_until(echo, followed, "playback to follow the live recording")
         await expect(review.get_by_test_id("player-screen")).to_have_attribute("data-state", "playing")
 
         typed_bravo = await type_into_console(page, echo, " bravo charlie delta")
         final = await settled_frame(page)
         cut = segments_stored(store, rid)
-        await wait_for(lambda: segments_stored(store, rid) >= cut + 1, 20, "one more segment")
+        await busy_until(echo, lambda: segments_stored(store, rid) >= cut + 1, "one more segment")
         await page.goto("about:blank")  # the operator leaves: the console closes, the recording is sealed
         closed = await gateway.wait_for_audit("console_closed", console_id=rid)
         assert closed["recording"] == rid
