@@ -467,16 +467,27 @@ class Player {
             if (index > 0 && index < this.segments.length && this.segments[index].start <= now) {
                 // The next segment continues the same stream: same noVNC, no new handshake.
                 this.advancing = true;
+                const token = this.seekToken;
+                let next;
                 try {
-                    this.feed = await this.load(this.segments[index].number);
-                    this.next = 0;
-                    this.prefetch(index + 1);
+                    next = await this.load(this.segments[index].number);
                 } catch (err) {
-                    this.advancing = false;
                     this.fail(err);
                     return;
+                } finally {
+                    this.advancing = false;
                 }
-                this.advancing = false;
+                if (token !== this.seekToken) {
+                    // A seek happened meanwhile and owns the stream now; its tick was dropped while
+                    // this one waited, so carry on from where it left things.
+                    if (this.playing) {
+                        this.schedule();
+                    }
+                    return;
+                }
+                this.feed = next;
+                this.next = 0;
+                this.prefetch(index + 1);
                 this.feedTo(now);
             }
         }
