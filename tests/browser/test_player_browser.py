@@ -272,6 +272,13 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
         await expect(integrity).to_have_attribute("data-status", "tampered")
         await expect(integrity).to_have_attribute("data-segment", "1")
         await expect(integrity).to_contain_text("segment 1")
+        # Playing into it stops there: the gateway refuses the segment, the page says so.
+        await review.evaluate(
+            "() => window.recordingPlayer.seek(window.recordingPlayer.player.segments[1].start + 600)"
+        )
+        await expect(review.get_by_test_id("player-screen")).to_have_attribute("data-state", "error")
+        await expect(integrity).to_have_attribute("data-status", "tampered")
+        await expect(integrity).to_have_attribute("data-segment", "1")
     finally:
         await operator.close()
         await auditor.close()
