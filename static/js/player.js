@@ -807,6 +807,14 @@ async function main() {
             player.seek(player.pos + step);
         }
     });
+    // Space plays and pauses, unless the keyboard is busy elsewhere (a field, a button of its own).
+    document.addEventListener("keydown", (event) => {
+        const busy = event.target instanceof HTMLElement && event.target.closest("input, textarea, button, a, select");
+        if (event.key === " " && !busy && !ui.play.disabled) {
+            event.preventDefault();
+            ui.play.click();
+        }
+    });
     window.addEventListener("resize", () => drawTimeline(player));
     if (!meta.segments.length) {
         ui.screen.dataset.state = meta.recording.live ? "loading" : "ended";

@@ -382,6 +382,11 @@ async def test_the_recordings_page_lists_searches_and_opens_the_player(
             await expect(page.get_by_test_id("player-title")).to_have_text("web-1")
             await expect(page.get_by_test_id("typed-note")).to_contain_text("Input was not recorded")
             await expect(page.get_by_test_id("marker")).to_have_count(2)  # opened, closed
+            screen = page.get_by_test_id("player-screen")
+            await page.keyboard.press("Space")
+            await expect(screen).to_have_attribute("data-state", "playing")
+            await page.keyboard.press("Space")
+            await expect(screen).to_have_attribute("data-state", "paused")
             searched = [e for e in gateway.audit_events() if e["event"] == "recording_searched"]
             assert [(e["filters"], e["results"]) for e in searched] == [
                 ([], 2),
