@@ -131,19 +131,23 @@ def recording_config(directory: Path, segment_seconds: float, key: str) -> dict[
     }
 
 
-def per_hour(total: int, first_frame: int, seconds: float, *, keyframed: bool) -> float:
+def per_hour(total: int, once: int, seconds: float, *, keyframed: bool) -> float:
     """MB an hour of a workload costs, from `total` bytes over `seconds`. A recorded stream starts every
-    segment (`seconds` long here) with a full frame, so its hour is `total` scaled; an unrecorded stream
-    has its `first_frame` once, and only the rest recurs."""
+    segment (`seconds` long here) with a full frame, so its hour is `total` scaled; otherwise `once`
+    bytes (an unrecorded stream's first full frame; a recording's header, metadata and seal) come once
+    an hour and only the rest recurs."""
     if keyframed:
         return total * HOUR / seconds / MB
-    return (first_frame + (total - first_frame) * HOUR / seconds) / MB
+    return (once + (total - once) * HOUR / seconds) / MB
 
 
 async def run(workdir: Path, source: Source, loop: str, quick: bool, log: Log) -> dict[str, Any]:
     """Every recording figure; the Xvnc part is skipped (and says so) where its programs are missing."""
     plan = RecordingPlan.smoke() if quick else RecordingPlan.full()
-    out: dict[str, Any] = {"plan": {"seconds": plan.seconds, "stream_bytes": plan.stream_bytes}}
+    out: dict[str, Any] = {
+        "plan": {"seconds": plan.seconds, "stream_bytes": plan.stream_bytes},
+        "loadavg_before": [round(x, 2) for x in os.getloadavg()],
+    }
     log("recording: relay throughput with recording on and off")
     out["throughput"] = await relay_throughput(workdir, source, loop, plan)
     missing = [n for n, path in (("Xvnc", XVNC), ("xterm", XTERM), ("chromium", CHROMIUM)) if not path]
@@ -151,6 +155,7 @@ async def run(workdir: Path, source: Source, loop: str, quick: bool, log: Log) -
         out["xvnc"] = {"skipped": f"not installed: {', '.join(missing)} (scripts/setup.sh --test)"}
     else:
         out["xvnc"] = await xvnc_workloads(workdir, source, loop, plan, log)
+    out["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     return out
 
 
@@ -516,6 +521,7 @@ async def _workload(
         await wait_for(lambda p=path: _ended(p), 10, "websockify's record file closed")
     parts = _parts(recording)
     stored = sum(parts.values())
+    growing = sum(v for k, v in parts.items() if k.startswith("seg-") or k == "index")
     websockify = {k: p.stat().st_size for k, p in ws_files.items()}
     # The recorded console ran as long as its recording (which began a little before its page said it
     # was connected); the unrecorded one from its page's connection.
@@ -524,7 +530,8 @@ async def _workload(
     hour = {
         "wire_recorded": per_hour(wire["recorded"], 0, lasted["recorded"], keyframed=True),
         "wire_plain": per_hour(wire["plain"], first_frame, lasted["plain"], keyframed=False),
-        "stored": per_hour(stored, 0, lasted["recorded"], keyframed=True),
+        # Segments and index grow with time; header, listing metadata and seal are once a recording.
+        "stored": per_hour(stored, stored - growing, lasted["recorded"], keyframed=False),
         "websockify_record_recorded": per_hour(websockify["recorded"], 0, lasted["recorded"], keyframed=True),
     }
     # websockify writes each frame escaped, at the same growth for the first frame as for the rest.
