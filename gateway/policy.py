@@ -790,6 +790,14 @@ class Policy:
         return out
 
 
+def _review_line(review: Review) -> str:
+    if not review.allowed:
+        return "may not watch this server's recordings (no reviewer entry matches)"
+    entries = ", ".join(f'"{name}"' for name in review.reviewers)
+    typed = "with" if review.typed_text else "without"
+    return f"may watch this server's recordings, {typed} typed text (reviewer {entries})"
+
+
 def explain(
     policy: Policy,
     user: str,
@@ -816,6 +824,11 @@ def explain(
         *(
             [f"join:     {_join_line(policy.may_join(user, groups, server, grants))}"]
             if policy.has_join_rules
+            else []
+        ),
+        *(
+            [f"review:   {_review_line(policy.review(user, groups, server))}"]
+            if policy.config.reviewers
             else []
         ),
         "rules, in file order:",

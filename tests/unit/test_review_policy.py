@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from gateway.auth.cookie import generate_key
 from gateway.cli import main
-from gateway.policy import Policy, PolicyConfig
+from gateway.policy import Policy, PolicyConfig, explain
 from tests.unit.test_policy import server
 
 
@@ -118,3 +118,15 @@ def test_check_config_names_a_bad_reviewer_entry(tmp_path: Path, capsys: pytest.
         main(["check-config", str(bad)])
     assert exited.value.code == 2
     assert "policy.reviewers[0].typed_text" in capsys.readouterr().err
+
+
+def test_explain_says_whether_the_user_may_watch_the_servers_recordings() -> None:
+    policy = reviewers(AUDIT, SECURITY)
+    lines = explain(policy, "carol", ["auditors"], server()).splitlines()
+    assert (
+        'review:   may watch this server\'s recordings, without typed text (reviewer "audit-prod")' in lines
+    )
+    lead = explain(policy, "sec-lead", [], server(tags=()))
+    assert 'review:   may watch this server\'s recordings, with typed text (reviewer "security")' in lead
+    assert "review:   may not watch this server's recordings" in explain(policy, "dave", ["ops"], server())
+    assert "review:" not in explain(reviewers(), "carol", ["auditors"], server())  # no reviewers: no line
