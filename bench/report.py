@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench import recording
 from bench.scenarios import ADDED_P99_LIMIT_MS
 
 SYSTEMS = ("direct", "websockify", "gateway")
@@ -125,6 +126,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
             "met": overhead <= 10,
         }
     )
+    out += recording.targets(sc.get("recording"))
     return out
 
 
@@ -275,6 +277,7 @@ def markdown(data: dict[str, Any]) -> str:
             f"{v['mb_per_s']:.1f} ({v['relay_cores']:.2f})",
         )
     lines += _consoles_table(sc.get("consoles_per_core"))
+    lines += recording.markdown(sc.get("recording"))
     lines += ["", "| target | measured | limit | met |", "| --- | ---: | ---: | :---: |"]
     for t in data["targets"]:
         met = {True: "yes", False: "no", None: "undecided (load noise)"}[t["met"]]

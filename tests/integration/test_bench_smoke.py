@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,7 @@ from bench.protocol import (
     profile,
     stream_command,
 )
+from tests.support.vnc_servers import XVNC
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ("throughput_64k", "throughput_mix", "latency_one", "latency_many", "console_open")
@@ -120,5 +123,27 @@ def test_quick_run_measures_every_scenario_for_every_system(tmp_path: Path) -> N
         "tls_upstream_mix",
     }
     assert any(t["target"].startswith("consoles per core") for t in data["targets"])
+    _recording_measured(data)
     assert "| target |" in (tmp_path / "latest.md").read_text()
     assert (tmp_path / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _recording_measured(data: dict[str, Any]) -> None:
+    """bench/recording.py: recorded and plain gateways streamed, every Xvnc workload recorded and compared,
+    the long recording sought in Chromium, the targets stated."""
+    rec = data["scenarios"]["recording"]
+    for name in ("64k", "mix"):
+        results = rec["throughput"][name]["results"]
+        assert results["gateway"]["mb_per_s"] > 0 and results["gateway_recorded"]["sealed_mb_per_s"] > 0
+    assert rec["throughput"]["stored_per_streamed"] > 0
+    if XVNC is not None and shutil.which("xterm") and shutil.which("chromium"):
+        workloads = rec["xvnc"]["results"]
+        assert set(workloads) == {"idle", "typing", "log", "pager"}
+        for measured in workloads.values():
+            sizes = measured["bytes"]
+            assert sizes["segments"] >= 1 and sizes["stored_segments"] > 0, measured
+            # websockify writes every byte it relays escaped: its record is larger than the stream.
+            assert sizes["websockify_record_recorded"] > sizes["wire_recorded"] > 0, measured
+        assert rec["xvnc"]["seek"]["seek_median_s"] > 0
+    names = {t["target"].split(":")[0] for t in data["targets"]}
+    assert {"recording_64k", "recording_mix", "recording_seek"} <= names
