@@ -120,14 +120,22 @@ class RecordingPlan:
         return cls(quick=True, seconds=2.0, stream_bytes=1 << 20, rounds=1, long_seconds=60, seeks=1)
 
 
-def recording_config(directory: Path, segment_seconds: float, key: str) -> dict[str, Any]:
-    """The `[recording]` section of a bench gateway: the local store, signed, not encrypted."""
+def new_keys() -> tuple[str, str]:
+    """An HMAC key and an encryption key: the bench records as a deployment that encrypts at rest does."""
+    from gateway.auth.cookie import generate_key
+
+    return generate_key(), generate_key()
+
+
+def recording_config(directory: Path, segment_seconds: float, keys: tuple[str, str]) -> dict[str, Any]:
+    """The `[recording]` section of a bench gateway: the local store, signed and encrypted (AES-GCM)."""
     return {
         "default": "off",
         "store": "local",
         "directory": str(directory),
         "segment_seconds": segment_seconds,
-        "hmac_keys": [key],
+        "hmac_keys": [keys[0]],
+        "encryption_keys": [keys[1]],
     }
 
 
@@ -171,13 +179,12 @@ async def relay_throughput(workdir: Path, source: Source, loop: str, plan: Recor
     rate a recorded console can keep up. The recording gateway's `max_pending` is raised above one round,
     so a round that outruns the compressor is measured rather than failed (in service it would fail the
     recording once that far behind). CPU per GB is over the whole round: relay, compression, store."""
-    from gateway.auth.cookie import generate_key
     from tests.support.polling import wait_for
 
     store = workdir / "recording-throughput"
 
     def recorded(config: dict[str, Any]) -> None:
-        section = recording_config(store, 30.0, generate_key())
+        section = recording_config(store, 30.0, new_keys())
         config["recording"] = section | {
             "default": "required",
             "max_pending": max(64 << 20, 4 * plan.stream_bytes),
@@ -320,7 +327,6 @@ async def xvnc_workloads(
     workdir: Path, source: Source, loop: str, plan: RecordingPlan, log: Log
 ) -> dict[str, Any]:
     """Each workload on one Xvnc, watched at once by a recorded and an unrecorded console in Chromium."""
-    from gateway.auth.cookie import generate_key
     from gateway.sim.demo import DemoCloud
     from gateway.sim.ecs_api import SimServer
     from tests.support.browser import chromium, new_page, sign_in
@@ -332,7 +338,7 @@ async def xvnc_workloads(
     store = workdir / "recordings"
     ws_record = workdir / "websockify-record"
     ws_record.mkdir()
-    key = generate_key()
+    keys = new_keys()
     servers = (SimServer(id=RECORDED_ID, name="recorded"), SimServer(id=PLAIN_ID, name="plain"))
     results: dict[str, Any] = {}
     with xvnc_session(workdir / "xvnc.log", desktop="web-01", geometry=SCREEN) as xvnc:
@@ -353,7 +359,7 @@ async def xvnc_workloads(
                 ],
                 "reviewers": [{"name": "bench", "users": ["bench"], "typed_text": True}],
             }
-            config["recording"] = recording_config(store, plan.seconds, key)
+            config["recording"] = recording_config(store, plan.seconds, keys)
 
         gateway = Gateway(workdir, source, loop=loop, tweak=tweak)
         try:
@@ -372,7 +378,7 @@ async def xvnc_workloads(
                         )
                 log(f"recording: a {plan.long_seconds} s recording from those, and seeks to its middle")
                 recordings = {k: v["recording"] for k, v in results.items()}
-                long = await _long_recording(store, key, recordings, plan.long_seconds)
+                long = await _long_recording(store, keys, recordings, plan.long_seconds)
                 long |= await _seeks(context, gateway.origin, plan.seeks, long["duration_ms"] // 2)
                 await context.close()
         finally:
@@ -396,7 +402,7 @@ LONG_MIX = ("typing", "log", "idle", "typing", "idle", "pager", "idle", "log")
 
 
 async def _long_recording(
-    store_dir: Path, key: str, recordings: dict[str, str], seconds: int
+    store_dir: Path, secrets: tuple[str, str], recordings: dict[str, str], seconds: int
 ) -> dict[str, Any]:
     """A sealed recording `seconds` long in the gateway's store, written with the recording writer from
     the workloads' real recordings one after another (LONG_MIX), time-shifted segment for segment (so
@@ -406,7 +412,7 @@ async def _long_recording(
     from gateway.recording.format import INPUT, SERVER, Keyring, RecordingReader, RecordingWriter
     from gateway.recording.local import LocalStore
 
-    keys = Keyring.from_secrets([key])
+    keys = Keyring.from_secrets([secrets[0]], [secrets[1]])
     store = LocalStore(store_dir)
     parts: dict[str, list[Any]] = {}  # workload -> its segments
     header = None
