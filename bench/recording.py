@@ -29,9 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from bench import scenarios
 from bench.client import new_http, open_session
-from bench.protocol import FRAMED, profile
+from bench.protocol import FRAMED, Profile, profile
 from bench.source import LOOPBACK
 from bench.systems import Gateway, Source
 
@@ -179,8 +181,6 @@ async def relay_throughput(workdir: Path, source: Source, loop: str, plan: Recor
     rate a recorded console can keep up. The recording gateway's `max_pending` is raised above one round,
     so a round that outruns the compressor is measured rather than failed (in service it would fail the
     recording once that far behind). CPU per GB is over the whole round: relay, compression, store."""
-    from tests.support.polling import wait_for
-
     store = workdir / "recording-throughput"
 
     def recorded(config: dict[str, Any]) -> None:
@@ -205,21 +205,13 @@ async def relay_throughput(workdir: Path, source: Source, loop: str, plan: Recor
                 cpu = dict.fromkeys(systems, 0.0)
                 for _ in range(plan.rounds):
                     for key, system in systems.items():
-                        before_store = _listing(store)
-                        meter = scenarios.CPUMeter(system, source)
-                        session = await open_session(http, system.target())
-                        relay_before = meter.sample()[0]
-                        started = time.perf_counter()
-                        seconds = await session.stream(prof)
-                        await session.close()
-                        rates[key].append(prof.total / seconds / MB)
-                        if system is on:
-                            (rec,) = await wait_for(
-                                lambda b=before_store: _listing(store) - b, 30, "recording"
-                            )
-                            await wait_for((rec / "seal").exists, 300, "the recording sealed")
-                            sealed.append(prof.total / (time.perf_counter() - started) / MB)
-                        cpu[key] += meter.sample()[0] - relay_before
+                        rate, until_sealed, spent = await _round(
+                            http, system, source, prof, store if system is on else None
+                        )
+                        rates[key].append(rate)
+                        cpu[key] += spent
+                        if until_sealed is not None:
+                            sealed.append(until_sealed)
                 gigabytes = prof.total * plan.rounds / 1e9
                 result = {
                     key: {
@@ -244,6 +236,28 @@ async def relay_throughput(workdir: Path, source: Source, loop: str, plan: Recor
     stored = sum(p.stat().st_size for p in store.rglob("seg-*"))
     out["stored_per_streamed"] = round(stored / raw, 4)
     return out
+
+
+async def _round(
+    http: aiohttp.ClientSession, system: Gateway, source: Source, prof: Profile, store: Path | None
+) -> tuple[float, float | None, float]:
+    """One console on `system` streams `prof` and closes; with `store` (recorded), until its recording
+    is sealed there. (MB/s to the last byte, MB/s until sealed or None, the relay's CPU seconds.)"""
+    from tests.support.polling import wait_for
+
+    before = _listing(store) if store is not None else set()
+    meter = scenarios.CPUMeter(system, source)
+    session = await open_session(http, system.target())
+    cpu = meter.sample()[0]
+    started = time.perf_counter()
+    seconds = await session.stream(prof)
+    await session.close()
+    until_sealed = None
+    if store is not None:
+        (recording,) = await wait_for(lambda: _listing(store) - before, 30, "the round's recording")
+        await wait_for((recording / "seal").exists, 300, "the round's recording sealed")
+        until_sealed = prof.total / (time.perf_counter() - started) / MB
+    return prof.total / seconds / MB, until_sealed, meter.sample()[0] - cpu
 
 
 # -- the screen side: Xvnc and the programs on it ---------------------------------------------------
