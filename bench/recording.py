@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -36,6 +36,9 @@ from bench.client import new_http, open_session
 from bench.protocol import FRAMED, Profile, profile
 from bench.source import LOOPBACK
 from bench.systems import Gateway, Source
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext, Page
 
 Log = Callable[[str], None]
 
@@ -311,7 +314,7 @@ def _xterm(display: str, workload: str, workdir: Path) -> Iterator[Path]:
 # -- 1. bytes per hour ------------------------------------------------------------------------------
 
 
-async def _act(workload: str, page: Any, until: float) -> None:
+async def _act(workload: str, page: Page, until: float) -> None:
     """What the operator does on the recorded console until `until` (loop time): keys at a steady pace."""
     loop = asyncio.get_running_loop()
     if workload == "typing":
@@ -329,7 +332,7 @@ async def _act(workload: str, page: Any, until: float) -> None:
         due += period
 
 
-async def _received(page: Any) -> int:
+async def _received(page: Page) -> int:
     return int(await page.evaluate("window.__benchBytes"))
 
 
@@ -467,7 +470,7 @@ async def _long_recording(
     return {"recording": LONG_ID, "duration_ms": t, "segments": info.segments, "stored_bytes": info.size}
 
 
-async def _seeks(context: Any, origin: str, count: int, target_ms: int) -> dict[str, Any]:
+async def _seeks(context: BrowserContext, origin: str, count: int, target_ms: int) -> dict[str, Any]:
     """Cold seeks to `target_ms`, each on a fresh player page (segments are cached per page), timed in
     the browser from the call to the frame on the canvas; the page's opening is timed apart (it verifies
     the whole recording once)."""
@@ -490,7 +493,7 @@ async def _seeks(context: Any, origin: str, count: int, target_ms: int) -> dict[
     }
 
 
-async def _open(context: Any, origin: str, server_id: str) -> Any:
+async def _open(context: BrowserContext, origin: str, server_id: str) -> Page:
     from tests.support.polling import wait_for
 
     page = await context.new_page()
@@ -505,7 +508,7 @@ async def _open(context: Any, origin: str, server_id: str) -> Any:
 
 
 async def _workload(
-    workload: str, context: Any, origin: str, store: Path, ws_record: Path, seconds: float
+    workload: str, context: BrowserContext, origin: str, store: Path, ws_record: Path, seconds: float
 ) -> dict[str, Any]:
     """One workload: open the recorded and the unrecorded console, act, close, measure every stream."""
     from tests.support.polling import wait_for
