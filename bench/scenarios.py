@@ -83,8 +83,8 @@ class Plan:
             scaling_workers=(1, 2),
             stream_tls_64k=128 << 20,
             stream_tls_mix=64 << 20,
-            console_levels=(250, 500, 1000, 1500, 2000, 3000),
-            console_window=8.0,
+            console_levels=(250, 500, 1000, 2000, 3000),
+            console_window=6.0,
         )
 
     @classmethod
