@@ -371,7 +371,8 @@ def chart(data: dict[str, Any], path: Path) -> None:
             q.replace("p999", "p99.9"): {k: v[f"{q}_ms"] for k, v in s["results"].items()}
             for q in ("p50", "p99", "p999")
         }
-        bars(ax, groups, f"round trip, {s['sessions']} session(s) (ms, lower is better)", 2)
+        bars(ax, groups, f"round trip, {s['sessions']} session(s) (ms, log, lower is better)", 2)
+        ax.set_yscale("log")  # p50 and p99.9 differ by 10-100x: on a linear axis p50 vanishes
 
     ax = axes[1][2]
     cpc = sc.get("consoles_per_core")
