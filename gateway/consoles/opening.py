@@ -222,6 +222,8 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
         moderated = await _moderated(services, live, decision, base)
         _unless_terminated(live)  # ended while the cloud answered: do not ask it for a console token
         recording = await _recording(services, live, decision, server, base)
+        if recording is not None:
+            record.recording = console_id  # the admin list links to it (the next sync shares it)
         hello = _hello(services, record, server, decision)
         if moderated is not None:
             hello["moderation"] = moderated.current.notice()  # input held from the first byte

@@ -50,6 +50,7 @@ class ConsoleRecord:
     justification: str = ""  # the reason the user gave, when the policy rule asks for one
     watching: str = ""  # an observer's console: the id of the console it watches (docs/shadowing.md)
     moderation: list[str] = field(default_factory=list)  # a moderated console: its moderators' groups
+    recording: str = ""  # a recorded console: its recording's id (the admin page links to the player)
     bytes_to_browser: int = 0
     bytes_to_upstream: int = 0
     state: str = "connecting"

@@ -47,6 +47,7 @@ async def list_sessions(request: web.Request) -> web.Response:
             "replica": r.replica,
             "state": r.state,
             "justification": r.justification,
+            "recording": r.recording or None,
             "watching": r.watching,  # an observer's console: the console it watches
         }
         for r in await gw.registry.all()

@@ -165,11 +165,17 @@ function consoleRow(c) {
         title: "Watch this console live, view-only (its owner sees you watching)",
     });
     watch.hidden = Boolean(c.watching);
+    // A recorded console's recording, for reviewers: the player follows it live (docs/recording.md).
+    const recording = el("a", {
+        class: "btn btn-small", dataset: { testid: "admin-recording" }, text: "Recording",
+        href: `/recordings/${encodeURIComponent(c.id)}`, target: "_blank", rel: "noopener",
+        title: "Play this console's recording (live, up to now)",
+    });
     const row = el(
         "tr",
         { dataset: { testid: "admin-row", consoleId: c.id, user: c.user } },
         user, server, access, since, duration, down, up, client, replica,
-        el("td", { class: "actions" }, watch, terminate, terminateAll, lock),
+        el("td", { class: "actions" }, watch, recording, terminate, terminateAll, lock),
     );
     let current = c;
     terminate.addEventListener("click", () => terminateConsole(current));
@@ -195,6 +201,7 @@ function consoleRow(c) {
         up.textContent = formatBytes(next.bytes_to_upstream);
         client.textContent = next.client || "–";
         replica.textContent = next.replica || "–";
+        recording.hidden = !(roles.reviewer && next.recording);
     };
     update(c);
     return { row, update };
@@ -259,7 +266,7 @@ function reconcile(tbody, rows, items, keyOf, make) {
 }
 
 /** The signed-in user's roles here: admins see the consoles, approvers the access requests. */
-const roles = { admin: false, approver: false };
+const roles = { admin: false, approver: false, reviewer: false };
 
 /** @param {object} r one pending request from /api/access-requests */
 function accessRow(r) {
@@ -351,6 +358,7 @@ async function main() {
     setupHeader(me);
     roles.admin = Boolean(me.admin);
     roles.approver = Boolean(me.approver);
+    roles.reviewer = Boolean(me.reviewer);
     byId("access-section").hidden = !roles.approver;
     byId("consoles-section").hidden = !roles.admin;
     byId("locked-section").hidden = !roles.admin;

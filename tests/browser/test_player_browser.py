@@ -81,6 +81,7 @@ def recorded(directory: Path) -> Any:
         data["policy"]["reviewers"] = [
             {"name": "audit", "groups": ["auditors"], "tags": ["env=prod"], "typed_text": True},
             {"name": "watch", "groups": ["watchers"]},
+            {"name": "admin", "users": ["admin"]},
         ]
         data["recording"] = recording_config(
             default="required", record_input=True, directory=str(directory), segment_seconds=2
@@ -186,6 +187,17 @@ async def test_a_recorded_console_plays_back_seeks_and_finds_typed_text(
 
         await busy_until(echo, followed, "playback to follow the live recording")
         await expect(review.get_by_test_id("player-screen")).to_have_attribute("data-state", "playing")
+
+        # An admin who reviews finds the live console's recording from the admin page's console list.
+        admin, admin_page, _ = await new_page(browser)
+        try:
+            await sign_in(admin_page, gateway.url, "admin", "admin")
+            await admin_page.goto(f"{gateway.url}/admin")
+            link = admin_page.locator(f'[data-console-id="{rid}"]').get_by_test_id("admin-recording")
+            await expect(link).to_be_visible(timeout=WAIT_MS)
+            assert await link.get_attribute("href") == f"/recordings/{rid}"
+        finally:
+            await admin.close()
 
         typed_bravo = await type_into_console(page, echo, " bravo charlie delta")
         final = await settled_frame(page)
