@@ -77,8 +77,10 @@ class KeepAlivePolicy:
 
     @staticmethod
     def forget(watch: Watch) -> None:
-        """Stop watching (it leaves its slot when the slot comes up)."""
+        """Stop watching. The record leaves its slot when the slot comes up, up to an interval later; its
+        owner (a relay, with its sockets and buffers) is let go now."""
         watch.watching = False
+        watch.key = None
 
     def next_due(self) -> float | None:
         """The time of the next look, or None when nothing waits."""
@@ -183,6 +185,8 @@ class KeepAlive:
             # The loop may run a timer a hair before its time; the look is the one it was armed for.
             pings, dead = self._policy.due(max(self._loop.time(), at), _progress)
             for watch in pings:
+                if watch.key is None:
+                    continue
                 try:
                     watch.key.keepalive_ping(watch.side)  # type: ignore[attr-defined]
                 except Exception:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 
 import pytest
@@ -96,10 +97,16 @@ def test_a_peer_that_answers_late_is_dead_and_one_that_answers_in_time_lives() -
     assert prompt.dead_at is None
 
 
-def test_a_forgotten_socket_is_neither_pinged_nor_closed() -> None:
+def test_a_forgotten_socket_is_neither_pinged_nor_closed_and_its_owner_is_let_go() -> None:
+    """The record waits in its slot, but not the relay: a closed console's sockets and buffers must not
+    stay alive for up to an interval (the soak's memory slope caught that)."""
     policy = KeepAlivePolicy(0.25)
-    watch = policy.watch(Peer(), 0, INTERVAL, 0.0, 0)
+    peer = Peer()
+    owner = weakref.ref(peer)
+    watch = policy.watch(peer, 0, INTERVAL, 0.0, 0)
     policy.forget(watch)
+    del peer
+    assert owner() is None
     pings, dead = policy.due(10 * INTERVAL, lambda w: 0)
     assert (pings, dead) == ([], [])
     assert policy.next_due() is None and len(policy) == 0
