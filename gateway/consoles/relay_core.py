@@ -6,8 +6,8 @@ time, a terminate. `RelayCore` answers each with commands: forward these bytes, 
 this side with this code and reason, wake me at time T, frames may pass through from now on. It never
 reads a clock and never touches a socket, so every rule (idle warning and cut, maximum duration, the
 first-byte rule for expired links, what the browser is told about an upstream close, the RFB filter) is
-tested with a fake clock and no sockets (tests/unit/test_relay_core.py). Keep-alive pings are aiohttp's
-heartbeat, below the messages this machine sees.
+tested with a fake clock and no sockets (tests/unit/test_relay_core.py). Keep-alive pings are below the
+messages this machine sees (consoles/keepalive.py: one scheduler for every console's sockets).
 
 Per message the machine does what the relay did inline before (one filter call and a few counters). The
 per-message answers (forward these bytes) reuse one command object per direction, so the hot path
