@@ -110,7 +110,7 @@ class Plan:
             stream_tls_64k=1 << 20,
             stream_tls_mix=1 << 20,
             console_levels=(5, 10),
-            console_window=1.0,
+            console_window=2.0,  # a turn of 0.5 s: one tick per console at least
         )
 
 

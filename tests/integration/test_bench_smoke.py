@@ -106,8 +106,10 @@ def test_quick_run_measures_every_scenario_for_every_system(tmp_path: Path) -> N
         # A difference of percentiles from different moments is left out where it is noise: never < 0.
         assert all(added[q] is None or added[q] > 0 for q in ("p50_ms", "p99_ms", "p999_ms")), added
     cpc = data["scenarios"]["consoles_per_core"]
-    assert [p["consoles"] for p in cpc["points"]] == [5, 10]
+    # The ramp may stop after its first level on a loaded machine (it says why); it always measures both.
+    assert [p["consoles"] for p in cpc["points"]] in ([5], [5, 10]), cpc
     assert all(p["gateway"]["n"] > 0 and p["direct"]["n"] > 0 for p in cpc["points"])
+    assert len(cpc["points"]) == 2 or "over 5 ms" in cpc["stopped_by"] or "rate" in cpc["stopped_by"]
     for system in SYSTEMS:
         points = data["scenarios"]["idle"][system]["points"]
         assert points and all(p["sessions"] == p["requested"] for p in points), (system, points)
