@@ -38,6 +38,7 @@ log = logging.getLogger("gateway.relay")
 # The aiohttp releases (major, minor) whose internals this module was checked against; pyproject.toml's
 # range says the same.
 CHECKED: Final = frozenset({(3, 14)})
+_OP_PONG: Final = 0xA
 
 
 def _release(version: str) -> tuple[int, int]:
@@ -62,9 +63,10 @@ class Passthrough:
     good. `try_forward()` then switches to forwarding, but only between frames with nothing
     queued, so no byte can overtake one already received. Forwarding, binary frames go straight
     to the browser's transport (whole frames only, so aiohttp's own pings and the gateway's
-    notices never land inside one); text frames are dropped as before; control frames go on to
-    aiohttp's parser. When the browser's socket buffer is full the upstream socket stops being
-    read until it drains. The relay's counters are kept here for the frames that pass.
+    notices never land inside one); text frames are dropped as before; pongs are counted here for
+    the keep-alive (no task wakes for them); other control frames go on to aiohttp's parser. When
+    the browser's socket buffer is full the upstream socket stops being read until it drains. The
+    relay's counters are kept here for the frames that pass.
     """
 
     __slots__ = (
@@ -81,6 +83,7 @@ class Passthrough:
         "_upstream_failed",
         "_upstream_proto",
         "forwarding",
+        "pongs",
         "splitter",
         "stepped_aside",
     )
@@ -109,6 +112,7 @@ class Passthrough:
         self.splitter = FrameSplitter(max_msg_size)
         self.forwarding = False
         self.stepped_aside = False
+        self.pongs = 0  # pongs taken here while forwarding (the keep-alive counts them as the peer's life)
 
     @property
     def in_fragmented_message(self) -> bool:
@@ -152,7 +156,10 @@ class Passthrough:
         span_start = span_end = -1
         for opcode, fin, length, pieces, start, end in frames:
             if opcode in CONTROL_OPS:
-                self._aiohttp_parser.feed_data(data[start:end] if pieces is None else b"".join(pieces))
+                if opcode == _OP_PONG:
+                    self.pongs += 1  # nothing for aiohttp to do with it: no pump wakes up per keep-alive pong
+                else:
+                    self._aiohttp_parser.feed_data(data[start:end] if pieces is None else b"".join(pieces))
                 continue
             kind = self._last_opcode if opcode == OP_CONTINUATION else opcode
             self._last_opcode = kind

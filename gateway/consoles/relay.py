@@ -190,7 +190,10 @@ class Relay:
     def keepalive_progress(self, side: int) -> int:
         if side == _BROWSER:
             return self._heard_browser
-        return self._heard_upstream + self._core.stats.bytes_to_browser  # passed-through frames count
+        # Frames passed through count by their bytes, and the pongs the pass-through takes by number.
+        passthrough = self._passthrough
+        pongs = passthrough.pongs if passthrough is not None else 0
+        return self._heard_upstream + self._core.stats.bytes_to_browser + pongs
 
     def keepalive_ping(self, side: int) -> None:
         ws = self._browser if side == _BROWSER else self._upstream

@@ -97,7 +97,7 @@ def _nginx_site(listen: int, gateway: int, idle: str) -> str:
 
 @pytest.mark.parametrize("keepalive", [INTERVAL, 0.0], ids=["keepalive", "off"])
 async def test_a_live_idle_console_outlives_a_proxy_idle_timeout(
-    peers: Peers, tmp_path: Path, keepalive: float
+    peers: Peers, tmp_path: Path, keepalive: float, frame_passthrough: bool
 ) -> None:
     async def greet_and_record(ws: web.WebSocketResponse, request: web.Request) -> None:
         await ws.send_bytes(GREETING)
@@ -130,6 +130,9 @@ async def test_a_live_idle_console_outlives_a_proxy_idle_timeout(
             await browser.send_bytes(b"\x04\x01\x00\x00\x00\x00\x00\x61")  # a key, after the idle spell
             await wait_for(lambda: len(up.received) == 2, 5.0, "the key upstream")
             assert not gw.results[0].done()
+            # The upstream's pongs: taken by the pass-through (no pump wakes), or by the pump.
+            passthrough = gw.relays[0]._passthrough
+            assert (passthrough is not None and passthrough.pongs > 0) is frame_passthrough
         else:
             assert ended is not None, "nginx kept an idle console without keep-alive: the test proves nothing"
     finally:
