@@ -317,14 +317,24 @@ async def latency_many(
 
 
 async def _open_many(
-    http: aiohttp.ClientSession, target: Target, count: int, concurrency: int, *, tolerate: bool = False
+    http: aiohttp.ClientSession,
+    target: Target,
+    count: int,
+    concurrency: int,
+    *,
+    tolerate: bool = False,
+    then: Callable[[Session], object] | None = None,
 ) -> list[Any]:
-    """`count` sessions, `concurrency` at a time; with `tolerate`, failures come back as exceptions."""
+    """`count` sessions, `concurrency` at a time; with `tolerate`, failures come back as exceptions;
+    `then` is called with each session as soon as it is open."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> Session:
         async with gate:
-            return await open_session(http, target)
+            session = await open_session(http, target)
+        if then is not None:
+            then(session)
+        return session
 
     return list(await asyncio.gather(*(one() for _ in range(count)), return_exceptions=tolerate))
 
@@ -369,11 +379,19 @@ async def idle(
         for level in levels:
             # The system holds fd_per_session descriptors per session; stop short of the hard limit.
             feasible = min(level, (hard - 100) // fd_per_session)
-            opened = await _open_many(http, target, feasible - len(held), 50, tolerate=True)
+            # Each session is read from the moment it opens: one that waited for the whole step would
+            # leave the system's keep-alive pings unanswered, and be closed as a dead peer.
+            opened = await _open_many(
+                http,
+                target,
+                feasible - len(held),
+                50,
+                tolerate=True,
+                then=lambda s: readers.append(asyncio.create_task(_drain(s))),
+            )
             new = [s for s in opened if isinstance(s, Session)]
             failed = [e for e in opened if not isinstance(e, Session)]
             held.extend(new)
-            readers.extend(asyncio.create_task(_drain(s)) for s in new)
             if failed:
                 points.append(
                     {
@@ -390,12 +408,14 @@ async def idle(
             before = cpu_seconds(procs)
             await asyncio.sleep(window)
             cpu = (cpu_seconds(system.processes()) - before) / window
+            still_open = sum(1 for s in held if not s.ws.closed)
             points.append(
                 {
                     "requested": level,
-                    "sessions": len(held),
+                    "sessions": still_open,  # open at the end of the window: a closed one is not idle
+                    "opened": len(held),
                     "memory_kib": round(memory),
-                    "kib_per_session": round((memory - base) / len(held), 1),
+                    "kib_per_session": round((memory - base) / max(1, still_open), 1),
                     "cpu_percent": round(cpu * 100, 2),
                     "processes": len(procs),
                 }
