@@ -5,7 +5,7 @@ and key rotation: docs/recording.md.
 No files, sockets or clock here: the recorder edge (gateway/recording/recorder.py) feeds events with
 explicit times (milliseconds since the recording started) and hands the bytes to a store. Compressing,
 encrypting and signing a segment (`RecordingWriter.build`) is one pure CPU step the edge may run in a
-worker thread, so zlib never runs on the event loop.
+worker thread, so compression never runs on the event loop.
 
 A reader never crashes on hostile input: anything wrong raises RecordingError carrying a Problem that
 names it (which segment, and whether it was edited, truncated, out of chain, or under an unknown key).
@@ -18,13 +18,13 @@ import hmac
 import json
 import os
 import struct
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from zstandard import ZstdCompressor, ZstdDecompressor, ZstdError, frame_content_size
 
 from gateway.auth.cookie import parse_key
 from gateway.recording.index import Index, IndexBuilder, SegmentEntry
@@ -89,6 +89,11 @@ _NO_KID: Final = bytes(_KID_BYTES)
 _NO_NONCE: Final = bytes(_NONCE_BYTES)
 _KEY_EVENT: Final = 4
 _QEMU: Final = 255
+# zstd levels, fixed (no config key): level 1 stores Raw terminal updates about 17:1, as small as zlib
+# level 3 did, at about a quarter of its CPU (docs/recording.md "Numbers"); the index is small and written
+# once, so it takes a higher level.
+_SEGMENT_LEVEL: Final = 1
+_INDEX_LEVEL: Final = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +394,6 @@ class RecordingWriter:
         *,
         segment_seconds: float = 30.0,
         segment_bytes: int = 8 * 1024 * 1024,
-        compression: int = 3,
         random: Callable[[int], bytes] = os.urandom,
     ) -> None:
         self.header = header
@@ -398,7 +402,7 @@ class RecordingWriter:
         self._id = header.id.encode()
         self._segment_ms = int(segment_seconds * 1000)
         self._segment_bytes = segment_bytes
-        self._compression = compression
+        self._compressor = ZstdCompressor(level=_SEGMENT_LEVEL)  # reused: build runs one at a time
         self._random = random
         self._record_input = header.record_input
         self._index = IndexBuilder(typed_text=header.record_input)
@@ -513,11 +517,11 @@ class RecordingWriter:
     def build(self, draft: SegmentDraft) -> bytes:
         """Compress, encrypt (when keys say so), chain and sign one segment: the bytes to store.
 
-        Pure CPU (zlib, hashlib and AES-GCM release the GIL on large inputs), so the edge may run it in a
+        Pure CPU (zstd, hashlib and AES-GCM release the GIL on large inputs), so the edge may run it in a
         worker thread while events keep arriving; drafts must be built one at a time, in number order."""
         if draft.number != self._built:
             raise RuntimeError(f"segment {draft.number} built out of order (expected {self._built})")
-        body = zlib.compress(draft.raw, self._compression)
+        body = self._compressor.compress(draft.raw)
         enc_kid = self._keys.encryption_kid
         flags, nonce = (0, _NO_NONCE) if enc_kid is None else (_FLAG_ENCRYPTED, self._random(_NONCE_BYTES))
         size = len(body) + (_TAG_BYTES if flags else 0)
@@ -595,7 +599,7 @@ class RecordingWriter:
 
 
 def _envelope_index(keys: Keyring, rid: bytes, plain: bytes, random: Callable[[int], bytes]) -> bytes:
-    body = zlib.compress(plain, 9)
+    body = ZstdCompressor(level=_INDEX_LEVEL).compress(plain)
     enc_kid = keys.encryption_kid
     flags, nonce = (0, _NO_NONCE) if enc_kid is None else (_FLAG_ENCRYPTED, random(_NONCE_BYTES))
     fixed = _INDEX.pack(
@@ -606,16 +610,22 @@ def _envelope_index(keys: Keyring, rid: bytes, plain: bytes, random: Callable[[i
     return fixed + body
 
 
-def _inflate(body: bytes, size: int, what: str, segment: int | None) -> bytes:
-    """zlib, bounded by the size the (authenticated) header promised."""
-    if size > _MAX_RAW:
-        raise _fail("malformed", f"{what} claims {size} bytes", segment)
-    inflater = zlib.decompressobj()
+def _inflate(body: bytes, size: int | None, what: str, segment: int | None = None) -> bytes:
+    """One zstd frame, bounded by the size the (authenticated) header promised (`None`: at most
+    _MAX_RAW): the frame must state that size, and the decoder refuses to write past it, so a hostile
+    frame cannot make it allocate more."""
     try:
-        raw = inflater.decompress(body, size + 1)
-    except zlib.error:
+        stated = frame_content_size(body)
+    except ZstdError:
         raise _fail("malformed", f"{what} does not decompress", segment) from None
-    if len(raw) != size or not inflater.eof or inflater.unused_data:
+    if (size is not None and stated != size) or not 0 <= stated <= _MAX_RAW:
+        raise _fail("malformed", f"{what} does not decompress to its stated size", segment)
+    inflater = ZstdDecompressor().decompressobj()
+    try:
+        raw = inflater.decompress(body)
+    except ZstdError:
+        raise _fail("malformed", f"{what} does not decompress", segment) from None
+    if len(raw) != stated or not inflater.eof or inflater.unused_data:
         raise _fail("malformed", f"{what} does not decompress to its stated size", segment)
     return raw
 
@@ -821,12 +831,9 @@ class RecordingReader:
         body = data[_INDEX.size :]
         if flags & _FLAG_ENCRYPTED:
             body = self._open(kid, nonce, body, _LABEL_INDEX + self._id + data[: _INDEX.size], "the index")
-        inflater = zlib.decompressobj()
+        plain = _inflate(body, None, "the index")
         try:
-            plain = inflater.decompress(body, _MAX_RAW)
             index = Index.from_bytes(plain)
-        except zlib.error:
-            raise _fail("malformed", "the index does not decompress") from None
         except ValueError as exc:
             raise _fail("malformed", str(exc)) from None
         if seal is not None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import struct
-import zlib
+import tracemalloc
 
 import pytest
+import zstandard
 
 from gateway.recording.format import (
     INPUT,
@@ -128,10 +130,10 @@ def test_segments_open_alone_in_any_order_for_a_seek(keys: Keyring, rec: Recorde
 
 
 def test_encrypted_segments_hide_the_screen_and_plain_ones_do_not(keys: Keyring) -> None:
-    secret = b"TOP-SECRET-PIXELS" * 4
+    secret = hashlib.sha512(b"TOP-SECRET-PIXELS").digest()  # incompressible: zstd stores it as it is
     plain_keys = Keyring([HMAC_NEW])
     for ring, visible in ((keys, False), (plain_keys, True)):
-        w = RecordingWriter(_header(), ring, compression=0)
+        w = RecordingWriter(_header(), ring)
         w.server(1, secret)
         data = w.build(w.close(2))
         assert (secret in data) is visible
@@ -280,7 +282,7 @@ def test_a_sealed_index_checks_a_single_segment_opened_out_of_order(keys: Keyrin
 
 
 def test_segments_compress_on_their_own(keys: Keyring) -> None:
-    """Each segment inflates without the ones before it (a zlib stream per segment), and a screen that
+    """Each segment decompresses without the ones before it (a zstd frame per segment), and a screen that
     repeats itself costs far less than its raw size."""
     w = RecordingWriter(_header(), Keyring([HMAC_NEW]))
     frame = _update(7) * 4096
@@ -289,7 +291,38 @@ def test_segments_compress_on_their_own(keys: Keyring) -> None:
     data = w.build(w.close(10))
     assert len(data) < len(frame)
     body = data[98:-32]  # after the fixed 98-byte segment header, before the MAC
-    assert zlib.decompress(body).count(frame) == 10
+    assert zstandard.ZstdDecompressor().decompress(body).count(frame) == 10
+
+
+def test_a_signed_segment_that_decompresses_past_its_stated_size_is_refused() -> None:
+    """Only a key holder can sign a body, and even then a frame larger than the authenticated raw length
+    is refused (before decompressing when the frame says so, by the decoder when it lies): hostile input
+    never makes the reader allocate more than the header promised."""
+    ring = Keyring([HMAC_NEW])
+    w = RecordingWriter(_header(), ring)
+    w.server(1, _update(1))
+    honest = w.build(w.close(2))
+    raw_len = struct.unpack_from(">I", honest, 30)[0]
+    bomb = zstandard.ZstdCompressor(level=1).compress(bytes(64 << 20))  # 64 MiB of zeros, a few KiB
+    lying = bytearray(bomb)
+    assert lying[4] == 0x80  # frame header: a 4-byte content size after the window byte
+    lying[6:10] = raw_len.to_bytes(4, "little")
+    assert zstandard.frame_content_size(bytes(lying)) == raw_len
+    rid_label = b"novnc-gateway recording segment\x00" + b"c0ffee"
+    for body in (bomb, bytes(lying)):
+        fixed = honest[:94] + len(body).to_bytes(4, "big")
+        stored = fixed + body
+        stored += ring.sign(rid_label, stored)
+        reader = RecordingReader(ring, w.header_bytes)
+        tracemalloc.start()
+        try:
+            with pytest.raises(RecordingError) as caught:
+                reader.segment(0, stored)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert caught.value.problem.kind == "malformed"
+        assert peak < 1 << 20  # nowhere near the 64 MiB the frame holds
 
 
 def test_writer_misuse_raises(keys: Keyring) -> None:
