@@ -94,6 +94,9 @@ _QEMU: Final = 255
 # once, so it takes a higher level.
 _SEGMENT_LEVEL: Final = 1
 _INDEX_LEVEL: Final = 9
+# A record's data at least this long (a FramebufferUpdate, mostly) is kept by reference, not copied into
+# the segment's buffer: relaying Raw updates, that copy was a large part of the recorder's event-loop time.
+_BY_REFERENCE: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -333,14 +336,21 @@ class Record(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class SegmentDraft:
-    """A cut segment waiting for `RecordingWriter.build`: its records, uncompressed."""
+    """A cut segment waiting for `RecordingWriter.build`: its records, uncompressed, in the pieces they
+    were appended as (large server messages by reference: appending and cutting never copy them on the
+    event loop; `build` compresses the pieces in order, in a worker thread)."""
 
     number: int
     start: int
     end: int
     records: int
-    raw: bytes
+    parts: tuple[bytes, ...]
     screen: Screen
+
+    @property
+    def size(self) -> int:
+        """Bytes of records, uncompressed."""
+        return sum(map(len, self.parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,7 +429,9 @@ class RecordingWriter:
         self._start_segment(0)
 
     def _start_segment(self, t: int) -> None:
-        self._buf = bytearray()
+        self._parts: list[bytes] = []  # the segment's records so far: the pieces before `_buf`
+        self._size = 0  # their bytes
+        self._buf = bytearray()  # record framing and small records since the last piece
         self._records = 0
         self._seg_start = t
         self._last = t
@@ -437,13 +449,18 @@ class RecordingWriter:
         else:
             buf.append(0)  # times never go back: an out-of-order event takes the latest time
         _uvarint(buf, len(data))
-        buf += data
+        if len(data) >= _BY_REFERENCE and type(data) is bytes:  # immutable: safe to keep, no copy
+            self._parts += (bytes(buf), data)
+            self._size += len(buf) + len(data)
+            buf.clear()
+        else:
+            buf += data
         self._records += 1
 
     @property
     def buffered(self) -> int:
         """Bytes of the current segment so far (uncompressed)."""
-        return len(self._buf)
+        return self._size + len(self._buf)
 
     def server(self, t: int, message: bytes) -> None:
         """One whole server -> client message."""
@@ -488,7 +505,7 @@ class RecordingWriter:
     def due(self, t: int) -> bool:
         """Time to cut: the segment is old or big enough and holds more than its start."""
         return self._records > 1 and (
-            t - self._seg_start >= self._segment_ms or len(self._buf) >= self._segment_bytes
+            t - self._seg_start >= self._segment_ms or self.buffered >= self._segment_bytes
         )
 
     def cut(self, t: int) -> SegmentDraft:
@@ -508,7 +525,12 @@ class RecordingWriter:
             raise RuntimeError("the recording is closed")
         end = max(t, self._last)
         draft = SegmentDraft(
-            self._drafts, self._seg_start, end, self._records, bytes(self._buf), self._seg_screen
+            self._drafts,
+            self._seg_start,
+            end,
+            self._records,
+            (*self._parts, bytes(self._buf)),
+            self._seg_screen,
         )
         self._drafts += 1
         self._end = end
@@ -521,7 +543,9 @@ class RecordingWriter:
         worker thread while events keep arriving; drafts must be built one at a time, in number order."""
         if draft.number != self._built:
             raise RuntimeError(f"segment {draft.number} built out of order (expected {self._built})")
-        body = self._compressor.compress(draft.raw)
+        raw_size = draft.size
+        packer = self._compressor.compressobj(size=raw_size)  # the frame states the size (the reader checks)
+        body = b"".join([*map(packer.compress, draft.parts), packer.flush()])
         enc_kid = self._keys.encryption_kid
         flags, nonce = (0, _NO_NONCE) if enc_kid is None else (_FLAG_ENCRYPTED, self._random(_NONCE_BYTES))
         size = len(body) + (_TAG_BYTES if flags else 0)
@@ -533,7 +557,7 @@ class RecordingWriter:
             draft.start,
             draft.end,
             draft.records,
-            len(draft.raw),
+            raw_size,
             self._link,
             self._keys.signing_kid,
             enc_kid or _NO_KID,

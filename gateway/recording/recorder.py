@@ -236,7 +236,7 @@ class Recorder:
         return max(0, int((now - self._t0) * 1000))
 
     def _enqueue(self, draft: SegmentDraft) -> None:
-        self._backlog += len(draft.raw)
+        self._backlog += draft.size
         self._jobs.put_nowait(("segment", draft))
         if self._backlog > self._settings.max_pending and not self._stopped:
             behind = self._backlog / _MIB
@@ -280,7 +280,7 @@ class Recorder:
                         self._on_started()
                 elif kind == "segment":
                     assert draft is not None
-                    self._backlog -= len(draft.raw)
+                    self._backlog -= draft.size
                     if self._begun:  # built in order, each in a worker thread (compression, AES, HMAC)
                         data = await asyncio.to_thread(writer.build, draft)
                         await store.put_segment(self.id, draft.number, data)

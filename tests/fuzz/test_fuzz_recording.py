@@ -116,7 +116,7 @@ def test_signed_garbage_records_are_malformed_not_a_crash(raw: bytes, count: int
     tried("recording: signed garbage records")
     keys = KEYS if encrypted else PLAIN_KEYS
     w = _writer(keys)
-    data = w.build(SegmentDraft(0, 0, 1, count, raw, Screen(8, 8, bytes(16), "d")))
+    data = w.build(SegmentDraft(0, 0, 1, count, (raw,), Screen(8, 8, bytes(16), "d")))
     try:
         segment = RecordingReader(keys, w.header_bytes).segment(0, data)
     except RecordingError as exc:

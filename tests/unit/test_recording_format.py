@@ -325,6 +325,25 @@ def test_a_signed_segment_that_decompresses_past_its_stated_size_is_refused() ->
         assert peak < 1 << 20  # nowhere near the 64 MiB the frame holds
 
 
+def test_large_messages_are_recorded_as_they_were_when_fed(keys: Keyring) -> None:
+    """Large server messages are kept by reference until the segment is built: a caller's buffer reused
+    after `server` (a bytearray) must not change what was recorded, and big and small records keep their
+    order and sizes."""
+    w = RecordingWriter(_header(), keys)
+    big, reused = _update(1) * 2048, bytearray(_update(2) * 2048)
+    fed = [big, b"\x02", bytes(reused), _update(3), big]
+    w.server(1, big)
+    w.server(2, b"\x02")
+    w.server(3, reused)
+    reused[:] = bytes(len(reused))
+    w.server(4, _update(3))
+    w.server(5, big)
+    assert w.buffered > 3 * len(big)
+    data = w.build(w.close(6))
+    records = RecordingReader(keys, w.header_bytes).segment(0, data).records
+    assert [r.data for r in records] == fed and [r.t for r in records] == [1, 2, 3, 4, 5]
+
+
 def test_writer_misuse_raises(keys: Keyring) -> None:
     w = RecordingWriter(_header(), keys)
     first = w.cut(10)
