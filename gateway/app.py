@@ -99,6 +99,12 @@ def sync_interval(config: GatewayConfig) -> float:
     return min(5.0, config.state.redis.console_ttl / 3)
 
 
+def ledger_refresh(config: GatewayConfig) -> float:
+    """An unchanged console's entry is written again after this long: with `sync_interval` at most as
+    long, within two thirds of the TTL, and an idle console costs a write per third of it, not per sync."""
+    return config.state.redis.console_ttl / 3
+
+
 def build_app(config: GatewayConfig) -> web.Application:
     """The gateway application: everything is built from the config when the app starts."""
     # Outermost first: the cookie's session, then what the identity sources say now, then CSRF (which
@@ -121,6 +127,7 @@ def build_app(config: GatewayConfig) -> web.Application:
             store,
             replica="",
             sync_interval=sync_interval(config),
+            refresh_every=ledger_refresh(config),
             termination_ttl=config.session.absolute_lifetime,
             watcher_ttl=config.state.redis.console_ttl,
         )

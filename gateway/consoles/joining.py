@@ -127,7 +127,7 @@ async def join_console(
         )
         live = await _register(services, record, base)
         base["console_id"] = record.id
-        live.expires = session.created + services.config.session.absolute_lifetime
+        services.registry.expire_at(live, session.created + services.config.session.absolute_lifetime)
         server, join = await _decide(services, provider, session, base)
         base.update(permission=str(Permission.VIEW), rule=join.rule)
         live.server = server

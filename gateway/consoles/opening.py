@@ -205,7 +205,7 @@ async def open_console(request: OpenRequest, browser: Browser, services: Console
         live = await _register(services, record, base)
         live.watch_listeners.append(owner_notices(live))  # who watches reaches the owner's page
         base["console_id"] = console_id
-        live.expires = session.created + services.config.session.absolute_lifetime
+        services.registry.expire_at(live, session.created + services.config.session.absolute_lifetime)
         server, decision, grant_until = await _decide(services, provider, session, base)
         if grant_until is not None and decision.rule is not None:
             live.grant = (decision.rule, grant_until)  # its end re-decides this console

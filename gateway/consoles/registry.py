@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 import math
+import operator
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
@@ -67,6 +69,10 @@ class LiveConsole:
     watchers: dict[str, Watcher] = field(default_factory=dict)
     watch_listeners: list[WatchListener] = field(default_factory=list)
     watch: Watcher | None = None  # an observer's own entry, refreshed in the state while it lives
+    # The record's fields as last written to the shared state, and when (monotonic): a sync writes it
+    # again only if they changed or its entry's TTL needs refreshing, so idle consoles cost little.
+    written: tuple[object, ...] = ()
+    written_at: float = -math.inf
 
     @property
     def watched(self) -> str:
@@ -96,12 +102,16 @@ class ConsoleRegistry:
         *,
         replica: str,
         sync_interval: float = 5.0,
+        refresh_every: float = 10.0,
         tick: float = 1.0,
         termination_ttl: float = 86400.0,
         watcher_ttl: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`termination_ttl` keeps a termination request in the shared state for at least as long as the
-        console could live (the sign-in's absolute lifetime)."""
+        console could live (the sign-in's absolute lifetime). An unchanged record is written again once
+        `refresh_every` has passed since its last write (a third of the ledger's TTL: app.py), so with
+        `sync_interval` at most as long its entry is refreshed within two thirds of the TTL."""
         self.store = store
         self.replica = replica
         self._termination_ttl = termination_ttl
@@ -114,7 +124,12 @@ class ConsoleRegistry:
         # Re-decides consoles whose access grant ended (set by the Gateway); run by reconciliation.
         self.on_grants_ended: Callable[[list[LiveConsole]], int] | None = None
         self._sync_interval = sync_interval
+        self._refresh_every = refresh_every
+        self._clock = clock  # the sync's, for when a record was written (the ledger's TTL runs on its own)
         self._tick = tick
+        # (sign-in end, console id), earliest first: the per-tick expiry check reads only the front.
+        # Entries of released consoles or of a changed end are skipped when they come due.
+        self._expiries: list[tuple[float, str]] = []
         self._sync_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -146,10 +161,21 @@ class ConsoleRegistry:
             code, reason, by = live.pending_close
             live.terminate(code, reason, by)
 
+    def expire_at(self, live: LiveConsole, when: float) -> None:
+        """Close `live` once the wall clock reaches `when` (the end of the sign-in that opened it)."""
+        live.expires = when
+        if math.isfinite(when):
+            heapq.heappush(self._expiries, (when, live.record.id))
+
     async def release(self, console_id: str) -> LiveConsole | None:
         live = self.local.pop(console_id, None)
         if not self.local:
             self._idle.set()
+        if len(self._expiries) > 2 * len(self.local) + 64:
+            # Released consoles' entries would otherwise stay until their sign-in ends (hours): rebuilt
+            # from the live ones when they outnumber them, O(1) amortised per release.
+            self._expiries = [(v.expires, k) for k, v in self.local.items() if math.isfinite(v.expires)]
+            heapq.heapify(self._expiries)
         try:
             await self.store.console_release(console_id)
         except StateUnavailable:
@@ -331,13 +357,16 @@ class ConsoleRegistry:
             live.record.bytes_to_upstream = live.relay.stats.bytes_to_upstream
 
     def expire_sessions(self, now: float) -> int:
-        """Consoles must not outlive the sign-in that opened them."""
-        return self.terminate_local(
-            lambda r: self.local[r.id].expires <= now,
-            code=CLOSE_SIGNIN_EXPIRED,
-            reason=CODES[CLOSE_SIGNIN_EXPIRED].reason,
-            by="session_expired",
-        )
+        """Consoles must not outlive the sign-in that opened them; O(1) when none is due."""
+        ended = 0
+        while self._expiries and self._expiries[0][0] <= now:
+            when, console_id = heapq.heappop(self._expiries)
+            live = self.local.get(console_id)
+            if live is None or live.expires != when:
+                continue  # released, or its end moved (a later entry stands for it)
+            live.terminate(CLOSE_SIGNIN_EXPIRED, CODES[CLOSE_SIGNIN_EXPIRED].reason, "session_expired")
+            ended += 1
+        return ended
 
     async def _sync_loop(self) -> None:
         last_sync = time.monotonic()
@@ -347,26 +376,38 @@ class ConsoleRegistry:
             if time.monotonic() - last_sync < self._sync_interval:
                 continue
             last_sync = time.monotonic()
+            await self.sync()
+
+    async def sync(self) -> None:
+        """Reconcile, then write to the shared state the records that changed since their last write or
+        whose entries' TTL needs refreshing (an idle one's: every `refresh_every`), and observers' entries."""
+        try:
+            await self.reconcile()
+        except StateUnavailable:
+            return
+        except Exception:
+            log.exception("console reconciliation failed")
+        now = self._clock()
+        for live in list(self.local.values()):
+            self._refresh(live)
             try:
-                await self.reconcile()
-            except StateUnavailable:
-                continue
-            except Exception:
-                log.exception("console reconciliation failed")
-            for live in list(self.local.values()):
-                self._refresh(live)
-                try:
+                fields = _record_fields(live.record)
+                if fields != live.written or now - live.written_at >= self._refresh_every:
                     await self.store.console_update(live.record)
-                    if live.watch is not None and live.closed_by is None:
-                        await self.store.watcher_put(live.watch, self.watcher_ttl)
-                except StateUnavailable:
-                    break
-                except Exception:
-                    log.exception("console registry sync failed")
-                    break
+                    live.written, live.written_at = fields, now
+                if live.watch is not None and live.closed_by is None:
+                    await self.store.watcher_put(live.watch, self.watcher_ttl)
+            except StateUnavailable:
+                break
+            except Exception:
+                log.exception("console registry sync failed")
+                break
 
 
 _FIELD_OF = {"console_id": "id", "user": "user", "sid": "sid"}
+# A record's fields as one tuple, in C; its lists are compared by value, and the code replaces a record's
+# lists rather than changing them in place, so a change shows.
+_record_fields = operator.attrgetter(*ConsoleRecord.__dataclass_fields__)
 
 
 def _matches(record: ConsoleRecord, match: dict[str, str]) -> bool:
