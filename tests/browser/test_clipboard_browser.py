@@ -4,7 +4,6 @@ program on the X display echoes; when the rule denies pasting, the page offers n
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,11 @@ from playwright.async_api import Browser, Page, expect
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
 from tests.support.browser import new_page, sign_in
-from tests.support.gateway import RunningGateway, demo_cloud_serving, start_gateway
+from tests.support.echo_console import echo_console_fixtures
+from tests.support.gateway import RunningGateway, start_gateway
 from tests.support.polling import wait_for
-from tests.support.vnc_servers import XVNC, XvncSession, xvnc_session
-from tests.support.x_echo import XEcho, x_echo
+from tests.support.vnc_servers import XVNC
+from tests.support.x_echo import XEcho
 
 pytestmark = [
     pytest.mark.browser,
@@ -27,23 +27,7 @@ WAIT_MS = 15_000
 XVNC_ID = "5a5a5a5a-0000-4000-8000-00000000c1b1"
 
 
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[XvncSession]:
-    with xvnc_session(tmp_path / "xvnc.log", desktop="type-xvnc") as xvnc:
-        yield xvnc
-
-
-@pytest.fixture
-async def echo(session: XvncSession) -> AsyncIterator[XEcho]:
-    async with x_echo(session.display) as program:
-        yield program
-
-
-@pytest.fixture
-async def cloud(tmp_path: Path, session: XvncSession) -> AsyncIterator[DemoCloud]:
-    server = SimServer(id=XVNC_ID, name="type-xvnc")
-    async with demo_cloud_serving(tmp_path / "cloud", server, (session.host, session.port)) as demo:
-        yield demo
+session, echo, cloud = echo_console_fixtures(SimServer(id=XVNC_ID, name="type-xvnc"))
 
 
 def paste(setting: str) -> Any:

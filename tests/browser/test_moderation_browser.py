@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,13 @@ from gateway.sim.demo import DemoCloud, demo_config_data
 from gateway.sim.ecs_api import SimServer
 from tests.support import nginx
 from tests.support.browser import sign_in
-from tests.support.gateway import demo_cloud_serving, start_gateway
+from tests.support.echo_console import echo_console_fixtures
+from tests.support.gateway import start_gateway
 from tests.support.polling import wait_for
 from tests.support.processes import GatewayProcess, free_port
 from tests.support.redis_server import RedisServer
-from tests.support.vnc_servers import XVNC, XvncSession, xvnc_session
-from tests.support.x_echo import XEcho, x_echo
+from tests.support.vnc_servers import XVNC
+from tests.support.x_echo import XEcho
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,23 +55,7 @@ def moderated(on_leave: str = "pause") -> Any:
     return tweak
 
 
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[XvncSession]:
-    with xvnc_session(tmp_path / "xvnc.log", desktop="moderated-xvnc") as xvnc:
-        yield xvnc
-
-
-@pytest.fixture
-async def echo(session: XvncSession) -> AsyncIterator[XEcho]:
-    async with x_echo(session.display) as program:
-        yield program
-
-
-@pytest.fixture
-async def cloud(tmp_path: Path, session: XvncSession) -> AsyncIterator[DemoCloud]:
-    server = SimServer(id=XVNC_ID, name="moderated-xvnc")
-    async with demo_cloud_serving(tmp_path / "cloud", server, (session.host, session.port)) as demo:
-        yield demo
+session, echo, cloud = echo_console_fixtures(SimServer(id=XVNC_ID, name="moderated-xvnc"))
 
 
 async def page_of(browser: Browser, base: str, user: str) -> tuple[BrowserContext, Page]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from gateway.auth.passwords import hash_password
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
 from tests.support.browser import new_page, sign_in
-from tests.support.gateway import demo_cloud_serving, demo_stack, start_gateway
+from tests.support.echo_console import echo_console_fixtures
+from tests.support.gateway import demo_stack, start_gateway
 from tests.support.player import (
     canvas_image,
     frame_difference,
@@ -37,8 +38,8 @@ from tests.support.player import (
 from tests.support.polling import wait_for
 from tests.support.recordings import recording_config
 from tests.support.s3_server import S3Server
-from tests.support.vnc_servers import XVNC, XvncSession, xvnc_session
-from tests.support.x_echo import XEcho, x_echo
+from tests.support.vnc_servers import XVNC
+from tests.support.x_echo import XEcho
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,23 +55,7 @@ LIVE = '[data-testid="console-screen"]'
 TOLERATED = 0.0005
 
 
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[XvncSession]:
-    with xvnc_session(tmp_path / "xvnc.log", desktop="rec-xvnc") as xvnc:
-        yield xvnc
-
-
-@pytest.fixture
-async def echo(session: XvncSession) -> AsyncIterator[XEcho]:
-    async with x_echo(session.display) as program:
-        yield program
-
-
-@pytest.fixture
-async def cloud(tmp_path: Path, session: XvncSession) -> AsyncIterator[DemoCloud]:
-    server = SimServer(id=XVNC_ID, name="rec-xvnc", tags=("env=prod",))
-    async with demo_cloud_serving(tmp_path / "cloud", server, (session.host, session.port)) as demo:
-        yield demo
+session, echo, cloud = echo_console_fixtures(SimServer(id=XVNC_ID, name="rec-xvnc", tags=("env=prod",)))
 
 
 def recorded(directory: Path) -> Any:

@@ -5,7 +5,6 @@ denied paste never reaches the server; a denied copy never reaches the client; a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +12,12 @@ import pytest
 
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
-from tests.support.gateway import Operator, RunningGateway, demo_cloud_serving, start_gateway
+from tests.support.echo_console import echo_console_fixtures
+from tests.support.gateway import Operator, RunningGateway, start_gateway
 from tests.support.polling import wait_for
 from tests.support.rfb_client import RFBClient
-from tests.support.vnc_servers import XVNC, XvncSession, xvnc_session
-from tests.support.x_echo import XEcho, x_echo
+from tests.support.vnc_servers import XVNC
+from tests.support.x_echo import XEcho
 
 pytestmark = pytest.mark.skipif(XVNC is None, reason="Xvnc (tigervnc-standalone-server) is not installed")
 
@@ -26,23 +26,7 @@ PASTED = b"pasted from the browser"
 COPIED = "copied in the console"
 
 
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[XvncSession]:
-    with xvnc_session(tmp_path / "xvnc.log", desktop="clip-xvnc") as xvnc:
-        yield xvnc
-
-
-@pytest.fixture
-async def echo(session: XvncSession) -> AsyncIterator[XEcho]:
-    async with x_echo(session.display) as program:
-        yield program
-
-
-@pytest.fixture
-async def cloud(tmp_path: Path, session: XvncSession) -> AsyncIterator[DemoCloud]:
-    server = SimServer(id=XVNC_ID, name="clip-xvnc")
-    async with demo_cloud_serving(tmp_path / "cloud", server, (session.host, session.port)) as demo:
-        yield demo
+session, echo, cloud = echo_console_fixtures(SimServer(id=XVNC_ID, name="clip-xvnc"))
 
 
 def clipboard(**settings: Any) -> Any:

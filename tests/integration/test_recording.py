@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +27,15 @@ from gateway.recording.local import LocalStore
 from gateway.recording.store import RecordingStore
 from gateway.sim.demo import DemoCloud
 from gateway.sim.ecs_api import SimServer
-from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, demo_cloud_serving, start_gateway
+from tests.support.echo_console import echo_console_fixtures
+from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, start_gateway
 from tests.support.polling import wait_for
 from tests.support.recordings import KEYS, decoded_recordings, recording_config, replay
 from tests.support.rfb_client import RFBClient, RFBClientError
 from tests.support.s3_server import S3Server
 from tests.support.token_scan import SCANNER
-from tests.support.vnc_servers import XVNC, XvncSession, xvnc_session
-from tests.support.x_echo import XEcho, x_echo
+from tests.support.vnc_servers import XVNC
+from tests.support.x_echo import XEcho
 
 pytestmark = pytest.mark.skipif(XVNC is None, reason="Xvnc (tigervnc-standalone-server) is not installed")
 
@@ -44,23 +45,7 @@ TYPED = "hello recorder"
 BUCKET = "recordings"
 
 
-@pytest.fixture
-def session(tmp_path: Path) -> Iterator[XvncSession]:
-    with xvnc_session(tmp_path / "xvnc.log", desktop="rec-xvnc", geometry="320x200") as xvnc:
-        yield xvnc
-
-
-@pytest.fixture
-async def echo(session: XvncSession) -> AsyncIterator[XEcho]:
-    async with x_echo(session.display) as program:
-        yield program
-
-
-@pytest.fixture
-async def cloud(tmp_path: Path, session: XvncSession) -> AsyncIterator[DemoCloud]:
-    server = SimServer(id=XVNC_ID, name="rec-xvnc")
-    async with demo_cloud_serving(tmp_path / "cloud", server, (session.host, session.port)) as demo:
-        yield demo
+session, echo, cloud = echo_console_fixtures(SimServer(id=XVNC_ID, name="rec-xvnc"), geometry="320x200")
 
 
 @pytest.fixture
