@@ -110,6 +110,19 @@ class ModerationConfig(BaseModel):
         return value
 
 
+def _check_name(value: str, kind: str) -> str:
+    """A rule's or reviewer's name: it is how audit lines and errors point at the table, so no blanks."""
+    if not value.strip() or value != value.strip():
+        raise ValueError(f"{kind} name {value!r} must be non-empty without surrounding spaces")
+    return value
+
+
+def _check_who(users: list[str], groups: list[str], where: str) -> None:
+    """A table that names nobody would silently grant nothing; everyone must be said explicitly."""
+    if not users and not groups:
+        raise ValueError(f'{where}: give users or groups (use users = ["*"] for everyone signed in)')
+
+
 def _check_tags(tags: list[str], where: str) -> None:
     for tag in tags:
         key = tag.split("=", 1)[0]
@@ -164,15 +177,12 @@ class RuleConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value.strip() or value != value.strip():
-            raise ValueError(f"rule name {value!r} must be non-empty without surrounding spaces")
-        return value
+        return _check_name(value, "rule")
 
     @model_validator(mode="after")
     def _shape(self) -> RuleConfig:
         where = f'policy rule "{self.name}"'
-        if not self.users and not self.groups:
-            raise ValueError(f'{where}: give users or groups (use users = ["*"] for everyone signed in)')
+        _check_who(self.users, self.groups, where)
         selectors = ("users", "groups", "clouds", "projects", "regions", "server_ids", "names")
         for field in (*selectors, "acr_values", "approvers"):
             _check_entries(getattr(self, field), f"{where}: {field}")
@@ -250,15 +260,12 @@ class ReviewerConfig(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value.strip() or value != value.strip():
-            raise ValueError(f"reviewer name {value!r} must be non-empty without surrounding spaces")
-        return value
+        return _check_name(value, "reviewer")
 
     @model_validator(mode="after")
     def _shape(self) -> ReviewerConfig:
         where = f'policy reviewer "{self.name}"'
-        if not self.users and not self.groups:
-            raise ValueError(f'{where}: give users or groups (use users = ["*"] for everyone signed in)')
+        _check_who(self.users, self.groups, where)
         for field in ("users", "groups", "clouds", "projects", "server_ids", "names"):
             _check_entries(getattr(self, field), f"{where}: {field}")
         _check_tags(self.tags, where)
