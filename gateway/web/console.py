@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -42,33 +43,43 @@ async def console_response(request: web.Request, gw: Gateway) -> web.WebSocketRe
     return ws
 
 
-@routes.get("/ws/console/{cloud}/{server_id}")
-async def console_socket(request: web.Request) -> web.StreamResponse:
+async def serve_console_socket(
+    request: web.Request,
+    start: Callable[[web.WebSocketResponse, ConsoleServices], Awaitable[object]],
+) -> web.StreamResponse:
+    """What every console socket (an owner's, an observer's) does around its use case `start`: 403 before
+    the upgrade for a foreign Origin, a refusal as the close code and reason the page shows, and the socket
+    closed whatever happened."""
     gw = request.app[GATEWAY]
     ws = await console_response(request, gw)
     if ws is None:
         return web.Response(status=403, text="Cross-origin WebSocket refused")
-    session = request.get(SESSION)
     try:
-        outcome = await open_console(
-            OpenRequest(
-                cloud=request.match_info["cloud"],
-                server_id=request.match_info["server_id"],
-                session=session,
-                client=request[CLIENT],
-                audit=audit_base(request, session),
-                state_down=bool(request.get(STATE_DOWN)),
-                justification=request.query.get("justification", ""),
-            ),
-            ws,
-            services_for(gw, ws),
-        )
+        outcome = await start(ws, services_for(gw, ws))
         if isinstance(outcome, Refusal) and not ws.closed:
             await ws.close(code=outcome.code, message=outcome.reason.encode())
     finally:
         if not ws.closed:
             await ws.close()
     return ws
+
+
+@routes.get("/ws/console/{cloud}/{server_id}")
+async def console_socket(request: web.Request) -> web.StreamResponse:
+    async def start(ws: web.WebSocketResponse, services: ConsoleServices) -> object:
+        session = request.get(SESSION)
+        opened = OpenRequest(
+            cloud=request.match_info["cloud"],
+            server_id=request.match_info["server_id"],
+            session=session,
+            client=request[CLIENT],
+            audit=audit_base(request, session),
+            state_down=bool(request.get(STATE_DOWN)),
+            justification=request.query.get("justification", ""),
+        )
+        return await open_console(opened, ws, services)
+
+    return await serve_console_socket(request, start)
 
 
 def services_for(gw: Gateway, ws: web.WebSocketResponse) -> ConsoleServices:

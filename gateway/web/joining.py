@@ -11,11 +11,11 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from gateway.consoles.joining import JoinRequest, join_console
-from gateway.consoles.opening import Refusal
+from gateway.consoles.opening import ConsoleServices
 from gateway.consoles.watchers import decide_join
 from gateway.state.base import StateUnavailable
 from gateway.web.api import audit_base
-from gateway.web.console import console_response, services_for
+from gateway.web.console import serve_console_socket
 from gateway.web.http import json_error
 from gateway.web.keys import CLIENT, GATEWAY, SESSION, STATE_DOWN
 from gateway.web.session_cookie import current
@@ -44,29 +44,18 @@ class _Page:
 
 @routes.get("/ws/join/{console_id}")
 async def join_socket(request: web.Request) -> web.StreamResponse:
-    gw = request.app[GATEWAY]
-    ws = await console_response(request, gw)
-    if ws is None:
-        return web.Response(status=403, text="Cross-origin WebSocket refused")
-    session = request.get(SESSION)
-    try:
-        outcome = await join_console(
-            JoinRequest(
-                console_id=request.match_info["console_id"],
-                session=session,
-                client=request[CLIENT],
-                audit=audit_base(request, session),
-                state_down=bool(request.get(STATE_DOWN)),
-            ),
-            _Page(ws),
-            services_for(gw, ws),
+    async def start(ws: web.WebSocketResponse, services: ConsoleServices) -> object:
+        session = request.get(SESSION)
+        joined = JoinRequest(
+            console_id=request.match_info["console_id"],
+            session=session,
+            client=request[CLIENT],
+            audit=audit_base(request, session),
+            state_down=bool(request.get(STATE_DOWN)),
         )
-        if isinstance(outcome, Refusal) and not ws.closed:
-            await ws.close(code=outcome.code, message=outcome.reason.encode())
-    finally:
-        if not ws.closed:
-            await ws.close()
-    return ws
+        return await join_console(joined, _Page(ws), services)
+
+    return await serve_console_socket(request, start)
 
 
 @routes.post("/api/consoles/{console_id}/watchers/{watch_id}")
