@@ -35,14 +35,9 @@ async def servers_page(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/console/{cloud}/{server_id}")
-async def console_page(request: web.Request) -> web.StreamResponse:
-    current(request)
-    return _page(request, "console.html")
-
-
 @routes.get("/join/{console_id}")
-async def join_page(request: web.Request) -> web.StreamResponse:
-    """The console page in observer mode: it watches a live console (docs/shadowing.md)."""
+async def console_page(request: web.Request) -> web.StreamResponse:
+    """The console page; under /join it is in observer mode, watching a live console (docs/shadowing.md)."""
     current(request)
     return _page(request, "console.html")
 
