@@ -19,7 +19,7 @@
  */
 
 import RFB from "/novnc/core/rfb.js";
-import { ApiError, loadMe } from "./api.js";
+import { ApiError, api, loadMe } from "./api.js";
 import { byId, el, formatDuration, formatTime, setBanner, setupHeader } from "./ui.js";
 
 const SPEEDS = [1, 2, 4, 8, 16];
@@ -538,21 +538,7 @@ function recordingId() {
 }
 
 async function fetchMeta(id) {
-    const response = await fetch(`/api/recordings/${encodeURIComponent(id)}`, {
-        credentials: "same-origin",
-        cache: "no-store",
-        headers: { Accept: "application/json" },
-    });
-    let data = {};
-    try {
-        data = await response.json();
-    } catch {
-        data = {};
-    }
-    if (!response.ok) {
-        throw new ApiError(response.status, data);
-    }
-    return data;
+    return api(`/api/recordings/${encodeURIComponent(id)}`);
 }
 
 function showIntegrity(meta, problem) {
