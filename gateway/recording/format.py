@@ -654,6 +654,21 @@ def _inflate(body: bytes, size: int | None, what: str, segment: int | None = Non
     return raw
 
 
+def _varint_rest(raw: bytes, pos: int, first: int) -> tuple[int, int]:
+    """A varint of more than one byte whose `first` byte was read, and the position after it: the one-byte
+    case stays inline in `_decode_records`, which is the hot loop."""
+    value, shift = first & 0x7F, 7
+    while True:
+        byte = raw[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
 def _decode_records(raw: bytes, start: int, count: int, number: int) -> tuple[Screen, list[Record]]:
     """The records of a segment (the hot loop of playback: kept flat)."""
     records: list[Record] = []
@@ -668,31 +683,13 @@ def _decode_records(raw: bytes, start: int, count: int, number: int) -> tuple[Sc
             if byte < 0x80:
                 dt = byte
             else:
-                dt, shift = byte & 0x7F, 7
-                while True:
-                    byte = raw[pos]
-                    pos += 1
-                    dt |= (byte & 0x7F) << shift
-                    if byte < 0x80:
-                        break
-                    shift += 7
-                    if shift > 63:
-                        raise ValueError("varint too long")
+                dt, pos = _varint_rest(raw, pos, byte)
             byte = raw[pos]
             pos += 1
             if byte < 0x80:
                 length = byte
             else:
-                length, shift = byte & 0x7F, 7
-                while True:
-                    byte = raw[pos]
-                    pos += 1
-                    length |= (byte & 0x7F) << shift
-                    if byte < 0x80:
-                        break
-                    shift += 7
-                    if shift > 63:
-                        raise ValueError("varint too long")
+                length, pos = _varint_rest(raw, pos, byte)
             if pos + length > end:
                 raise ValueError("a record runs past the segment's end")
             t += dt
