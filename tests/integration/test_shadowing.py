@@ -96,6 +96,14 @@ async def join(op: Operator, console_id: str) -> RecordingTransport:
     return transport
 
 
+async def watched(demo: Operator, viewer: Operator, owners: list[Owner]) -> tuple[Owner, RecordingTransport]:
+    """The start of most stories here: demo's console open, and viewer's page asking to watch it (its first
+    notice read)."""
+    owner = await Owner.open(demo)
+    owners.append(owner)
+    return owner, await join(viewer, owner.console_id)
+
+
 async def frames_until_closed(transport: RecordingTransport) -> list[bytes]:
     frames = []
     async with asyncio.timeout(15):
@@ -117,9 +125,7 @@ async def test_an_approved_observer_watches_view_only_and_the_owner_hears_of_it(
 ) -> None:
     gateway = await gateways(watchers("owner"))
     demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
-    owner = await Owner.open(demo)
-    owners.append(owner)
-    observer = await join(viewer, owner.console_id)
+    owner, observer = await watched(demo, viewer, owners)
     assert observer.notices[0] == {"type": "join_pending", "owner": "demo", "timeout": 120.0}
     asked = await owner.watchers_notice(pending, "the request on the owner's page")
     [request] = asked["watchers"]
@@ -167,9 +173,7 @@ async def test_a_refused_join_never_sees_a_frame(
 ) -> None:
     gateway = await gateways(watchers("owner"))
     demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
-    owner = await Owner.open(demo)
-    owners.append(owner)
-    observer = await join(viewer, owner.console_id)
+    owner, observer = await watched(demo, viewer, owners)
     [request] = (await owner.watchers_notice(pending, "the request"))["watchers"]
     assert (await decide(demo, owner, request["id"], "refuse"))[0] == 200
     assert await frames_until_closed(observer) == []
@@ -184,9 +188,7 @@ async def test_an_unanswered_join_times_out_without_a_frame(
 ) -> None:
     gateway = await gateways(watchers("owner", timeout=1.0))
     demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
-    owner = await Owner.open(demo)
-    owners.append(owner)
-    observer = await join(viewer, owner.console_id)
+    owner, observer = await watched(demo, viewer, owners)
     assert await frames_until_closed(observer) == []
     assert observer.close_code == CLOSE_JOIN_TIMEOUT
     await gateway.wait_for_audit("join_refused", user="viewer", target_user="demo", closed_by="timeout")
@@ -199,9 +201,7 @@ async def test_a_page_that_leaves_while_waiting_withdraws_its_request(
 ) -> None:
     gateway = await gateways(watchers("owner"))
     demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
-    owner = await Owner.open(demo)
-    owners.append(owner)
-    observer = await join(viewer, owner.console_id)
+    owner, observer = await watched(demo, viewer, owners)
     await owner.watchers_notice(pending, "the request")
     await observer.ws.close()
     await owner.watchers_notice(
@@ -218,9 +218,7 @@ async def test_without_approval_the_observer_joins_at_once_and_ends_with_the_own
 ) -> None:
     gateway = await gateways(watchers("none"))
     demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
-    owner = await Owner.open(demo)
-    owners.append(owner)
-    observer = await join(viewer, owner.console_id)
+    owner, observer = await watched(demo, viewer, owners)
     assert observer.notices[0]["type"] == "hello"
     client = RFBClient(observer)
     await client.handshake()
@@ -248,9 +246,7 @@ async def test_an_observer_is_not_cut_for_idleness_while_the_owner_works(
 
     gateway = await gateways(short_idle)
     demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
-    owner = await Owner.open(demo)
-    owners.append(owner)
-    observer = await join(viewer, owner.console_id)
+    owner, observer = await watched(demo, viewer, owners)
     assert observer.notices[0]["idle_timeout"] == 0
     client = RFBClient(observer)
     await client.handshake()
@@ -287,9 +283,7 @@ async def test_a_re_decision_keeps_an_observer_who_may_still_watch_and_ends_one_
 
     gateway = await gateways(join_only)
     demo, viewer = await sign_in(gateway, "demo"), await sign_in(gateway, "viewer")
-    owner = await Owner.open(demo)
-    owners.append(owner)
-    observer = await join(viewer, owner.console_id)
+    owner, observer = await watched(demo, viewer, owners)
     assert observer.notices[0]["type"] == "hello"
     assert gateway.gw.redecide(lambda record: record.groups) == 0  # the same groups: still allowed
     assert gateway.gw.redecide(lambda record: [] if record.watching else record.groups) == 1
