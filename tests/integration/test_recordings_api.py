@@ -7,6 +7,7 @@ console path that records a real Xvnc is exercised by tests/browser/test_player_
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -109,10 +110,15 @@ def store(tmp_path: Path) -> LocalStore:
     return LocalStore(tmp_path / "recordings")
 
 
-async def signed_in(gateway: RunningGateway, user: str) -> Operator:
+@contextlib.asynccontextmanager
+async def signed_in(gateway: RunningGateway, user: str) -> AsyncIterator[Operator]:
+    """`user` signed in for the length of the block (the demo's own users' passwords are their names)."""
     operator = Operator(gateway)
-    await operator.login(user, PASSWORD if user not in ("demo", "viewer", "admin") else user)
-    return operator
+    try:
+        await operator.login(user, PASSWORD if user not in ("demo", "viewer", "admin") else user)
+        yield operator
+    finally:
+        await operator.close()
 
 
 def parse_feed(body: bytes) -> list[tuple[int, int, bytes]]:
@@ -129,8 +135,7 @@ async def test_someone_without_a_reviewer_entry_gets_nothing_that_says_a_recordi
 ) -> None:
     await write_recording(store, "rec-one")
     for user in ("demo", "admin", "outsider"):  # the recorded user, an admin, a reviewer of another cloud
-        who = await signed_in(gateway, user)
-        try:
+        async with signed_in(gateway, user) as who:
             assert (await who.get("/api/recordings"))[1]["recordings"] == []
             missing = await who.get("/api/recordings/no-such-recording")
             for path in ("", "/segments/0", "/download"):
@@ -140,8 +145,6 @@ async def test_someone_without_a_reviewer_entry_gets_nothing_that_says_a_recordi
             if user != "outsider":
                 assert (await who.get("/recordings"))[0] == 404
                 assert (await who.get("/recordings/rec-one"))[0] == 404
-        finally:
-            await who.close()
     assert not [
         e for e in gateway.audit_events() if e["event"] in ("recording_played", "recording_downloaded")
     ]
@@ -151,8 +154,7 @@ async def test_a_reviewer_plays_but_reads_no_typed_text_without_typed_text(
     gateway: RunningGateway, store: LocalStore
 ) -> None:
     await write_recording(store, "rec-one")
-    auditor = await signed_in(gateway, "auditor")
-    try:
+    async with signed_in(gateway, "auditor") as auditor:
         status, listing = await auditor.get("/api/recordings")
         assert status == 200 and [r["id"] for r in listing["recordings"]] == ["rec-one"]
         assert listing["recordings"][0]["duration"] == 5999 and listing["recordings"][0]["sealed"]
@@ -177,8 +179,6 @@ async def test_a_reviewer_plays_but_reads_no_typed_text_without_typed_text(
         assert records[0][0] == FEED_SCREEN and struct.unpack(">HH", records[0][2][:4]) == (64, 48)
         assert {kind for kind, _, _ in records[1:]} == {1}
         assert all(key_event(ord(TYPED[0]), True) not in data for _, _, data in records)
-    finally:
-        await auditor.close()
     played = await gateway.wait_for_audit("recording_played", user="auditor")
     assert played["recording"] == "rec-one" and played["target_user"] == "demo"
     assert played["reviewers"] == ["audit-prod"] and played["typed_text"] is False
@@ -194,8 +194,7 @@ async def test_typed_text_reviewers_read_search_and_download(
 ) -> None:
     await write_recording(store, "rec-one")
     await write_recording(store, "rec-two", tags=("env=dev",))  # not for audit-prod; security sees all
-    lead = await signed_in(gateway, "sec-lead")
-    try:
+    async with signed_in(gateway, "sec-lead") as lead:
         status, meta = await lead.get("/api/recordings/rec-one")
         assert meta["typed_text"] == "shown"
         assert [(r["t"], r["text"]) for r in meta["typed"]] == [(2100, TYPED)]
@@ -208,16 +207,11 @@ async def test_typed_text_reviewers_read_search_and_download(
             data = await response.read()
         packed = unpack(data)
         assert packed.complete and verify(KEYS, packed.header, packed.segments, packed.index, packed.seal).ok
-    finally:
-        await lead.close()
     downloaded = await gateway.wait_for_audit("recording_downloaded", user="sec-lead")
     assert downloaded["size"] == len(data) and downloaded["reviewers"] == ["security"]
-    auditor = await signed_in(gateway, "auditor")
-    try:
+    async with signed_in(gateway, "auditor") as auditor:
         assert [r["id"] for r in (await auditor.get("/api/recordings"))[1]["recordings"]] == ["rec-one"]
         assert (await auditor.get("/api/recordings/rec-two"))[0] == 404
-    finally:
-        await auditor.close()
 
 
 async def test_a_tampered_segment_is_named_and_refused_and_a_cut_recording_is_truncated(
@@ -229,8 +223,7 @@ async def test_a_tampered_segment_is_named_and_refused_and_a_cut_recording_is_tr
     data = bytearray(segment.read_bytes())
     data[len(data) // 2] ^= 0x01
     segment.write_bytes(bytes(data))
-    auditor = await signed_in(gateway, "auditor")
-    try:
+    async with signed_in(gateway, "auditor") as auditor:
         status, meta = await auditor.get("/api/recordings/rec-one")
         assert status == 200
         assert meta["integrity"]["status"] == "tampered" and meta["integrity"]["segment"] == 1
@@ -240,21 +233,16 @@ async def test_a_tampered_segment_is_named_and_refused_and_a_cut_recording_is_tr
         status, meta = await auditor.get("/api/recordings/rec-cut")
         assert meta["integrity"]["status"] == "truncated"
         assert [s["number"] for s in meta["segments"]] == [0, 1, 2]  # rebuilt from the segments
-    finally:
-        await auditor.close()
 
 
 async def test_inputs_are_never_in_the_feed_even_for_typed_text_reviewers(
     gateway: RunningGateway, store: LocalStore
 ) -> None:
     await write_recording(store, "rec-one")
-    lead = await signed_in(gateway, "sec-lead")
-    try:
+    async with signed_in(gateway, "sec-lead") as lead:
         async with lead.http.get(f"{gateway.url}/api/recordings/rec-one/segments/1") as response:
             records = parse_feed(await response.read())
         assert INPUT not in {kind for kind, _, _ in records}
-    finally:
-        await lead.close()
 
 
 async def test_a_store_that_cannot_be_read_answers_503_naming_it(
@@ -263,10 +251,7 @@ async def test_a_store_that_cannot_be_read_answers_503_naming_it(
     await write_recording(store, "rec-one")
     (tmp_path / "recordings").rename(tmp_path / "moved")
     (tmp_path / "recordings").write_text("not a directory")
-    auditor = await signed_in(gateway, "auditor")
-    try:
+    async with signed_in(gateway, "auditor") as auditor:
         status, body = await auditor.get("/api/recordings")
         assert (status, body["code"]) == (503, "store")
         assert "recording store" in body["error"] and "Not a directory" in body["error"]
-    finally:
-        await auditor.close()
