@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,16 +110,18 @@ async def stored_segments(store: RecordingStore, rid: str) -> int:
     return info.segments if info is not None else 0
 
 
-async def busy_until(client: RFBClient, done: Any, what: str) -> None:
+async def busy_until(client: RFBClient, done: Callable[[], object], what: str) -> None:
     """Keep the console's screen changing (a key the X program draws, then an incremental update, as a
-    browser asks) until `done()`; a console the gateway closed meanwhile answers no more, which is fine."""
+    browser asks) until `done()` (true, or awaitable to true); a console the gateway closed meanwhile
+    answers no more, which is fine."""
 
     async def check() -> bool:
         with contextlib.suppress(RFBClientError, ConnectionError, aiohttp.ClientError, TimeoutError):
             await client.key(ord("x"))
             await client.request_update(True)
             await client.next_update()
-        return bool(await done())
+        result = done()
+        return bool(await result if inspect.isawaitable(result) else result)
 
     await wait_for(check, 30, what)
 
@@ -272,12 +276,7 @@ async def test_a_store_failing_mid_console_closes_a_required_console_and_keeps_w
     try:
         await gateway.wait_for_audit("recording_started", recording=rid)
         before = await _blocked(tmp_path / "recordings", rid, store)
-
-        async def closed_by_gateway() -> bool:
-            return any(
-                e["event"] == "console_closed" and e["console_id"] == rid for e in gateway.audit_events()
-            )
-
+        closed_by_gateway = partial(gateway.audited, "console_closed", console_id=rid)
         await busy_until(client, closed_by_gateway, "the console closed by the failing recording")
         closed = await gateway.wait_for_audit("console_closed", console_id=rid)
         assert (closed["close_code"], closed["closed_by"]) == (4534, "recording")
@@ -311,10 +310,7 @@ async def test_an_optional_recording_stops_on_a_failing_store_and_the_console_go
         assert hello["recording"] == {"required": False, "input": False}
         await gateway.wait_for_audit("recording_started", recording=rid)
         await _blocked(tmp_path / "recordings", rid, store)
-
-        async def failed() -> bool:
-            return any(e["event"] == "recording_failed" for e in gateway.audit_events())
-
+        failed = partial(gateway.audited, "recording_failed")
         await busy_until(client, failed, "the recording to fail")
         await client.type_text("still here")
         await wait_for(lambda: echo.typed.endswith("still here"), 10, "typing after the recording failed")

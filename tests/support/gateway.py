@@ -49,19 +49,22 @@ class RunningGateway:
             return []
         return [json.loads(line) for line in self.audit_path.read_text().splitlines() if line.strip()]
 
+    def audited(self, event: str, **match: object) -> dict[str, Any] | None:
+        """The first audit line of `event` with the `match`ing fields, if the gateway has written it."""
+        for entry in self.audit_events():
+            if entry["event"] == event and all(entry.get(k) == v for k, v in match.items()):
+                return entry
+        return None
+
     async def wait_for_audit(self, event: str, **match: object) -> dict[str, Any]:
         """The first audit line of `event` with the `match`ing fields, once the gateway has written it."""
-
-        def found() -> dict[str, Any] | None:
-            for entry in self.audit_events():
-                if entry["event"] == event and all(entry.get(k) == v for k, v in match.items()):
-                    return entry
-            return None
 
         def seen() -> str:
             return f"have {[e['event'] for e in self.audit_events()]}"
 
-        return await wait_for(found, WAIT, f"audit event {event} {match}", detail=seen)
+        return await wait_for(
+            lambda: self.audited(event, **match), WAIT, f"audit event {event} {match}", detail=seen
+        )
 
     async def stop(self) -> None:
         await self.runner.cleanup()
