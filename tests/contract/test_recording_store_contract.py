@@ -23,6 +23,7 @@ from gateway.recording.local import LocalStore
 from gateway.recording.retention import delete_expired
 from gateway.recording.s3 import S3Store
 from gateway.recording.store import RecordingStore, StoreError
+from tests.support.recordings import recording_header
 from tests.support.s3_server import SECRET_KEY, S3Server
 
 KEYS = Keyring([os.urandom(32)], [os.urandom(32)])
@@ -99,22 +100,8 @@ async def backend(
 
 
 def _header(rid: str, start: float) -> Header:
-    return Header(
-        id=rid,
-        start=start,
-        user="alice",
-        groups=("ops",),
-        server_id="srv-1",
-        server_name="web-1",
-        cloud="demo",
-        permission="control",
-        rfb_version="RFB 003.008",
-        width=640,
-        height=480,
-        pixel_format=bytes(16),
-        name="desk",
-        encodings=(0, 1),
-        record_input=False,
+    return recording_header(
+        rid, start=start, user="alice", groups=("ops",), width=640, height=480, name="desk"
     )
 
 

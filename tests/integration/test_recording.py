@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.recording.format import SERVER, Header, RecordingReader, Segment, verify
+from gateway.recording.format import SERVER, RecordingReader, Segment, verify
 from gateway.recording.local import LocalStore
 from gateway.recording.store import RecordingStore
 from gateway.sim.demo import DemoCloud
@@ -32,7 +32,7 @@ from gateway.sim.ecs_api import SimServer
 from tests.support.echo_console import echo_console_fixtures
 from tests.support.gateway import ConsoleRefused, Operator, RunningGateway, start_gateway
 from tests.support.polling import wait_for
-from tests.support.recordings import KEYS, decoded_recordings, recording_config, replay
+from tests.support.recordings import KEYS, decoded_recordings, recording_config, recording_header, replay
 from tests.support.rfb_client import RFBClient, RFBClientError
 from tests.support.s3_server import S3Server
 from tests.support.token_scan import SCANNER
@@ -328,22 +328,8 @@ async def test_the_gateway_deletes_expired_recordings_when_it_starts_and_keeps_t
     store = LocalStore(tmp_path / "recordings")
     now = time.time()
     for rid, age in (("expired1", 3 * 86400), ("recent1", 3600)):
-        header = Header(
-            id=rid,
-            start=now - age,
-            user="demo",
-            groups=(),
-            server_id=XVNC_ID,
-            server_name="rec-xvnc",
-            cloud="demo",
-            permission="control",
-            rfb_version="RFB 003.008",
-            width=320,
-            height=200,
-            pixel_format=bytes(16),
-            name="rec-xvnc",
-            encodings=(0,),
-            record_input=False,
+        header = recording_header(
+            rid, start=now - age, server_id=XVNC_ID, server_name="rec-xvnc", name="rec-xvnc", encodings=(0,)
         )
         await store.begin(rid, header.to_bytes(), header.meta())
     gateway = await start_gateway(cloud, tmp_path, recorded("off", False, retention="2d", **local(tmp_path)))

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from gateway.auth.passwords import hash_password
-from gateway.recording.format import INPUT, Header, RecordingWriter, unpack, verify
+from gateway.recording.format import INPUT, RecordingWriter, unpack, verify
 from gateway.recording.local import LocalStore
 from gateway.web.recordings import FEED_SCREEN
 from tests.support.gateway import Operator, RunningGateway, demo_stack
-from tests.support.recordings import KEYS, recording_config
+from tests.support.recordings import KEYS, recording_config, recording_header
 
 PIXEL_FORMAT = bytes([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0])
 TYPED = "hunter2"
@@ -61,21 +61,13 @@ async def write_recording(
     store: LocalStore, rid: str, *, finish: bool = True, tags: tuple[str, ...] = ("env=prod",)
 ) -> None:
     """Three segments of screen updates; "hunter2" typed in the second; sealed unless `finish` is False."""
-    header = Header(
-        id=rid,
+    header = recording_header(
+        rid,
         start=time.time() - 60,
-        user="demo",
         groups=("operators",),
-        server_id="srv-1",
-        server_name="web-1",
-        cloud="demo",
-        permission="control",
-        rfb_version="RFB 003.008",
         width=64,
         height=48,
         pixel_format=PIXEL_FORMAT,
-        name="web-1",
-        encodings=(0, 1),
         record_input=True,
         project_id="proj",
         region="r1",

@@ -5,16 +5,17 @@ the files themselves are compressed and encrypted, so a token in them is invisib
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from gateway.auth.cookie import generate_key
-from gateway.recording.format import HEADER_MAGIC, Keyring, RecordingError, RecordingReader, Screen
+from gateway.recording.format import HEADER_MAGIC, Header, Keyring, RecordingError, RecordingReader, Screen
 from gateway.recording.store import segment_name
 from tests.support.rfb_client import RFBClientProtocol
 
-__all__ = ["KEYS", "decoded_recordings", "recording_config", "replay"]
+__all__ = ["KEYS", "decoded_recordings", "recording_config", "recording_header", "replay"]
 
 # The run's recording keys: every test that records through the gateway uses them, so the token scan
 # can open every recording the run left behind.
@@ -25,6 +26,28 @@ KEYS = Keyring.from_secrets([_HMAC], [_ENCRYPTION])
 def recording_config(**settings: Any) -> dict[str, Any]:
     """A `[recording]` section with the run's keys (encrypted at rest); `settings` add or override."""
     return {"hmac_keys": [_HMAC], "encryption_keys": [_ENCRYPTION], **settings}
+
+
+def recording_header(rid: str, **fields: Any) -> Header:
+    """The header of a recording a test writes itself: a control console on the demo cloud started now,
+    unless `fields` say otherwise (each test names what it relies on)."""
+    defaults: dict[str, Any] = {
+        "start": time.time(),
+        "user": "demo",
+        "groups": (),
+        "server_id": "srv-1",
+        "server_name": "web-1",
+        "cloud": "demo",
+        "permission": "control",
+        "rfb_version": "RFB 003.008",
+        "width": 64,
+        "height": 48,
+        "pixel_format": bytes(16),
+        "name": "web-1",
+        "encodings": (0, 1),
+        "record_input": False,
+    }
+    return Header(id=rid, **{**defaults, **fields})
 
 
 def replay(screen: Screen, server: bytes) -> RFBClientProtocol:
