@@ -130,12 +130,9 @@ def _check_tags(tags: list[str], where: str) -> None:
             raise ValueError(f'{where}: tags: {tag!r} needs a key ("key" or "key=value")')
 
 
-class RuleConfig(BaseModel):
-    """One ``[[policy.rules]]`` table.
-
-    Within one selector the entries are alternatives (any may match); ``tags`` and ``metadata`` are
-    conditions (all must hold), like label selectors; across selectors every given one must match.
-    """
+class _Selected(BaseModel):
+    """What a console rule and a reviewer entry share: a name, who (users, groups), and the selectors that
+    pick servers, matched alike."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -144,10 +141,19 @@ class RuleConfig(BaseModel):
     groups: list[str] = Field(default_factory=list)
     clouds: list[str] = Field(default_factory=list)
     projects: list[str] = Field(default_factory=list)
-    regions: list[str] = Field(default_factory=list)
     server_ids: list[str] = Field(default_factory=list)
     names: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)
+
+
+class RuleConfig(_Selected):
+    """One ``[[policy.rules]]`` table.
+
+    Within one selector the entries are alternatives (any may match); ``tags`` and ``metadata`` are
+    conditions (all must hold), like label selectors; across selectors every given one must match.
+    """
+
+    regions: list[str] = Field(default_factory=list)
     metadata: dict[str, str] = Field(default_factory=dict)
     # "none": the rule grants no console of its own (a rule only for `join`).
     permission: Literal["control", "view", "deny", "none"]
@@ -237,7 +243,7 @@ class AdminConfig(BaseModel):
         return self
 
 
-class ReviewerConfig(BaseModel):
+class ReviewerConfig(_Selected):
     """One ``[[policy.reviewers]]`` table: who may play and download the recordings of which servers.
 
     Separate from console rules: watching what someone did is a different power from opening the console
@@ -245,16 +251,6 @@ class ReviewerConfig(BaseModel):
     recorded. ``typed_text`` adds the typed-text index (which can hold passwords) on top of playback.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    users: list[str] = Field(default_factory=list)
-    groups: list[str] = Field(default_factory=list)
-    clouds: list[str] = Field(default_factory=list)
-    projects: list[str] = Field(default_factory=list)
-    server_ids: list[str] = Field(default_factory=list)
-    names: list[str] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
     typed_text: bool = False
 
     @field_validator("name")
