@@ -256,13 +256,16 @@ async def test_required_recording_with_the_store_down_refuses_the_console(
         await gateway.stop()
 
 
-async def _blocked(directory: Path, rid: str, store: RecordingStore) -> int:
-    """Make the next segments impossible to store (their names taken by directories); returns how many
-    segments were stored before."""
+async def _blocked(gateway: RunningGateway, directory: Path, rid: str) -> tuple[RecordingStore, int]:
+    """Once the console's recording started, make its next segments impossible to store (their names taken
+    by directories); returns the store and how many segments it had stored before."""
+    store = gateway.gw.recordings
+    assert store is not None
+    await gateway.wait_for_audit("recording_started", recording=rid)
     stored = await stored_segments(store, rid)
     for number in range(stored + 1, stored + 40):
         (directory / rid / f"seg-{number:08d}" / "taken").mkdir(parents=True)
-    return stored
+    return store, stored
 
 
 async def test_a_store_failing_mid_console_closes_a_required_console_and_keeps_what_it_took(
@@ -271,11 +274,8 @@ async def test_a_store_failing_mid_console_closes_a_required_console_and_keeps_w
     gateway = await start_gateway(cloud, tmp_path, recorded("required", False, **local(tmp_path)))
     operator, client, hello = await opened(gateway)
     rid = hello["console_id"]
-    store = gateway.gw.recordings
-    assert store is not None
     try:
-        await gateway.wait_for_audit("recording_started", recording=rid)
-        before = await _blocked(tmp_path / "recordings", rid, store)
+        store, before = await _blocked(gateway, tmp_path / "recordings", rid)
         closed_by_gateway = partial(gateway.audited, "console_closed", console_id=rid)
         await busy_until(client, closed_by_gateway, "the console closed by the failing recording")
         closed = await gateway.wait_for_audit("console_closed", console_id=rid)
@@ -304,12 +304,9 @@ async def test_an_optional_recording_stops_on_a_failing_store_and_the_console_go
     gateway = await start_gateway(cloud, tmp_path, recorded("optional", False, **local(tmp_path)))
     operator, client, hello = await opened(gateway)
     rid = hello["console_id"]
-    store = gateway.gw.recordings
-    assert store is not None
     try:
         assert hello["recording"] == {"required": False, "input": False}
-        await gateway.wait_for_audit("recording_started", recording=rid)
-        await _blocked(tmp_path / "recordings", rid, store)
+        await _blocked(gateway, tmp_path / "recordings", rid)
         failed = partial(gateway.audited, "recording_failed")
         await busy_until(client, failed, "the recording to fail")
         await client.type_text("still here")
