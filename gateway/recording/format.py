@@ -209,16 +209,12 @@ class Header:
     tags: tuple[str, ...] = ()  # the server's tags ("key=value" or "key"), for review rules
 
     def to_bytes(self) -> bytes:
+        # The store's metadata plus the id and the RFB facts; keys are sorted, so the bytes do not depend
+        # on the order they are gathered in.
         doc = {
             "v": VERSION,
             "id": self.id,
-            "start": self.start,
-            "user": self.user,
-            "groups": list(self.groups),
-            "server_id": self.server_id,
-            "server_name": self.server_name,
-            "cloud": self.cloud,
-            "permission": self.permission,
+            **self.meta(),
             "rfb": {
                 "version": self.rfb_version,
                 "width": self.width,
@@ -227,10 +223,6 @@ class Header:
                 "name": self.name,
                 "encodings": list(self.encodings),
             },
-            "record_input": self.record_input,
-            "project_id": self.project_id,
-            "region": self.region,
-            "tags": list(self.tags),
         }
         body = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
         return HEADER_MAGIC + bytes([VERSION]) + body
