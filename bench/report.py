@@ -403,7 +403,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
             label=key,
             color=colors[key],
         )
-    ax.axhline(64, ls="--", color="red", lw=0.8, label="64 KiB target")
+    ax.axhline(IDLE_KIB_PER_CONSOLE, ls="--", color="red", lw=0.8, label=f"{IDLE_KIB_PER_CONSOLE} KiB target")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_title("idle sessions: memory per session (KiB, log)")
